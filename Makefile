@@ -1,0 +1,163 @@
+# umig - one Makefile for the VMM, the migration engine, the guests and the tests.
+#
+#   make            build build/umig and every guest in build/guest-tests/
+#   make check      install missing Debian packages, build, run the test suite
+#   make demo       install missing Debian packages, build, run a migration demo
+#   make deps       install missing Debian packages (needs root)
+#   make bench      run the comparison benchmark (bench/run)
+#
+# Options: V=1 verbose, WERROR=0 warnings are not errors,
+#          SANITIZE=1 build with ASan+UBSan (into build/san/).
+
+CC      ?= gcc
+V       ?= 0
+WERROR  ?= 1
+SANITIZE ?= 0
+
+ifeq ($(SANITIZE),1)
+BUILD   := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD   := build
+SANFLAGS :=
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
+ifeq ($(WERROR),1)
+WARN    += -Werror
+endif
+
+CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -MD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := $(SANFLAGS)
+LIBS    := -lunicorn -luring -ljansson -lxxhash -lpthread -lm
+
+# Debian packages the build, the tests and the demo need.
+DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
+	    liburing-dev libjansson-dev libxxhash-dev iproute2 jq
+
+# The engine, as a static library the tests link against (sorted).
+LIB_SRCS := \
+	src/buf.c \
+	src/caps.c \
+	src/control.c \
+	src/cpustate.c \
+	src/devices.c \
+	src/dev-clock.c \
+	src/dev-exit.c \
+	src/dev-heartbeat.c \
+	src/dev-serial.c \
+	src/loader.c \
+	src/log.c \
+	src/mem.c \
+	src/snapshot.c \
+	src/state.c \
+	src/util.c \
+	src/vcpu.c \
+	src/vcpu-unicorn.c \
+	src/vm.c
+
+# One file per verb, plus main (sorted).
+CLI_SRCS := \
+	src/cli-caps.c \
+	src/cli-common.c \
+	src/cli-ctl.c \
+	src/cli-restore.c \
+	src/cli-run.c \
+	src/main.c
+
+GUESTS := dirty hello idle memverify
+GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
+
+TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))
+
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+LIBUMIG  := $(BUILD)/libumig.a
+UMIG     := $(BUILD)/umig
+GUEST_ELFS := $(GUESTS:%=build/guest-tests/%.elf)
+TEST_BINS  := $(TESTS:%=$(BUILD)/tests/%)
+
+.PHONY: all check demo deps bench clean tests
+all: $(UMIG) $(GUEST_ELFS)
+
+$(BUILD)/%.o: %.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+# Rebuild everything when the flags change (SANITIZE, WERROR, EXTRA_CFLAGS).
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(CFLAGS) $(LDFLAGS) $(LIBS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS) $(LIBS)' > $@
+FORCE:
+
+$(LIBUMIG): $(LIB_OBJS)
+	@[ "$(V)" = 1 ] || echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(UMIG): $(CLI_OBJS) $(LIBUMIG)
+	@[ "$(V)" = 1 ] || echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIBUMIG) $(LIBS)
+
+# --- guests: freestanding x86-64, linked at 1 MiB, never sanitized ---------
+GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -fno-pic -fno-pie \
+	-fno-stack-protector -fno-asynchronous-unwind-tables -mno-red-zone \
+	-fcf-protection=none -Wall -Wextra -Werror -Iinclude -Iguest-tests/rt
+GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,guest-tests/rt/guest.ld \
+	-Wl,--build-id=none -Wl,-z,noexecstack
+
+build/guest-tests/%.elf: guest-tests/%.c $(GUEST_RT_SRCS) guest-tests/rt/rt.h \
+		guest-tests/rt/guest.ld include/umig/guest-abi.h
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  GUEST   $@"
+	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $(GUEST_RT_SRCS) $<
+
+# --- tests ------------------------------------------------------------------
+$(BUILD)/tests/%: tests/%.c tests/t-util.h $(BUILD)/tests/t-util.o $(LIBUMIG) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  TEST    $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(BUILD)/tests/t-util.o $(LIBUMIG) $(LIBS) -lcmocka
+
+$(BUILD)/tests/t-util.o: tests/t-util.c tests/t-util.h $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -Itests -c $< -o $@
+
+tests: all $(TEST_BINS)
+
+check:
+	$(Q)$(MAKE) --no-print-directory deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)UMIG_BIN=$(UMIG) UMIG_GUESTS=build/guest-tests tests/run $(TEST_BINS)
+
+demo:
+	$(Q)$(MAKE) --no-print-directory deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)UMIG_BIN=$(UMIG) tests/demo
+
+bench:
+	$(Q)bench/run $(BENCH_ARGS)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "umig: missing Debian packages:$$missing" >&2; \
+			echo "umig: run 'make deps' as root, or: apt-get install$$missing" >&2; exit 1; \
+		fi; \
+		echo "umig: installing$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	fi
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

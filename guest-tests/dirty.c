@@ -1,0 +1,165 @@
+/*
+ * dirty.c - the write-heavy guest: dirties pages at a chosen rate and shape
+ * so pre-copy has something to chase.
+ *
+ *   wss=MiB (64)  pattern=seq|random|hot (seq)  rate=pages/s (0 = flat out)
+ *   stores=per page (1, max 512, spread evenly over the page)
+ *   hot=% of wss in the hot set (5)  hotpct=% of writes to it (90)
+ *   secs=guest seconds to run (0 = forever)
+ *
+ * Every store writes the running page count, so a page really changes each
+ * time it is dirtied.  Prints a line per guest second with the total pages
+ * dirtied and the pages dirtied in that second.  Heartbeats after every
+ * pass over wss, every 4096 pages, and every guest second.
+ */
+#include "rt.h"
+
+enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOT };
+
+static const char *const pat_names[] = { "seq", "random", "hot" };
+
+struct dirty {
+	volatile u64 *base;
+	u64 npages, nhot, hotpct;
+	u64 stores, stride;	/* stores per page, words between them */
+	enum pattern pat;
+	u64 rng, next_seq;
+	u64 rate, secs;
+	u64 count, last_count;		/* pages dirtied, and at the last report */
+	u64 t, next_report;		/* seconds reported, when the next is due */
+	u64 pace_ns, pace_count;	/* the rate schedule's origin */
+};
+
+/* The page the next write goes to. */
+static u64 pick_page(struct dirty *d)
+{
+	u64 p;
+
+	switch (d->pat) {
+	case PAT_RANDOM:
+		return rt_rand(&d->rng) % d->npages;
+	case PAT_HOT:
+		if (rt_rand(&d->rng) % 100 < d->hotpct || d->nhot == d->npages)
+			return rt_rand(&d->rng) % d->nhot;
+		return d->nhot + rt_rand(&d->rng) % (d->npages - d->nhot);
+	default:
+		p = d->next_seq;
+		d->next_seq = p + 1 == d->npages ? 0 : p + 1;
+		return p;
+	}
+}
+
+static void dirty_page(struct dirty *d, u64 count)
+{
+	volatile u64 *w = d->base + pick_page(d) * (RT_PAGE_SIZE / 8);
+	u64 i;
+
+	for (i = 0; i < d->stores; i++)
+		w[i * d->stride] = count;
+}
+
+static int parse(struct dirty *d)
+{
+	u64 wss = rt_arg_u64("wss", 64), hot = rt_arg_u64("hot", 5);
+	unsigned i;
+
+	d->pat = PAT_SEQ;
+	if (rt_arg("pattern")) {
+		for (i = 0; i < 3 && !rt_arg_eq("pattern", pat_names[i]); i++)
+			;
+		if (i == 3) {
+			char name[64];
+
+			rt_arg_copy("pattern", name, sizeof(name));
+			rt_printf("dirty: unknown pattern '%s' (seq|random|hot)\n", name);
+			return 2;
+		}
+		d->pat = (enum pattern)i;
+	}
+	if (!wss || wss > rt_free_size() / RT_MIB) {
+		rt_printf("dirty: wss must be 1..%lluMiB, got %llu\n",
+			  (u64)rt_free_size() / RT_MIB, wss);
+		return 2;
+	}
+	d->base = (volatile u64 *)rt_free_start();
+	d->npages = wss * RT_MIB / RT_PAGE_SIZE;
+	d->nhot = d->npages * (hot > 100 ? 100 : hot) / 100;
+	d->nhot = d->nhot ? d->nhot : 1;
+	d->hotpct = rt_arg_u64("hotpct", 90);
+	d->stores = rt_arg_u64("stores", 1);
+	d->stores = d->stores < 1 ? 1 : d->stores > 512 ? 512 : d->stores;
+	d->stride = (RT_PAGE_SIZE / 8) / d->stores;
+	d->rate = rt_arg_u64("rate", 0);
+	d->secs = rt_arg_u64("secs", 0);
+	d->rng = 0x9e3779b97f4a7c15ull;
+	rt_printf("dirty: wss=%lluMiB pattern=%s rate=%llu stores=%llu\n",
+		  wss, pat_names[d->pat], d->rate, d->stores);
+	return 0;
+}
+
+/* When the n-th page is due at rate pages/s, in ns (no overflow). */
+static u64 due_ns(u64 n, u64 rate)
+{
+	return n / rate * RT_NS_PER_S + n % rate * RT_NS_PER_S / rate;
+}
+
+/*
+ * Sleep while ahead of the rate's schedule, printing the per-second line
+ * on the way.  Returns 1 once secs have passed.  The schedule is counted
+ * from (pace_ns, pace_count); after a stall (say, a long migration pause)
+ * it restarts from now, because rate is a ceiling, not a debt to burst off.
+ */
+static int pace_and_report(struct dirty *d)
+{
+	for (;;) {
+		u64 now = rt_clock_ns(), due;
+
+		while (now >= d->next_report) {
+			d->t++;
+			rt_printf("dirty: t=%llus pages=%llu rate=%llu/s\n",
+				  d->t, d->count, d->count - d->last_count);
+			d->last_count = d->count;
+			d->next_report += RT_NS_PER_S;
+			rt_heartbeat();	/* a slow rate may not fill 4096 pages */
+			if (d->secs && d->t >= d->secs)
+				return 1;
+		}
+		if (!d->rate)
+			return 0;
+		due = d->pace_ns + due_ns(d->count - d->pace_count, d->rate);
+		if (now > due + RT_NS_PER_S / 10) {
+			d->pace_ns = now;
+			d->pace_count = d->count;
+		}
+		if (due <= now)
+			return 0;
+		due = due < d->next_report ? due : d->next_report;
+		rt_sleep_us((uint32_t)((due - now + 999) / 1000));
+	}
+}
+
+int main(void)
+{
+	struct dirty d = { 0 };
+	int rc = parse(&d);
+	u64 chunk = 64, i;
+
+	if (rc)
+		return rc;
+	/* At low rates look at the clock more often, or pacing gets lumpy. */
+	if (d.rate && d.rate < 1024)
+		chunk = d.rate / 16 ? d.rate / 16 : 1;
+	d.pace_ns = rt_clock_ns();
+	d.next_report = d.pace_ns + RT_NS_PER_S;
+	for (;;) {
+		for (i = 0; i < chunk; i++) {
+			dirty_page(&d, ++d.count);
+			if (d.count % 4096 == 0 || d.count % d.npages == 0)
+				rt_heartbeat();
+		}
+		if (pace_and_report(&d)) {
+			rt_printf("dirty: done pages=%llu\n", d.count);
+			return 0;
+		}
+	}
+}

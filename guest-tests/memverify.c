@@ -1,0 +1,118 @@
+/*
+ * memverify.c - proves a migration moved every page, and the newest copy.
+ *
+ * Fills a working set with a pattern that depends on (page, word,
+ * generation), then in each pass checks every word against the current
+ * generation and rewrites it with the next one.  A page that arrived as
+ * zeroes, a stale copy from an earlier round, or a page that landed at the
+ * wrong address all fail the check.  It also checks that the guest clock
+ * never runs backwards across a migration.
+ *
+ *   wss=MiB (16)  passes=N (0 = forever)
+ *   exit: 0 done, 1 mismatch, 2 bad args, 3 clock went backwards
+ */
+#include "rt.h"
+
+#define WORDS_PER_PAGE (RT_PAGE_SIZE / 8)
+#define GAMMA 0x9e3779b97f4a7c15ull	/* odd: g * GAMMA is a bijection */
+
+/* splitmix64's finalizer: a bijection, so distinct inputs stay distinct. */
+static u64 mix64(u64 x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/*
+ * The pattern is base(page, g) + word * STEP: base is odd and STEP even,
+ * so no word is ever 0, and the per-word work in the hot loop is one add.
+ * Different pages or generations get different bases (up to the 2^-63
+ * chance that "| 1" merges two mix outputs).
+ */
+#define STEP (GAMMA << 1)
+
+static u64 page_base(u64 page, u64 g)
+{
+	return mix64((page << 9) + g * GAMMA) | 1;
+}
+
+static u64 last_ns;
+
+/* Heartbeat, and check the clock is monotonic; 0 or an exit code. */
+static int beat(void)
+{
+	u64 now;
+
+	rt_heartbeat();
+	now = rt_clock_ns();
+	if (now < last_ns) {
+		rt_printf("memverify: CLOCK BACKWARDS prev=%llu now=%llu\n", last_ns, now);
+		return 3;
+	}
+	last_ns = now;
+	return 0;
+}
+
+/* Check one page holds generation g and rewrite it as g + 1; 0 or 1. */
+static int check_page(volatile u64 *w, u64 page, u64 g, u64 pass)
+{
+	u64 want = page_base(page, g), next = page_base(page, g + 1);
+	u64 i;
+
+	for (i = 0; i < WORDS_PER_PAGE; i++, want += STEP, next += STEP) {
+		u64 got = w[i];
+
+		if (got != want) {
+			rt_printf("memverify: MISMATCH pass=%llu page=%llu word=%llu "
+				  "expected=0x%016llx found=0x%016llx\n",
+				  pass, page, i, want, got);
+			return 1;
+		}
+		w[i] = next;
+	}
+	return 0;
+}
+
+int main(void)
+{
+	u64 wss = rt_arg_u64("wss", 16), passes = rt_arg_u64("passes", 0);
+	u64 npages = wss * RT_MIB / RT_PAGE_SIZE;
+	volatile u64 *base = (volatile u64 *)rt_free_start();
+	u64 page, g, i;
+	int rc;
+
+	rt_printf("memverify: wss=%lluMiB pages=%llu passes=%llu\n", wss, npages, passes);
+	if (wss > rt_free_size() / RT_MIB) {
+		rt_printf("memverify: wss too large: %lluMiB > %lluMiB free\n",
+			  wss, (u64)rt_free_size() / RT_MIB);
+		return 2;
+	}
+
+	last_ns = rt_clock_ns();
+	for (page = 0; page < npages; page++) {
+		volatile u64 *w = base + page * WORDS_PER_PAGE;
+		u64 v = page_base(page, 0);
+
+		for (i = 0; i < WORDS_PER_PAGE; i++, v += STEP)
+			w[i] = v;
+		if ((page + 1) % 256 == 0 && (rc = beat()))
+			return rc;
+	}
+
+	for (g = 0; !passes || g < passes; g++) {
+		for (page = 0; page < npages; page++) {
+			if (check_page(base + page * WORDS_PER_PAGE, page, g, g + 1))
+				return 1;
+			if ((page + 1) % 256 == 0 && (rc = beat()))
+				return rc;
+		}
+		if ((rc = beat()))
+			return rc;
+		rt_printf("memverify: pass %llu ok\n", g + 1);
+	}
+	rt_printf("memverify: done passes=%llu mismatches=0\n", passes);
+	return 0;
+}

@@ -1,0 +1,336 @@
+/*
+ * rt.c - the guest runtime behind rt.h: startup, devices, printf, command
+ * line, and the libc bits gcc expects.
+ *
+ * Everything is single-threaded and runs without interrupts, so globals
+ * need no locking.  The boot params are read in place: they live in guest
+ * RAM and migrate with the rest of it.
+ */
+#include "rt.h"
+
+static const struct umig_boot_params *rt_bp;
+static uint64_t rt_beats;
+
+/* --- startup ------------------------------------------------------------- */
+
+_Noreturn void rt_start(const struct umig_boot_params *bp);
+
+_Noreturn void rt_start(const struct umig_boot_params *bp)
+{
+	if (bp->magic != UMIG_BOOT_MAGIC || bp->version != UMIG_BOOT_VERSION) {
+		rt_printf("rt: bad boot params: magic=0x%llx version=%u (want 0x%llx version %u)\n",
+			  bp->magic, bp->version, UMIG_BOOT_MAGIC, UMIG_BOOT_VERSION);
+		rt_exit(120);
+	}
+	rt_bp = bp;
+	rt_exit(main());
+}
+
+/* --- devices ------------------------------------------------------------- */
+
+void rt_putc(char c)
+{
+	outb(UMIG_PORT_SERIAL, (uint8_t)c);
+}
+
+void rt_puts(const char *s)
+{
+	while (*s)
+		rt_putc(*s++);
+}
+
+uint64_t rt_clock_ns(void)
+{
+	/* LO first: it latches the whole value, so the halves are consistent. */
+	uint64_t lo = inl(UMIG_PORT_CLOCK_LO);
+	uint64_t hi = inl(UMIG_PORT_CLOCK_HI);
+
+	return hi << 32 | lo;
+}
+
+void rt_sleep_us(uint32_t us)
+{
+	outl(UMIG_PORT_SLEEP_US, us);
+}
+
+void rt_heartbeat(void)
+{
+	rt_beats++;
+	outl(UMIG_PORT_HEARTBEAT, (uint32_t)rt_beats);
+}
+
+_Noreturn void rt_exit(int code)
+{
+	outl(UMIG_PORT_EXIT, (uint32_t)code);
+	for (;;)	/* the host stops us at the out; never run past it */
+		__asm__ volatile("pause");
+}
+
+/* --- printf -------------------------------------------------------------- */
+
+/* Emit digits of v in base (10 or 16), padded to width with pad. */
+static int rt_putnum(u64 v, unsigned base, int neg, int width, char pad, int left)
+{
+	char buf[24];
+	int n = 0, len, out = 0;
+
+	do {
+		buf[n++] = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v);
+	len = n + neg;
+	if (neg && pad == '0') {	/* "-0042", not "00-42" */
+		rt_putc('-');
+		out++;
+		neg = 0;
+	}
+	for (; !left && width > len; width--, out++)
+		rt_putc(pad);
+	if (neg) {
+		rt_putc('-');
+		out++;
+	}
+	for (out += n; n; n--)
+		rt_putc(buf[n - 1]);
+	for (; left && width > len; width--, out++)
+		rt_putc(' ');
+	return out;
+}
+
+int rt_vprintf(const char *fmt, va_list ap)
+{
+	int out = 0;
+
+	for (; *fmt; fmt++) {
+		int width = 0, left = 0, lng = 0, neg = 0;
+		char pad = ' ';
+		u64 v;
+
+		if (*fmt != '%') {
+			rt_putc(*fmt);
+			out++;
+			continue;
+		}
+		fmt++;
+		for (; *fmt == '-' || *fmt == '0'; fmt++) {
+			if (*fmt == '-')
+				left = 1;
+			else
+				pad = '0';
+		}
+		for (; *fmt >= '0' && *fmt <= '9'; fmt++)
+			width = width * 10 + (*fmt - '0');
+		for (; *fmt == 'l' || *fmt == 'z'; fmt++)
+			lng++;		/* l, ll and z are all 64 bits here */
+		if (left)
+			pad = ' ';
+
+		switch (*fmt) {
+		case 'd':
+		case 'i': {
+			long long s = lng ? va_arg(ap, long long) : va_arg(ap, int);
+
+			neg = s < 0;
+			v = neg ? -(u64)s : (u64)s;
+			out += rt_putnum(v, 10, neg, width, pad, left);
+			break;
+		}
+		case 'u':
+		case 'x':
+			v = lng ? va_arg(ap, u64) : va_arg(ap, unsigned int);
+			out += rt_putnum(v, *fmt == 'u' ? 10 : 16, 0, width, pad, left);
+			break;
+		case 'p':
+			rt_puts("0x");
+			out += 2 + rt_putnum((uintptr_t)va_arg(ap, void *), 16, 0, width, pad, left);
+			break;
+		case 'c':
+			rt_putc((char)va_arg(ap, int));
+			out++;
+			break;
+		case 's': {
+			const char *s = va_arg(ap, const char *);
+			int len;
+
+			s = s ? s : "(null)";
+			len = (int)strlen(s);
+			for (; !left && width > len; width--, out++)
+				rt_putc(' ');
+			rt_puts(s);
+			out += len;
+			for (; left && width > len; width--, out++)
+				rt_putc(' ');
+			break;
+		}
+		case '%':
+			rt_putc('%');
+			out++;
+			break;
+		case '\0':
+			return out;
+		default:	/* unknown conversion: show it rather than guess */
+			rt_putc('%');
+			rt_putc(*fmt);
+			out += 2;
+			break;
+		}
+	}
+	return out;
+}
+
+int rt_printf(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = rt_vprintf(fmt, ap);
+	va_end(ap);
+	return n;
+}
+
+/* --- boot params and command line ------------------------------------------ */
+
+const char *rt_cmdline(void)
+{
+	return rt_bp->cmdline;
+}
+
+uint64_t rt_free_start(void)
+{
+	return rt_bp->free_start;
+}
+
+uint64_t rt_free_size(void)
+{
+	return rt_bp->free_end > rt_bp->free_start ?
+	       rt_bp->free_end - rt_bp->free_start : 0;
+}
+
+static int rt_is_end(char c)
+{
+	return c == ' ' || c == '\0';
+}
+
+const char *rt_arg(const char *key)
+{
+	/*
+	 * Scan to the NUL rather than trusting cmdline_len, but never past the
+	 * array: a host bug should cost us arguments, not a wild read.
+	 */
+	const char *p = rt_bp->cmdline, *end = p;
+	size_t klen = strlen(key);
+
+	while (end < p + UMIG_CMDLINE_MAX - 1 && *end)
+		end++;
+
+	while (p < end) {
+		while (p < end && *p == ' ')
+			p++;
+		if (p + klen <= end && !memcmp(p, key, klen)) {
+			if (p[klen] == '=')
+				return p + klen + 1;
+			if (rt_is_end(p[klen]))
+				return p + klen;	/* bare "key": empty value */
+		}
+		while (p < end && !rt_is_end(*p))
+			p++;
+	}
+	return NULL;
+}
+
+uint64_t rt_arg_u64(const char *key, uint64_t def)
+{
+	const char *v = rt_arg(key);
+	uint64_t n = 0;
+
+	if (!v || rt_is_end(*v))
+		return def;
+	for (; !rt_is_end(*v); v++) {
+		if (*v < '0' || *v > '9')
+			return def;
+		n = n * 10 + (uint64_t)(*v - '0');
+	}
+	return n;
+}
+
+int rt_arg_eq(const char *key, const char *val)
+{
+	const char *v = rt_arg(key);
+
+	if (!v)
+		return 0;
+	while (*val && !rt_is_end(*v) && *v == *val)
+		v++, val++;
+	return !*val && rt_is_end(*v);
+}
+
+int rt_arg_copy(const char *key, char *buf, size_t size)
+{
+	const char *v = rt_arg(key);
+	size_t n = 0;
+
+	if (!v)
+		return -1;
+	for (; !rt_is_end(v[n]) && n + 1 < size; n++)
+		buf[n] = v[n];
+	if (size)
+		buf[n] = '\0';
+	return (int)n;
+}
+
+/*
+ * --- libc: gcc emits calls to these even with -ffreestanding --------------
+ * The string instructions keep gcc from "optimising" a plain loop here
+ * back into a call to the very function being defined.
+ */
+
+void *memset(void *d, int c, size_t n)
+{
+	void *p = d;
+
+	__asm__ volatile("rep stosb" : "+D"(p), "+c"(n) : "a"(c) : "memory");
+	return d;
+}
+
+void *memcpy(void *d, const void *s, size_t n)
+{
+	void *p = d;
+
+	__asm__ volatile("rep movsb" : "+D"(p), "+S"(s), "+c"(n) : : "memory");
+	return d;
+}
+
+void *memmove(void *d, const void *s, size_t n)
+{
+	if (d <= s || (const char *)s + n <= (char *)d)
+		return memcpy(d, s, n);
+	/* Overlapping with d above s: copy backwards, last byte first. */
+	{
+		char *pd = (char *)d + n - 1;
+		const char *ps = (const char *)s + n - 1;
+
+		__asm__ volatile("std; rep movsb; cld"
+				 : "+D"(pd), "+S"(ps), "+c"(n) : : "memory");
+	}
+	return d;
+}
+
+int memcmp(const void *a, const void *b, size_t n)
+{
+	const unsigned char *x = a, *y = b;
+
+	for (; n; n--, x++, y++)
+		if (*x != *y)
+			return *x - *y;
+	return 0;
+}
+
+size_t strlen(const char *s)
+{
+	const char *p = s;
+
+	while (*p)
+		p++;
+	return (size_t)(p - s);
+}

@@ -1,0 +1,108 @@
+/*
+ * rt.h - the tiny runtime shared by umig's freestanding test guests.
+ *
+ * Gives a guest the few things it needs to be a useful migration workload:
+ * port I/O to umig's devices (serial console, exit, clock, sleep,
+ * heartbeat; see include/umig/guest-abi.h), a small printf, "k=v" command
+ * line parsing, the free-memory range from the boot params, and a PRNG.
+ * start.S calls rt_start(), which checks the boot params and runs main().
+ */
+#ifndef UMIG_GUEST_RT_H
+#define UMIG_GUEST_RT_H
+
+/*
+ * Guests use no SSE/x87: keeps the vCPU state a migration has to carry to
+ * the general registers, and avoids depending on how the host set up
+ * CR0/CR4 for floating point.  Applies to everything after this line.
+ */
+#pragma GCC target("general-regs-only")
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "umig/guest-abi.h"
+
+/* unsigned long long, so "%llu" matches without casts (uint64_t is long). */
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+#define RT_PAGE_SIZE 4096ull
+#define RT_MIB       (1024ull * 1024)
+#define RT_NS_PER_S  1000000000ull
+
+/* --- port I/O: the only way to reach umig's devices ------------------- */
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline void outl(uint16_t port, uint32_t v)
+{
+	__asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint32_t inl(uint16_t port)
+{
+	uint32_t v;
+
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+/* --- console (serial port, one outb per byte) -------------------------- */
+
+void rt_putc(char c);
+void rt_puts(const char *s);		/* no newline added */
+int rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int rt_vprintf(const char *fmt, va_list ap);
+
+/* --- devices ------------------------------------------------------------- */
+
+uint64_t rt_clock_ns(void);		/* guest-monotonic nanoseconds */
+void rt_sleep_us(uint32_t us);		/* may return early */
+void rt_heartbeat(void);
+_Noreturn void rt_exit(int code);	/* code 0..255 */
+
+/* --- boot params ------------------------------------------------------- */
+
+/*
+ * Command line "k=v k=v ...".  rt_arg() returns a pointer into the boot
+ * params to the value, which ends at the next space or NUL (so it is not
+ * a C string on its own; use rt_arg_copy() for that), "" for a bare "k",
+ * or NULL if the key is absent.
+ */
+const char *rt_cmdline(void);
+const char *rt_arg(const char *key);
+uint64_t rt_arg_u64(const char *key, uint64_t def);	/* decimal; def if absent or bad */
+int rt_arg_eq(const char *key, const char *val);
+int rt_arg_copy(const char *key, char *buf, size_t size); /* length, or -1 if absent */
+
+uint64_t rt_free_start(void);		/* page aligned */
+uint64_t rt_free_size(void);
+
+/* --- PRNG: xorshift64* (Vigna), plenty for picking pages ---------------- */
+
+static inline u64 rt_rand(u64 *state)
+{
+	u64 x = *state;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;			/* never 0 if the seed was not 0 */
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+/* --- what gcc may call even with -ffreestanding --------------------------- */
+
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+void *memmove(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+
+int main(void);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * cli.h - umig's verbs (one file each, src/cli-*.c) and what they share.
+ *
+ * Every verb takes (argc, argv) with argv[0] the verb's name, answers
+ * -h/--help on stdout with exit status 0, and returns its exit status:
+ * 0 success, 2 bad usage, 125 a failure of umig itself; `run` and
+ * `restore` otherwise return the guest's own exit code.
+ */
+#ifndef UMIG_CLI_H
+#define UMIG_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vm;
+struct control;
+
+#define EXIT_USAGE   2
+#define EXIT_FAILURE_UMIG 125
+
+int cmd_caps(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+/* Print "umig VERB: MSG; see 'umig VERB --help'" and return EXIT_USAGE. */
+int cli_usage_error(const char *verb, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* What a running VM is served with, shared by run and restore. */
+struct serve_opts {
+	const char *control_path;    /* NULL: no control socket */
+	const char *snapshot_path;   /* NULL: no snapshot */
+	double snapshot_after;       /* seconds */
+};
+
+/* Open the console file (or stdout for NULL).  Returns an fd or -errno. */
+int cli_open_console(const char *path);
+/*
+ * Start the VM and serve it until the guest exits, faults, a client sends
+ * "quit", SIGINT/SIGTERM arrives, or the snapshot deadline passes.
+ * Returns the process exit status.
+ */
+int cli_serve_vm(struct vm *vm, const struct serve_opts *o);
+
+#endif

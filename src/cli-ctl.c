@@ -1,0 +1,174 @@
+/*
+ * cli-ctl.c - `umig ctl PATH COMMAND [ARGS]`: one control request by hand.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "umig/cli.h"
+#include "umig/log.h"
+#include "umig/util.h"
+
+#define CTL_REPLY_MAX (4u << 20)
+#define CTL_TIMEOUT_MS 30000
+
+static const char ctl_help[] =
+"usage: umig ctl [--raw] SOCKET COMMAND ['{\"arg\": value}']\n"
+"\n"
+"Send one command to a umig control socket and print the reply.\n"
+"Commands: query-status, query-stats, stop, cont, quit (docs/control.md).\n"
+"Exit status: 0 the command succeeded, 1 it returned an error,\n"
+"2 usage error, 125 the socket could not be reached or did not answer.\n"
+"\n"
+"options:\n"
+"  --raw       print the reply as received (one line of JSON)\n"
+"  -h, --help  this text\n";
+
+static int ctl_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return err_set(-ENAMETOOLONG, "socket path too long");
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+
+		close(fd);
+		return err_set(-e, "cannot connect to '%s': %s%s", path, strerror(e),
+			       e == ENOENT || e == ECONNREFUSED ? " (is umig running with --control?)" : "");
+	}
+	return fd;
+}
+
+/* Read one line (the reply) into a malloc'd string. */
+static int ctl_read_line(int fd, char **out)
+{
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+		char *nl;
+
+		if (poll(&p, 1, CTL_TIMEOUT_MS) <= 0) {
+			free(buf);
+			return err_set(-ETIMEDOUT, "no reply within %d s", CTL_TIMEOUT_MS / 1000);
+		}
+		if (len + 1 == cap) {
+			char *nb = cap < CTL_REPLY_MAX ? realloc(buf, cap * 2) : NULL;
+
+			if (!nb) {
+				free(buf);
+				return err_set(-E2BIG, "reply too large");
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n <= 0) {
+			free(buf);
+			return err_set(-EPIPE, "the connection closed before a reply");
+		}
+		len += n;
+		buf[len] = 0;
+		nl = strchr(buf, '\n');
+		if (nl) {
+			*nl = 0;
+			*out = buf;
+			return 0;
+		}
+	}
+}
+
+static int ctl_build_request(const char *cmd, const char *args_text, char **out)
+{
+	json_t *req = json_pack("{s:s}", "execute", cmd);
+	json_error_t jerr;
+
+	if (args_text) {
+		json_t *args = json_loads(args_text, 0, &jerr);
+
+		if (!json_is_object(args)) {
+			json_decref(args);
+			json_decref(req);
+			return err_set(-EINVAL, "arguments must be a JSON object: %s",
+				       args ? "not an object" : jerr.text);
+		}
+		json_object_set_new(req, "arguments", args);
+	}
+	*out = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	return *out ? 0 : -ENOMEM;
+}
+
+int cmd_ctl(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "raw", no_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	char *req = NULL, *reply = NULL;
+	bool raw = false;
+	json_t *j;
+	int opt, fd, ret;
+
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(ctl_help, stdout);
+			return 0;
+		}
+		if (opt != 'r')
+			return cli_usage_error("ctl", "unknown option '%s'", argv[optind - 1]);
+		raw = true;
+	}
+	if (argc - optind < 2 || argc - optind > 3)
+		return cli_usage_error("ctl", "expected SOCKET COMMAND [ARGS]");
+	ret = ctl_build_request(argv[optind + 1], argc - optind == 3 ? argv[optind + 2] : NULL, &req);
+	if (ret < 0)
+		return cli_usage_error("ctl", "%s", err_msg(ret));
+	fd = ctl_connect(argv[optind]);
+	if (fd < 0) {
+		pr_err("%s", err_msg(fd));
+		free(req);
+		return EXIT_FAILURE_UMIG;
+	}
+	ret = write_full(fd, req, strlen(req));
+	if (!ret)
+		ret = write_full(fd, "\n", 1);
+	if (!ret)
+		ret = ctl_read_line(fd, &reply);
+	close(fd);
+	free(req);
+	if (ret < 0) {
+		pr_err("%s: %s", argv[optind], err_msg(ret));
+		return EXIT_FAILURE_UMIG;
+	}
+	j = json_loads(reply, 0, NULL);
+	if (raw || !j)
+		puts(reply);
+	else
+		json_dumpf(j, stdout, JSON_INDENT(2)), putchar('\n');
+	ret = json_object_get(j, "return") ? 0 : 1;
+	if (ret && json_object_get(j, "error"))
+		pr_err("%s", json_string_value(json_object_get(json_object_get(j, "error"), "desc")));
+	json_decref(j);
+	free(reply);
+	return ret;
+}

@@ -1,0 +1,106 @@
+/*
+ * cli-run.c - `umig run GUEST.elf ...`: boot a guest and serve it.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "umig/cli.h"
+#include "umig/log.h"
+#include "umig/vm.h"
+
+static const char run_help[] =
+"usage: umig run GUEST.elf [options]\n"
+"\n"
+"Boot a static x86-64 guest program and run it until it exits.\n"
+"umig's exit status is the guest's; 125 means umig itself failed\n"
+"(a guest fault, an I/O error), 2 a usage error.\n"
+"\n"
+"options:\n"
+"  --mem SIZE             guest RAM, e.g. 64M, 1G (default 64M)\n"
+"  --cmdline 'k=v ...'    command line handed to the guest\n"
+"  --console FILE         append guest console output to FILE (default stdout)\n"
+"  --control PATH         serve the JSON control socket at PATH (docs/control.md)\n"
+"  --snapshot FILE        after --snapshot-after seconds, stop the guest and\n"
+"                         write a snapshot to FILE (resume it with umig restore)\n"
+"  --snapshot-after SECS  when to snapshot (default 1)\n"
+"  --backend NAME         vCPU backend (default unicorn)\n"
+"  --debug                trace state changes (also UMIG_DEBUG=1)\n"
+"  -h, --help             this text\n";
+
+enum { OPT_MEM = 256, OPT_CMDLINE, OPT_CONSOLE, OPT_CONTROL, OPT_SNAPSHOT,
+       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG };
+
+static const struct option run_options[] = {
+	{ "mem", required_argument, NULL, OPT_MEM },
+	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
+	{ "snapshot-after", required_argument, NULL, OPT_SNAPSHOT_AFTER },
+	{ "backend", required_argument, NULL, OPT_BACKEND },
+	{ "debug", no_argument, NULL, OPT_DEBUG },
+	{ "help", no_argument, NULL, 'h' },
+	{ 0 }
+};
+
+int cmd_run(int argc, char **argv)
+{
+	struct vm_config cfg = { .mem_size = 64ull << 20 };
+	struct serve_opts so = { .snapshot_after = 1.0 };
+	const char *cmdline = "", *console = NULL;
+	bool after_given = false;
+	struct vm *vm;
+	int opt, ret;
+
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", run_options, NULL)) != -1) {
+		switch (opt) {
+		case OPT_MEM:
+			if (parse_size(optarg, &cfg.mem_size))
+				return cli_usage_error("run", "--mem: '%s' is not a size (e.g. 64M, 1G)", optarg);
+			break;
+		case OPT_CMDLINE: cmdline = optarg; break;
+		case OPT_CONSOLE: console = optarg; break;
+		case OPT_CONTROL: so.control_path = optarg; break;
+		case OPT_SNAPSHOT: so.snapshot_path = optarg; break;
+		case OPT_SNAPSHOT_AFTER:
+			if (parse_seconds(optarg, &so.snapshot_after))
+				return cli_usage_error("run", "--snapshot-after: '%s' is not a number of seconds", optarg);
+			after_given = true;
+			break;
+		case OPT_BACKEND: cfg.backend = optarg; break;
+		case OPT_DEBUG: log_debug_enabled = true; break;
+		case 'h': fputs(run_help, stdout); return 0;
+		default:
+			return cli_usage_error("run", "unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage_error("run", optind == argc ? "missing GUEST.elf" : "more than one guest given");
+	if (after_given && !so.snapshot_path)
+		return cli_usage_error("run", "--snapshot-after needs --snapshot FILE");
+
+	cfg.console_fd = cli_open_console(console);
+	if (cfg.console_fd < 0) {
+		pr_err("%s", err_msg(cfg.console_fd));
+		return EXIT_FAILURE_UMIG;
+	}
+	ret = vm_create(&vm, &cfg);
+	if (ret < 0) {
+		pr_err("cannot create the VM: %s", err_msg(ret));
+		return EXIT_FAILURE_UMIG;
+	}
+	ret = vm_boot(vm, argv[optind], cmdline);
+	if (ret < 0) {
+		pr_err("%s", err_msg(ret));
+		vm_destroy(vm);
+		return EXIT_FAILURE_UMIG;
+	}
+	ret = cli_serve_vm(vm, &so);
+	vm_destroy(vm);
+	if (console)
+		close(cfg.console_fd);
+	return ret;
+}

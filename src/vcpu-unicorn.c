@@ -1,0 +1,300 @@
+/*
+ * vcpu-unicorn.c - the Unicorn (QEMU TCG) x86-64 vCPU backend.
+ *
+ * Guest RAM is mapped into Unicorn with uc_mem_map_ptr(), so the emulator
+ * loads and stores straight through our mapping: a missing page under
+ * post-copy blocks this thread in the kernel until userfaultfd fills it,
+ * exactly as a KVM vCPU would block.  Port I/O arrives through instruction
+ * hooks on IN and OUT and is handed to the device bus.
+ *
+ * Unicorn caches translated code and does not notice host-side writes to
+ * guest RAM made through the pointer; whoever rewrites RAM from the host
+ * (snapshot restore, hybrid discard) must call flush_code.
+ *
+ * Stopping: uc_emu_stop() from another thread is NOT safe in Unicorn
+ * 2.0.1.  When the stop request ends a chain of translated blocks, Unicorn
+ * skips re-synchronising RIP (it assumes a code hook already did), and
+ * x86 TCG does not store RIP between chained blocks, so RIP is left
+ * pointing at an earlier block: on resume the guest re-executes
+ * instructions (a counter advances twice, a store is lost).  So a kick
+ * only raises a flag; a block hook, which runs on the vCPU thread at the
+ * start of every block right after Unicorn has set RIP to that block,
+ * sees the flag and stops there, before the block executes.  The flag is
+ * left set if no block runs, so a kick is never lost.
+ * tests/test-vcpu.c pins this (pause/resume storm over memverify).
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unicorn/unicorn.h>
+
+#include "umig/devices.h"
+#include "umig/log.h"
+#include "umig/vcpu.h"
+
+struct uc_vcpu {
+	uc_engine *uc;
+	uc_hook hook_in, hook_out, hook_block;
+	atomic_bool stop;   /* set by kick, consumed by the block hook */
+};
+
+static struct uc_vcpu *ucv(struct vcpu *v)
+{
+	return v->priv;
+}
+
+static uint32_t uc_on_in(uc_engine *uc, uint32_t port, int size, void *opaque)
+{
+	struct vcpu *v = opaque;
+
+	return pio_in(v->bus, port, size);
+}
+
+static void uc_on_out(uc_engine *uc, uint32_t port, int size, uint32_t value,
+		      void *opaque)
+{
+	struct vcpu *v = opaque;
+
+	pio_out(v->bus, port, size, value);
+}
+
+static void uc_on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
+{
+	struct uc_vcpu *u = opaque;
+
+	if (atomic_load_explicit(&u->stop, memory_order_relaxed) &&
+	    atomic_exchange(&u->stop, false))
+		uc_emu_stop(uc);
+}
+
+static int uc_to_errno(uc_err e)
+{
+	switch (e) {
+	case UC_ERR_OK: return 0;
+	case UC_ERR_NOMEM: return -ENOMEM;
+	case UC_ERR_ARG: return -EINVAL;
+	default: return -EIO;
+	}
+}
+
+static int ucv_create(struct vcpu *v)
+{
+	struct uc_vcpu *u = calloc(1, sizeof(*u));
+	uc_err e;
+
+	if (!u)
+		return -ENOMEM;
+	e = uc_open(UC_ARCH_X86, UC_MODE_64, &u->uc);
+	if (e) {
+		free(u);
+		return err_set(-EIO, "unicorn: cannot create an x86-64 CPU: %s", uc_strerror(e));
+	}
+	e = uc_mem_map_ptr(u->uc, 0, v->mem->size, UC_PROT_ALL, v->mem->host);
+	if (!e)
+		e = uc_hook_add(u->uc, &u->hook_in, UC_HOOK_INSN, uc_on_in, v, 1, 0,
+				UC_X86_INS_IN);
+	if (!e)
+		e = uc_hook_add(u->uc, &u->hook_out, UC_HOOK_INSN, uc_on_out, v, 1, 0,
+				UC_X86_INS_OUT);
+	if (!e)
+		e = uc_hook_add(u->uc, &u->hook_block, UC_HOOK_BLOCK, uc_on_block, u, 1, 0);
+	if (e) {
+		uc_close(u->uc);
+		free(u);
+		return err_set(uc_to_errno(e), "unicorn: cannot map guest RAM or hooks: %s",
+			       uc_strerror(e));
+	}
+	v->priv = u;
+	return 0;
+}
+
+static void ucv_destroy(struct vcpu *v)
+{
+	struct uc_vcpu *u = ucv(v);
+
+	if (!u)
+		return;
+	uc_close(u->uc);
+	free(u);
+	v->priv = NULL;
+}
+
+static int ucv_run(struct vcpu *v)
+{
+	struct uc_vcpu *u = ucv(v);
+	uint64_t rip = 0;
+	uc_err e;
+
+	uc_reg_read(u->uc, UC_X86_REG_RIP, &rip);
+	/* until = 0: guest code never runs at address 0 (the page is unused) */
+	e = uc_emu_start(u->uc, rip, 0, 0, 0);
+	if (e == UC_ERR_OK)
+		return VCPU_EXIT_KICK;
+	uc_reg_read(u->uc, UC_X86_REG_RIP, &rip);
+	snprintf(v->fault, sizeof(v->fault), "%s at rip 0x%llx", uc_strerror(e),
+		 (unsigned long long)rip);
+	return VCPU_EXIT_FAULT;
+}
+
+static void ucv_kick(struct vcpu *v)
+{
+	/* see the top of this file: never uc_emu_stop() from here */
+	atomic_store(&ucv(v)->stop, true);
+}
+
+/* Registers transferred one to one, in struct cpu_state order. */
+static const int uc_gpr_ids[GPR_COUNT] = {
+	UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
+	UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
+	UC_X86_REG_R8, UC_X86_REG_R9, UC_X86_REG_R10, UC_X86_REG_R11,
+	UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15,
+};
+static const int uc_seg_ids[SEG_COUNT] = {
+	UC_X86_REG_ES, UC_X86_REG_CS, UC_X86_REG_SS,
+	UC_X86_REG_DS, UC_X86_REG_FS, UC_X86_REG_GS,
+};
+
+#define EFER_MSR 0xc0000080u
+
+static int ucv_get_state(struct vcpu *v, struct cpu_state *s)
+{
+	uc_engine *uc = ucv(v)->uc;
+	uc_x86_mmr mmr;
+	uc_x86_msr msr = { .rid = EFER_MSR };
+	uint64_t seg;
+	uint64_t x[2];
+	int e = 0;
+
+	memset(s, 0, sizeof(*s));
+	for (int i = 0; i < GPR_COUNT; i++)
+		e |= uc_reg_read(uc, uc_gpr_ids[i], &s->gpr[i]);
+	e |= uc_reg_read(uc, UC_X86_REG_RIP, &s->rip);
+	e |= uc_reg_read(uc, UC_X86_REG_RFLAGS, &s->rflags);
+	for (int i = 0; i < SEG_COUNT; i++) {
+		seg = 0;
+		e |= uc_reg_read(uc, uc_seg_ids[i], &seg);
+		s->seg[i] = seg;
+	}
+	e |= uc_reg_read(uc, UC_X86_REG_FS_BASE, &s->fs_base);
+	e |= uc_reg_read(uc, UC_X86_REG_GS_BASE, &s->gs_base);
+	e |= uc_reg_read(uc, UC_X86_REG_GDTR, &mmr);
+	s->gdtr.base = mmr.base;
+	s->gdtr.limit = mmr.limit;
+	e |= uc_reg_read(uc, UC_X86_REG_IDTR, &mmr);
+	s->idtr.base = mmr.base;
+	s->idtr.limit = mmr.limit;
+	e |= uc_reg_read(uc, UC_X86_REG_CR0, &s->cr0);
+	e |= uc_reg_read(uc, UC_X86_REG_CR2, &s->cr2);
+	e |= uc_reg_read(uc, UC_X86_REG_CR3, &s->cr3);
+	e |= uc_reg_read(uc, UC_X86_REG_CR4, &s->cr4);
+	e |= uc_reg_read(uc, UC_X86_REG_MSR, &msr);
+	s->efer = msr.value;
+	e |= uc_reg_read(uc, UC_X86_REG_FPCW, &s->fcw);
+	e |= uc_reg_read(uc, UC_X86_REG_FPSW, &s->fsw);
+	e |= uc_reg_read(uc, UC_X86_REG_FPTAG, &s->ftw);
+	e |= uc_reg_read(uc, UC_X86_REG_FOP, &s->fop);
+	e |= uc_reg_read(uc, UC_X86_REG_FIP, &s->fip);
+	e |= uc_reg_read(uc, UC_X86_REG_FDP, &s->fdp);
+	for (int i = 0; i < 8; i++)
+		e |= uc_reg_read(uc, UC_X86_REG_ST0 + i, s->st[i]);
+	e |= uc_reg_read(uc, UC_X86_REG_MXCSR, &s->mxcsr);
+	for (int i = 0; i < 16; i++) {
+		e |= uc_reg_read(uc, UC_X86_REG_XMM0 + i, x);
+		memcpy(s->xmm[i], x, 16);
+	}
+	return e ? err_set(-EIO, "unicorn: reading CPU state failed") : 0;
+}
+
+/* Write a control register or MSR only when it changes: in long mode a
+ * write re-derives the CPU mode, which need not happen on a restore. */
+static uc_err uc_write_if_changed(uc_engine *uc, int id, uint64_t want)
+{
+	uint64_t cur = 0;
+
+	uc_reg_read(uc, id, &cur);
+	return cur == want ? UC_ERR_OK : uc_reg_write(uc, id, &want);
+}
+
+static int ucv_set_state(struct vcpu *v, const struct cpu_state *s)
+{
+	uc_engine *uc = ucv(v)->uc;
+	uc_x86_mmr mmr = { 0 };
+	uc_x86_msr msr = { .rid = EFER_MSR };
+	uint64_t x[2];
+	uint64_t seg;
+	int e = 0;
+
+	e |= uc_write_if_changed(uc, UC_X86_REG_CR0, s->cr0);
+	e |= uc_write_if_changed(uc, UC_X86_REG_CR3, s->cr3);
+	e |= uc_write_if_changed(uc, UC_X86_REG_CR4, s->cr4);
+	e |= uc_reg_read(uc, UC_X86_REG_MSR, &msr);
+	if (msr.value != s->efer) {
+		msr.value = s->efer;
+		e |= uc_reg_write(uc, UC_X86_REG_MSR, &msr);
+	}
+	e |= uc_reg_write(uc, UC_X86_REG_CR2, &s->cr2);
+	mmr.base = s->gdtr.base;
+	mmr.limit = s->gdtr.limit;
+	e |= uc_reg_write(uc, UC_X86_REG_GDTR, &mmr);
+	mmr.base = s->idtr.base;
+	mmr.limit = s->idtr.limit;
+	e |= uc_reg_write(uc, UC_X86_REG_IDTR, &mmr);
+	/*
+	 * A selector load in long mode goes through the descriptor table,
+	 * which flat guests do not have: load only selectors that differ.
+	 */
+	for (int i = 0; i < SEG_COUNT; i++) {
+		seg = 0;
+		uc_reg_read(uc, uc_seg_ids[i], &seg);
+		if (seg != s->seg[i]) {
+			seg = s->seg[i];
+			e |= uc_reg_write(uc, uc_seg_ids[i], &seg);
+		}
+	}
+	e |= uc_reg_write(uc, UC_X86_REG_FS_BASE, &s->fs_base);
+	e |= uc_reg_write(uc, UC_X86_REG_GS_BASE, &s->gs_base);
+	for (int i = 0; i < GPR_COUNT; i++)
+		e |= uc_reg_write(uc, uc_gpr_ids[i], &s->gpr[i]);
+	e |= uc_reg_write(uc, UC_X86_REG_RFLAGS, &s->rflags);
+	e |= uc_reg_write(uc, UC_X86_REG_FPCW, &s->fcw);
+	e |= uc_reg_write(uc, UC_X86_REG_FPSW, &s->fsw);
+	e |= uc_reg_write(uc, UC_X86_REG_FPTAG, &s->ftw);
+	e |= uc_reg_write(uc, UC_X86_REG_FOP, &s->fop);
+	e |= uc_reg_write(uc, UC_X86_REG_FIP, &s->fip);
+	e |= uc_reg_write(uc, UC_X86_REG_FDP, &s->fdp);
+	for (int i = 0; i < 8; i++)
+		e |= uc_reg_write(uc, UC_X86_REG_ST0 + i, s->st[i]);
+	e |= uc_reg_write(uc, UC_X86_REG_MXCSR, &s->mxcsr);
+	for (int i = 0; i < 16; i++) {
+		memcpy(x, s->xmm[i], 16);
+		e |= uc_reg_write(uc, UC_X86_REG_XMM0 + i, x);
+	}
+	/* RIP last: some writes above may reset the translation state */
+	e |= uc_reg_write(uc, UC_X86_REG_RIP, &s->rip);
+	return e ? err_set(-EIO, "unicorn: writing CPU state failed") : 0;
+}
+
+static int ucv_flush_code(struct vcpu *v, uint64_t gpa, uint64_t len)
+{
+	uc_engine *uc = ucv(v)->uc;
+	uc_err e;
+
+	if (gpa == 0 && len >= v->mem->size)
+		e = uc_ctl_flush_tlb(uc); /* UC_CTL_TB_FLUSH: drops every translated block */
+	else
+		e = uc_ctl_remove_cache(uc, gpa, gpa + len);
+	return e ? err_set(-EIO, "unicorn: flushing translated code failed: %s",
+			   uc_strerror(e)) : 0;
+}
+
+const struct vcpu_ops vcpu_unicorn_ops = {
+	.name = "unicorn",
+	.create = ucv_create,
+	.run = ucv_run,
+	.kick = ucv_kick,
+	.get_state = ucv_get_state,
+	.set_state = ucv_set_state,
+	.flush_code = ucv_flush_code,
+	.destroy = ucv_destroy,
+};
