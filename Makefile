@@ -71,7 +71,7 @@ CLI_SRCS := \
 	src/cli-run.c \
 	src/main.c
 
-GUESTS := dirty hello idle memverify
+GUESTS := dirty hello idle memverify spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
 TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))

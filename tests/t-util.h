@@ -1,0 +1,54 @@
+/*
+ * t-util.h - helpers shared by umig's cmocka tests (prefix t_).
+ *
+ * Integration tests run the real build/umig binary as a child process
+ * with a hard time limit, capture its stdout and stderr into files in a
+ * per-test temporary directory, and clean both up whatever happens.
+ */
+#ifndef UMIG_T_UTIL_H
+#define UMIG_T_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <cmocka.h>
+
+struct t_result {
+	int status;      /* exit status; 128+sig if killed; -1 on timeout */
+	char *out;       /* captured stdout (NUL-terminated, caller frees) */
+	char *err;       /* captured stderr */
+};
+
+/* Path of the umig binary ($UMIG_BIN, default build/umig). */
+const char *t_umig(void);
+/* Path of a guest ELF ($UMIG_GUESTS/NAME.elf, default build/guest-tests). */
+const char *t_guest(const char *name);
+
+/* A fresh private directory; removed by t_tmpdir_free(). */
+char *t_tmpdir(void);
+void t_tmpdir_free(char *dir);
+/* dir + "/" + name in a static rotating buffer (valid for 8 calls). */
+const char *t_path(const char *dir, const char *name);
+
+/* Run argv (NULL-terminated) to completion within timeout_s. */
+void t_run(char *const argv[], int timeout_s, struct t_result *r);
+void t_result_free(struct t_result *r);
+
+/* Start argv in the background with stdout/stderr to files (NULL: /dev/null). */
+pid_t t_spawn(char *const argv[], const char *out_path, const char *err_path);
+/* Wait up to timeout_s; on timeout kill it and return -1.  Else its status. */
+int t_wait(pid_t pid, int timeout_s);
+/* Kill (SIGKILL) and reap, for cleanup paths. */
+void t_kill(pid_t pid);
+
+char *t_read_file(const char *path);     /* NULL if absent; caller frees */
+bool t_wait_for_path(const char *path, int timeout_ms);
+/* Wait until file at path contains needle, up to timeout_ms. */
+bool t_wait_for_text(const char *path, const char *needle, int timeout_ms);
+/* Count occurrences of needle in hay. */
+int t_count(const char *hay, const char *needle);
+
+#endif
