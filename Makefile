@@ -33,7 +33,7 @@ ifeq ($(WERROR),1)
 WARN    += -Werror
 endif
 
-CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -MD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
+CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -Itcp -MD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS)
 LIBS    := -lunicorn -luring -ljansson -lxxhash -lpthread -lm
 
@@ -43,6 +43,7 @@ DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
 
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
+	src/bitmap.c \
 	src/buf.c \
 	src/caps.c \
 	src/control.c \
@@ -52,21 +53,33 @@ LIB_SRCS := \
 	src/dev-exit.c \
 	src/dev-heartbeat.c \
 	src/dev-serial.c \
+	src/dirty.c \
 	src/loader.c \
 	src/log.c \
 	src/mem.c \
+	src/mig-common.c \
+	src/mig-ctl.c \
+	src/mig-dest.c \
+	src/mig-source.c \
+	src/prepage.c \
+	src/proto.c \
 	src/snapshot.c \
 	src/state.c \
+	src/uffd.c \
 	src/util.c \
 	src/vcpu.c \
 	src/vcpu-unicorn.c \
-	src/vm.c
+	src/vm.c \
+	tcp/tcp.c \
+	tcp/uring.c
 
 # One file per verb, plus main (sorted).
 CLI_SRCS := \
 	src/cli-caps.c \
 	src/cli-common.c \
 	src/cli-ctl.c \
+	src/cli-incoming.c \
+	src/cli-migrate.c \
 	src/cli-restore.c \
 	src/cli-run.c \
 	src/main.c

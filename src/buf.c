@@ -75,7 +75,7 @@ void wbuf_put_u64(struct wbuf *w, uint64_t v) { put_le(w, v, 8); }
 
 void wbuf_patch_u32(struct wbuf *w, size_t off, uint32_t v)
 {
-	if (w->err || off + 4 > w->len)
+	if (w->err || off > w->len || w->len - off < 4)
 		return;
 	for (unsigned i = 0; i < 4; i++)
 		w->data[off + i] = v >> (8 * i);

@@ -19,6 +19,8 @@
 #include "umig/cli.h"
 #include "umig/control.h"
 #include "umig/log.h"
+#include "umig/migrate.h"
+#include "umig/prepage.h"
 #include "umig/snapshot.h"
 #include "umig/vm.h"
 
@@ -84,15 +86,84 @@ static int cli_snapshot(struct vm *vm, const char *path)
 	return 0;
 }
 
-static int cli_serve_loop(struct vm *vm, struct control *ctl, const struct serve_opts *o)
+int cli_parse_mig_option(const char *verb, int opt, const char *arg, struct mig_params *p)
 {
-	uint64_t deadline = 0;
+	struct prepage *pp;
+	struct bitmap b = { 0 };
+	uint64_t v;
+
+	switch (opt) {
+	case CLI_OPT_MODE:
+		if (mig_mode_parse(arg, &p->mode))
+			return -cli_usage_error(verb, "--mode: %s", err_msg(-EINVAL));
+		return 1;
+	case CLI_OPT_PREPAGING:
+		if (bitmap_init(&b, 1) || prepage_create(&pp, arg, 1, &b)) {
+			bitmap_free(&b);
+			return -cli_usage_error(verb, "--prepaging: unknown policy '%s' (%s)", arg,
+						prepage_names());
+		}
+		prepage_destroy(pp);
+		bitmap_free(&b);
+		snprintf(p->prepaging, sizeof(p->prepaging), "%s", arg);
+		return 1;
+	case CLI_OPT_DOWNTIME:
+		if (parse_u64(arg, &v) || v > 3600000)
+			return -cli_usage_error(verb, "--downtime-limit: '%s' is not milliseconds", arg);
+		p->downtime_limit_ms = v;
+		return 1;
+	case CLI_OPT_ROUNDS:
+		if (parse_u64(arg, &v) || v == 0 || v > 10000)
+			return -cli_usage_error(verb, "--max-rounds: '%s' is not 1..10000", arg);
+		p->max_rounds = v;
+		return 1;
+	case CLI_OPT_STATS:
+		if (strlen(arg) >= sizeof(p->stats_path))
+			return -cli_usage_error(verb, "--stats: path too long");
+		strcpy(p->stats_path, arg);
+		return 1;
+	case CLI_OPT_QUIET:
+		p->quiet = true;
+		return 1;
+	}
+	return 0;
+}
+
+static int cli_serve_loop(struct vm *vm, struct control *ctl, struct mig_ctl *mig,
+			  const struct serve_opts *o)
+{
+	uint64_t deadline = 0, mig_deadline = 0;
+	char why[512];
 
 	if (o->snapshot_path)
 		deadline = now_ns() + (uint64_t)(o->snapshot_after * 1e9);
+	if (o->migrate)
+		mig_deadline = now_ns() + (uint64_t)(o->migrate_after * 1e9);
 	for (;;) {
-		enum vm_status s = vm_wait(vm, deadline);
+		uint64_t next = deadline && mig_deadline ? MIN(deadline, mig_deadline) :
+				deadline ? deadline : mig_deadline;
+		enum vm_status s = vm_wait(vm, next ? next : now_ns() + 200000000ull);
 
+		if (mig_ctl_completed(mig)) {
+			pr_info("the guest now runs at the destination; exiting");
+			return 0;
+		}
+		if (mig_ctl_lost(mig, why, sizeof(why))) {
+			pr_err("the guest was lost: %s", why);
+			return EXIT_FAILURE_UMIG;
+		}
+		if (o->incoming && mig_dest_state(o->incoming) == MIG_FAILED &&
+		    s == VM_RUNNING) {
+			pr_err("post-copy failed: the guest cannot continue without its pages");
+			return EXIT_FAILURE_UMIG;
+		}
+		if (mig_deadline && now_ns() >= mig_deadline) {
+			mig_deadline = 0;
+			int r = mig_ctl_start(mig, o->migrate);
+
+			if (r < 0)
+				pr_err("cannot start the migration: %s", err_msg(r));
+		}
 		if (s == VM_EXITED)
 			return vm->exit_code;
 		if (s == VM_FAILED) {
@@ -118,6 +189,7 @@ int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 {
 	struct sig_ctx sc = { .vm = vm };
 	struct control *ctl = NULL;
+	struct mig_ctl *mig = NULL;
 	pthread_t sig_thread;
 	int ret;
 
@@ -139,15 +211,22 @@ int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 			goto out;
 		}
 	}
-	ret = vm_start(vm);
+	ret = mig_ctl_register(&mig, ctl, vm);
+	if (ret < 0) {
+		pr_err("%s", err_msg(ret));
+		ret = EXIT_FAILURE_UMIG;
+		goto out;
+	}
+	ret = o->incoming ? 0 : vm_start(vm);
 	if (ret < 0) {
 		pr_err("cannot start the guest: %s", err_msg(ret));
 		ret = EXIT_FAILURE_UMIG;
 		goto out;
 	}
-	ret = cli_serve_loop(vm, ctl, o);
+	ret = cli_serve_loop(vm, ctl, mig, o);
 out:
 	control_stop(ctl);
+	mig_ctl_free(mig);
 	pthread_kill(sig_thread, SIGUSR2);
 	pthread_join(sig_thread, NULL);
 	return ret;

@@ -8,6 +8,7 @@
 
 #include "umig/cli.h"
 #include "umig/log.h"
+#include "umig/migrate.h"
 #include "umig/vm.h"
 
 static const char run_help[] =
@@ -27,10 +28,16 @@ static const char run_help[] =
 "  --snapshot-after SECS  when to snapshot (default 1)\n"
 "  --backend NAME         vCPU backend (default unicorn)\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
-"  -h, --help             this text\n";
+"  -h, --help             this text\n"
+"\n"
+"scripted migration (without a control socket; see also 'umig migrate'):\n"
+"  --migrate-to HOST:PORT migrate to 'umig incoming' at HOST:PORT ...\n"
+"  --migrate-after SECS   ... this many seconds after boot (default 1)\n"
+CLI_MIG_OPTIONS_HELP
+"umig exits 0 once the guest runs at the destination.\n";
 
 enum { OPT_MEM = 256, OPT_CMDLINE, OPT_CONSOLE, OPT_CONTROL, OPT_SNAPSHOT,
-       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG };
+       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG, OPT_MIGRATE_TO, OPT_MIGRATE_AFTER };
 
 static const struct option run_options[] = {
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -41,6 +48,9 @@ static const struct option run_options[] = {
 	{ "snapshot-after", required_argument, NULL, OPT_SNAPSHOT_AFTER },
 	{ "backend", required_argument, NULL, OPT_BACKEND },
 	{ "debug", no_argument, NULL, OPT_DEBUG },
+	{ "migrate-to", required_argument, NULL, OPT_MIGRATE_TO },
+	{ "migrate-after", required_argument, NULL, OPT_MIGRATE_AFTER },
+	CLI_MIG_OPTIONS,
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 }
 };
@@ -48,11 +58,14 @@ static const struct option run_options[] = {
 int cmd_run(int argc, char **argv)
 {
 	struct vm_config cfg = { .mem_size = 64ull << 20 };
-	struct serve_opts so = { .snapshot_after = 1.0 };
+	struct serve_opts so = { .snapshot_after = 1.0, .migrate_after = 1.0 };
 	const char *cmdline = "", *console = NULL;
-	bool after_given = false;
+	bool after_given = false, mig_given = false;
+	struct mig_params mp;
 	struct vm *vm;
 	int opt, ret;
+
+	mig_params_default(&mp);
 
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "h", run_options, NULL)) != -1) {
@@ -72,11 +85,30 @@ int cmd_run(int argc, char **argv)
 			break;
 		case OPT_BACKEND: cfg.backend = optarg; break;
 		case OPT_DEBUG: log_debug_enabled = true; break;
+		case OPT_MIGRATE_TO:
+			if (parse_hostport(optarg, mp.host, sizeof(mp.host), &mp.port))
+				return cli_usage_error("run", "--migrate-to: '%s' is not HOST:PORT", optarg);
+			so.migrate = &mp;
+			break;
+		case OPT_MIGRATE_AFTER:
+			if (parse_seconds(optarg, &so.migrate_after))
+				return cli_usage_error("run", "--migrate-after: '%s' is not a number of seconds", optarg);
+			mig_given = true;
+			break;
 		case 'h': fputs(run_help, stdout); return 0;
 		default:
-			return cli_usage_error("run", "unknown or incomplete option '%s'", argv[optind - 1]);
+			ret = cli_parse_mig_option("run", opt, optarg, &mp);
+			if (ret < 0)
+				return -ret;
+			if (ret == 0)
+				return cli_usage_error("run", "unknown or incomplete option '%s'", argv[optind - 1]);
+			mig_given = true;
 		}
 	}
+	if (mig_given && !so.migrate)
+		return cli_usage_error("run", "migration options need --migrate-to HOST:PORT");
+	if (so.migrate && !mig_given)
+		so.migrate_after = 1.0;
 	if (optind != argc - 1)
 		return cli_usage_error("run", optind == argc ? "missing GUEST.elf" : "more than one guest given");
 	if (after_given && !so.snapshot_path)

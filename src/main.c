@@ -14,7 +14,9 @@ static const struct verb {
 	int (*fn)(int argc, char **argv);
 	const char *summary;
 } verbs[] = {
-	{ "run", cmd_run, "boot a guest program (optionally snapshot it)" },
+	{ "run", cmd_run, "boot a guest program (optionally snapshot or migrate it)" },
+	{ "migrate", cmd_migrate, "migrate the guest of a running umig to another host" },
+	{ "incoming", cmd_incoming, "receive one migration and run the guest" },
 	{ "restore", cmd_restore, "continue a guest from a snapshot file" },
 	{ "ctl", cmd_ctl, "send one command to a control socket" },
 	{ "caps", cmd_caps, "show what this host supports and what is missing" },

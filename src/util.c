@@ -58,7 +58,7 @@ int parse_u64(const char *s, uint64_t *out)
 	char *end;
 	unsigned long long v;
 
-	if (!s || !*s || *s == '-')
+	if (!s || *s < '0' || *s > '9')	/* no sign, no leading space */
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 10);
@@ -76,7 +76,7 @@ int parse_size(const char *s, uint64_t *out)
 	unsigned long long v;
 	unsigned shift = 0;
 
-	if (!s || !*s || *s == '-')
+	if (!s || *s < '0' || *s > '9')	/* no sign, no leading space */
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 10);

@@ -20,6 +20,8 @@ struct control;
 
 int cmd_caps(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
+int cmd_incoming(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 
@@ -27,12 +29,40 @@ int cmd_run(int argc, char **argv);
 int cli_usage_error(const char *verb, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* What a running VM is served with, shared by run and restore. */
+struct mig_params;
+struct mig_dest;
+
+/* What a running VM is served with, shared by run, restore and incoming. */
 struct serve_opts {
 	const char *control_path;    /* NULL: no control socket */
 	const char *snapshot_path;   /* NULL: no snapshot */
 	double snapshot_after;       /* seconds */
+	const struct mig_params *migrate;  /* NULL: no scripted migration */
+	double migrate_after;        /* seconds */
+	struct mig_dest *incoming;   /* the VM arrived by migration and runs */
 };
+
+/* Shared migration options (--mode, --prepaging, ...): 1 handled, 0 not ours, <0 usage. */
+int cli_parse_mig_option(const char *verb, int opt, const char *arg, struct mig_params *p);
+#define CLI_MIG_OPTIONS_HELP \
+"  --mode post|pre|hybrid|stop-copy   migration mode (default post)\n" \
+"  --prepaging POLICY     post-copy push order: linear, bubble, bubble-dir\n" \
+"                         (default bubble)\n" \
+"  --downtime-limit MS    pre-copy stops when the rest fits MS (default 300)\n" \
+"  --max-rounds N         pre-copy rounds before stop-and-copy (default 30)\n" \
+"  --stats FILE           write the statistics record (docs/metrics.md)\n" \
+"  --quiet                no progress line\n"
+enum {
+	CLI_OPT_MODE = 1000, CLI_OPT_PREPAGING, CLI_OPT_DOWNTIME, CLI_OPT_ROUNDS,
+	CLI_OPT_STATS, CLI_OPT_QUIET,
+};
+#define CLI_MIG_OPTIONS \
+	{ "mode", required_argument, NULL, CLI_OPT_MODE }, \
+	{ "prepaging", required_argument, NULL, CLI_OPT_PREPAGING }, \
+	{ "downtime-limit", required_argument, NULL, CLI_OPT_DOWNTIME }, \
+	{ "max-rounds", required_argument, NULL, CLI_OPT_ROUNDS }, \
+	{ "stats", required_argument, NULL, CLI_OPT_STATS }, \
+	{ "quiet", no_argument, NULL, CLI_OPT_QUIET }
 
 /* Open the console file (or stdout for NULL).  Returns an fd or -errno. */
 int cli_open_console(const char *path);

@@ -1,0 +1,135 @@
+/*
+ * migrate.h - the migration engine: source, destination, their state
+ * machine and their figures.
+ *
+ * Source: mig_source_start() runs a migration of a running VM on a
+ * thread of its own; the VM keeps running (pre-copy) until switchover.
+ * Until the destination reports RESUMED the source guest is the live one:
+ * any failure before that stops dirty tracking, resumes the guest if the
+ * engine paused it, and leaves it running untouched.
+ *
+ * Destination: mig_dest_accept() takes one incoming migration up to the
+ * point where the guest runs at the destination; the rest (post-copy
+ * pages, completion, figures) continues on threads of its own until
+ * mig_dest_finish().
+ *
+ * State (one enum, one setter that checks from -> to and logs it):
+ *   IDLE -> SETUP -> [PRECOPY] -> SWITCHOVER -> [POSTCOPY] -> COMPLETED
+ *   any state before COMPLETED -> FAILED
+ */
+#ifndef UMIG_MIGRATE_H
+#define UMIG_MIGRATE_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "umig/proto.h"
+
+struct vm;
+struct control;
+
+enum mig_state {
+	MIG_IDLE,
+	MIG_SETUP,
+	MIG_PRECOPY,
+	MIG_SWITCHOVER,
+	MIG_POSTCOPY,
+	MIG_COMPLETED,
+	MIG_FAILED,
+};
+
+const char *mig_state_name(enum mig_state s);
+/* true if from -> to is a legal transition */
+bool mig_state_ok(enum mig_state from, enum mig_state to);
+
+struct mig_params {
+	enum mig_mode mode;
+	char host[256];
+	uint16_t port;
+	char prepaging[32];          /* post-copy policy name (prepage.h) */
+	uint64_t downtime_limit_ms;  /* pre-copy convergence target */
+	unsigned max_rounds;         /* pre-copy rounds before giving up */
+	char stats_path[1024];       /* "" = none */
+	bool quiet;                  /* no progress line */
+};
+
+void mig_params_default(struct mig_params *p);
+
+/* Fault service latency samples (microseconds), thread-safe. */
+struct lat_hist {
+	pthread_mutex_t lock;
+	uint32_t *us;
+	size_t n, cap;
+};
+
+void lat_init(struct lat_hist *h);
+void lat_free(struct lat_hist *h);
+void lat_add(struct lat_hist *h, uint64_t ns);
+/* p in [0,100]; 0 if empty. */
+double lat_percentile(struct lat_hist *h, double p);
+
+/* Progress line on a terminal (stderr), at most 5 times a second. */
+struct mig_progress {
+	bool enabled;
+	uint64_t last_ns, start_ns;
+	const char *side;
+};
+
+void progress_init(struct mig_progress *pr, const char *side, bool quiet);
+void progress_update(struct mig_progress *pr, const char *phase, uint64_t done,
+		     uint64_t total, uint64_t bytes, uint64_t faults, bool force);
+void progress_end(struct mig_progress *pr);
+
+/* --- source ------------------------------------------------------------- */
+
+struct mig_source;
+
+int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_params *p);
+enum mig_state mig_source_state(struct mig_source *s);
+/* The statistics record so far (a new reference). */
+json_t *mig_source_query(struct mig_source *s);
+/* Wait for the migration thread; free everything. */
+void mig_source_destroy(struct mig_source *s);
+
+/* "migrate" and "query-migrate" on the control socket (one at a time). */
+struct mig_ctl;
+int mig_ctl_register(struct mig_ctl **out, struct control *c, struct vm *vm);
+/* Start a migration without the control socket (umig run --migrate-to). */
+int mig_ctl_start(struct mig_ctl *m, const struct mig_params *p);
+/* True once a migration completed (the source should exit 0). */
+bool mig_ctl_completed(struct mig_ctl *m);
+/* True once a migration failed after switchover (the guest is lost here). */
+bool mig_ctl_lost(struct mig_ctl *m, char *why, size_t len);
+void mig_ctl_free(struct mig_ctl *m);
+
+/* --- destination ---------------------------------------------------------- */
+
+struct mig_dest;
+
+struct mig_dest_opts {
+	char host[256];
+	uint16_t port;
+	const char *stats_path;
+	int console_fd;
+	const char *backend;
+	bool quiet;
+};
+
+/*
+ * Wait for one migration on host:port and run it until the guest runs
+ * here.  On success *vm is running and owned by the caller (destroy it
+ * after mig_dest_finish()).
+ */
+int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct vm **vm);
+/* Wait (bounded) for completion, write the statistics; 0 or -errno. */
+int mig_dest_finish(struct mig_dest *d, int timeout_s);
+enum mig_state mig_dest_state(struct mig_dest *d);
+json_t *mig_dest_query(struct mig_dest *d);
+void mig_dest_free(struct mig_dest *d);
+
+/* Write a JSON record to path (atomically).  0 or -errno. */
+int mig_write_json(const char *path, json_t *rec);
+
+#endif

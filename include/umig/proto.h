@@ -1,0 +1,110 @@
+/*
+ * proto.h - umig's migration wire protocol (docs/protocol.md).
+ *
+ * Every connection opens with a 16-byte greeting:
+ *     u32 magic "UMIG", u16 version, u16 channel, u64 session id
+ * so the destination can tell the channels of one migration apart and
+ * refuse a stranger or a different version before reading anything else.
+ * After it, each channel carries frames:
+ *     u32 payload length, u16 type, u16 flags (0), payload
+ * The receiver checks the length against the type's bounds before it
+ * allocates or reads the payload, and each decoder checks every field.
+ * Everything is little-endian.
+ */
+#ifndef UMIG_PROTO_H
+#define UMIG_PROTO_H
+
+#include <stdint.h>
+
+#include "umig/buf.h"
+#include "umig/xport.h"
+
+#define PROTO_MAGIC       0x47494d55u   /* "UMIG" */
+#define PROTO_VERSION     1
+#define PROTO_GREETING_LEN 16
+#define PROTO_HDR_LEN     8
+#define PROTO_MAX_PAYLOAD (16u << 20)
+#define PROTO_RUN_MAX     64            /* pages in one PAGES frame */
+
+enum mig_mode {
+	MIG_MODE_STOPCOPY = 0,
+	MIG_MODE_PRE = 1,
+	MIG_MODE_POST = 2,
+	MIG_MODE_HYBRID = 3,
+};
+
+enum proto_type {
+	/* control, source -> destination */
+	MSG_HELLO = 1,      /* u32 page size, u32 mode, u64 ram bytes, u64 features */
+	MSG_STATE = 2,      /* machine state record (state.c) */
+	MSG_DISCARD = 3,    /* hybrid: runs {u64 first, u32 n} of pages to drop */
+	MSG_SRC_STATS = 4,  /* JSON text: the source's figures */
+	/* control, destination -> source */
+	MSG_HELLO_ACK = 16, /* u64 features accepted */
+	MSG_ERROR = 17,     /* u32 errno, UTF-8 text */
+	MSG_RESUMED = 18,   /* empty: the guest runs at the destination */
+	MSG_COMPLETE = 19,  /* JSON text: every page present; the destination's figures */
+	/* bulk, source -> destination */
+	MSG_PAGES = 32,     /* u64 first pfn, u32 n, u32 0, n * 4096 bytes */
+	MSG_ZERO = 33,      /* u64 first pfn, u32 n, u32 0: n zero pages */
+	MSG_MARK = 34,      /* u32 mark (enum proto_mark), u32 round */
+	/* urgent */
+	MSG_REQ = 48,       /* dst -> src: u64 pfn */
+	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
+};
+
+enum proto_mark {
+	MARK_ROUND_END = 1,    /* a pre-copy round is complete */
+	MARK_PRECOPY_DONE = 2, /* what follows on bulk is post-copy */
+	MARK_BULK_END = 3,     /* every page has been sent */
+};
+
+#define PAGE_FLAG_ZERO 1u
+
+struct proto_hello {
+	uint32_t page_size;
+	uint32_t mode;
+	uint64_t ram_size;
+	uint64_t features;
+};
+
+struct proto_run {
+	uint64_t pfn;
+	uint32_t n;
+};
+
+struct proto_msg {
+	uint16_t type;
+	uint32_t len;
+	uint8_t *payload;   /* owned by the msg; proto_msg_free() */
+	size_t cap;
+};
+
+const char *mig_mode_name(enum mig_mode m);
+int mig_mode_parse(const char *s, enum mig_mode *m);
+
+int proto_send_greeting(struct xport *x, uint64_t session);
+/* -EPROTO / -EPROTONOSUPPORT with a message naming what was wrong. */
+int proto_recv_greeting(struct xport *x, enum xport_channel *ch, uint64_t *session);
+
+/* Send one frame: header + payload (len bytes). */
+int proto_send(struct xport *x, uint16_t type, const void *payload, uint32_t len);
+/* Send a frame whose payload is header part + data part (no copy of data). */
+int proto_send2(struct xport *x, uint16_t type, const void *a, uint32_t alen,
+		const void *b, uint32_t blen);
+/*
+ * Receive one frame into m (reusing its buffer).  Rejects lengths above
+ * PROTO_MAX_PAYLOAD and frames whose length does not fit their type.
+ */
+int proto_recv(struct xport *x, struct proto_msg *m);
+void proto_msg_free(struct proto_msg *m);
+
+void proto_encode_hello(struct wbuf *w, const struct proto_hello *h);
+int proto_decode_hello(const struct proto_msg *m, struct proto_hello *h);
+/* PAGES/ZERO header: the run, checked against npages; data = payload + 16. */
+int proto_decode_run(const struct proto_msg *m, uint64_t npages, struct proto_run *r);
+int proto_send_error(struct xport *x, int err, const char *text);
+/* Format an ERROR frame's text for a person. */
+void proto_error_text(const struct proto_msg *m, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * uffd.h - userfaultfd, as the migration engine uses it.
+ *
+ * Destination (post-copy): register guest RAM for missing-page faults,
+ * read fault messages, place pages with UFFDIO_COPY / UFFDIO_ZEROPAGE
+ * (contiguous runs in one call; a page somebody else placed first is
+ * -EEXIST and is skipped, not an error), unregister when complete.
+ *
+ * Source (pre-copy): dirty tracking with write-protect in async mode
+ * (UFFD_FEATURE_WP_ASYNC: the kernel resolves write faults by itself and
+ * only records them) and the PAGEMAP_SCAN ioctl, which returns the pages
+ * written since the last scan and write-protects them again in the same
+ * call.  No fault ever reaches user space on the source.
+ *
+ * All functions return >= 0 or -errno with err_set() naming the problem
+ * and the fix (e.g. EPERM -> run as root or set vm.unprivileged_userfaultfd=1).
+ */
+#ifndef UMIG_UFFD_H
+#define UMIG_UFFD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* --- destination: missing-page faults --------------------------------- */
+
+struct uffd {
+	int fd;              /* -1 when closed */
+	uint8_t *base;       /* registered range */
+	uint64_t len;
+	bool registered;
+};
+
+/* Open a userfaultfd (non-blocking, close-on-exec) and negotiate the API. */
+int uffd_open(struct uffd *u);
+/* Register [base, base+len) with UFFDIO_REGISTER_MODE_MISSING. */
+int uffd_register_missing(struct uffd *u, void *base, uint64_t len);
+int uffd_unregister(struct uffd *u);
+void uffd_close(struct uffd *u);   /* idempotent */
+
+/*
+ * Read up to max pending fault addresses (page aligned) without blocking.
+ * Returns the number read (0 if none pending: EAGAIN is benign).
+ * Non-pagefault events are skipped.
+ */
+int uffd_read_faults(struct uffd *u, uint64_t *addrs, int max);
+
+/*
+ * Copy npages pages from src to dst (inside the registered range) with
+ * as few UFFDIO_COPY calls as possible, waking faulting threads.  Pages
+ * already present (-EEXIST) are skipped.  Returns the number of pages
+ * this call placed (0..npages) or -errno on a real error.
+ */
+long uffd_copy(struct uffd *u, uint64_t dst_off, const void *src, uint64_t npages);
+/* Same with zero pages (UFFDIO_ZEROPAGE). */
+long uffd_zero(struct uffd *u, uint64_t dst_off, uint64_t npages);
+/* Wake threads blocked on [off, off+len) (after a -EEXIST race). */
+int uffd_wake(struct uffd *u, uint64_t off, uint64_t len);
+
+/* --- source: dirty tracking -------------------------------------------- */
+
+struct dirty_tracker {
+	int uffd;            /* write-protect uffd, -1 when closed */
+	int pagemap_fd;      /* /proc/self/pagemap */
+	uint8_t *base;
+	uint64_t len;
+	void *regions;       /* scratch struct page_region array */
+	uint64_t nregions;
+};
+
+/*
+ * Start tracking writes to [base, base+len): register MODE_WP with
+ * WP_ASYNC (+ WP_UNPOPULATED when offered) and write-protect the range.
+ * -ENOTSUP with a clear message when the kernel lacks WP_ASYNC or
+ * PAGEMAP_SCAN.
+ */
+int dirty_start(struct dirty_tracker *d, void *base, uint64_t len);
+/*
+ * Get and clear the pages written since dirty_start or the previous
+ * call: sets their page numbers (offset / 4096) in `out` (a bitmap of
+ * len/4096 bits, see bitmap.h) and returns how many were set.  Loops on
+ * the scan's walk_end until the whole range is covered.
+ */
+struct bitmap;
+long dirty_collect(struct dirty_tracker *d, struct bitmap *out);
+void dirty_stop(struct dirty_tracker *d);  /* idempotent */
+
+#endif

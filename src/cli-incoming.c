@@ -1,0 +1,98 @@
+/*
+ * cli-incoming.c - `umig incoming --listen HOST:PORT`: receive one
+ * migration, then run the guest until it exits.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "umig/cli.h"
+#include "umig/log.h"
+#include "umig/migrate.h"
+#include "umig/util.h"
+#include "umig/vm.h"
+
+static const char incoming_help[] =
+"usage: umig incoming --listen HOST:PORT [options]\n"
+"\n"
+"Wait for one migration from 'umig migrate' or 'umig run --migrate-to',\n"
+"then run the guest here until it exits.  umig's exit status is the\n"
+"guest's; 125 means the migration or umig failed, 2 a usage error.\n"
+"A mismatched version or RAM layout is refused during the handshake,\n"
+"while the source guest still runs untouched.\n"
+"\n"
+"options:\n"
+"  --listen HOST:PORT     where to listen (required), e.g. 127.0.0.1:4444\n"
+"  --control PATH         serve the JSON control socket at PATH\n"
+"  --console FILE         append guest console output to FILE (default stdout)\n"
+"  --stats FILE           write the statistics record (docs/metrics.md)\n"
+"  --backend NAME         vCPU backend (default unicorn)\n"
+"  --quiet                no progress line\n"
+"  --debug                trace state changes (also UMIG_DEBUG=1)\n"
+"  -h, --help             this text\n";
+
+int cmd_incoming(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "control", required_argument, NULL, 'c' },
+		{ "console", required_argument, NULL, 'o' },
+		{ "stats", required_argument, NULL, 's' },
+		{ "backend", required_argument, NULL, 'b' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct mig_dest_opts o = { 0 };
+	struct serve_opts so = { 0 };
+	const char *listen_at = NULL, *console = NULL;
+	struct mig_dest *d = NULL;
+	struct vm *vm = NULL;
+	int opt, ret;
+
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'l': listen_at = optarg; break;
+		case 'c': so.control_path = optarg; break;
+		case 'o': console = optarg; break;
+		case 's': o.stats_path = optarg; break;
+		case 'b': o.backend = optarg; break;
+		case 'q': o.quiet = true; break;
+		case 'd': log_debug_enabled = true; break;
+		case 'h': fputs(incoming_help, stdout); return 0;
+		default:
+			return cli_usage_error("incoming", "unknown or incomplete option '%s'",
+					       argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error("incoming", "unexpected argument '%s'", argv[optind]);
+	if (!listen_at)
+		return cli_usage_error("incoming", "--listen HOST:PORT is required");
+	if (parse_hostport(listen_at, o.host, sizeof(o.host), &o.port))
+		return cli_usage_error("incoming", "--listen: '%s' is not HOST:PORT", listen_at);
+	o.console_fd = cli_open_console(console);
+	if (o.console_fd < 0) {
+		pr_err("%s", err_msg(o.console_fd));
+		return EXIT_FAILURE_UMIG;
+	}
+	log_set_role("dest");
+	ret = mig_dest_accept(&d, &o, &vm);
+	if (ret < 0) {
+		mig_dest_free(d);
+		return EXIT_FAILURE_UMIG;
+	}
+	so.incoming = d;
+	ret = cli_serve_vm(vm, &so);
+	/* the guest may exit before the last pages arrive: finish the record */
+	if (mig_dest_finish(d, 60) < 0 && ret != EXIT_FAILURE_UMIG)
+		pr_warn("incoming: %s", err_msg(-ETIMEDOUT));
+	mig_dest_free(d);
+	vm_destroy(vm);
+	if (console)
+		close(o.console_fd);
+	return ret;
+}

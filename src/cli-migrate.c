@@ -1,0 +1,185 @@
+/*
+ * cli-migrate.c - `umig migrate`: ask a running umig (by its control
+ * socket) to migrate its guest, and follow the migration to its end.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "umig/cli.h"
+#include "umig/log.h"
+#include "umig/migrate.h"
+#include "umig/util.h"
+
+static const char migrate_help[] =
+"usage: umig migrate --control PATH --to HOST:PORT [options]\n"
+"\n"
+"Migrate the guest of a running 'umig run ... --control PATH' to\n"
+"'umig incoming --listen HOST:PORT', and report progress until it ends.\n"
+"Until the switchover the source guest keeps running; if the migration\n"
+"fails before it, the guest keeps running untouched at the source.\n"
+"Exit status: 0 migrated, 1 the migration failed, 2 usage error,\n"
+"125 the control socket could not be used.\n"
+"\n"
+"options:\n"
+"  --control PATH         the source umig's control socket (required)\n"
+"  --to HOST:PORT         the destination (required)\n"
+CLI_MIG_OPTIONS_HELP
+"  -h, --help             this text\n";
+
+static int mc_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return err_set(-ENAMETOOLONG, "socket path too long");
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+
+		close(fd);
+		return err_set(-e, "cannot connect to '%s': %s", path, strerror(e));
+	}
+	return fd;
+}
+
+/* One request/reply on an open connection; returns the reply object. */
+static json_t *mc_call(FILE *f, int fd, json_t *req)
+{
+	char *s = json_dumps(req, JSON_COMPACT);
+	char line[65536];
+	json_t *r = NULL;
+
+	if (s && write_full(fd, s, strlen(s)) == 0 && write_full(fd, "\n", 1) == 0 &&
+	    fgets(line, sizeof(line), f))
+		r = json_loads(line, 0, NULL);
+	free(s);
+	json_decref(req);
+	return r;
+}
+
+static void mc_progress(json_t *r, bool tty)
+{
+	if (!tty)
+		return;
+	fprintf(stderr, "\rumig migrate: %-10s %.0f ms  bulk %.1f MB  urgent pages %lld   ",
+		json_string_value(json_object_get(r, "status")),
+		json_number_value(json_object_get(r, "total_ms")),
+		json_integer_value(json_object_get(r, "wire_bytes_bulk")) / 1e6,
+		json_integer_value(json_object_get(r, "pages_urgent")));
+}
+
+static int mc_follow(FILE *f, int fd, bool quiet)
+{
+	bool tty = !quiet && isatty(STDERR_FILENO);
+
+	/* bounded: a migration that makes no progress for hours is stuck */
+	for (long i = 0; i < 10L * 3600 * 24; i++) {
+		json_t *r = mc_call(f, fd, json_pack("{s:s}", "execute", "query-migrate"));
+		json_t *ret = json_object_get(r, "return");
+		const char *st = json_string_value(json_object_get(ret, "status"));
+
+		if (!st) {
+			json_decref(r);
+			pr_err("the source umig stopped answering (did it exit?)");
+			return EXIT_FAILURE_UMIG;
+		}
+		if (!strcmp(st, "completed") || !strcmp(st, "failed")) {
+			if (tty)
+				fputc('\n', stderr);
+			json_dumpf(ret, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+			putchar('\n');
+			if (!strcmp(st, "failed"))
+				pr_err("migration failed: %s",
+				       json_string_value(json_object_get(ret, "error")));
+			json_decref(r);
+			return !strcmp(st, "completed") ? 0 : 1;
+		}
+		mc_progress(ret, tty);
+		json_decref(r);
+		usleep(100000);
+	}
+	return 1;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "control", required_argument, NULL, 'c' },
+		{ "to", required_argument, NULL, 't' },
+		CLI_MIG_OPTIONS,
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	const char *control = NULL, *to = NULL;
+	char stats_abs[PATH_MAX];
+	struct mig_params p;
+	json_t *req, *r;
+	int opt, ret, fd;
+	FILE *f;
+
+	mig_params_default(&p);
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': control = optarg; break;
+		case 't': to = optarg; break;
+		case 'h': fputs(migrate_help, stdout); return 0;
+		default:
+			ret = cli_parse_mig_option("migrate", opt, optarg, &p);
+			if (ret < 0)
+				return -ret;
+			if (!ret)
+				return cli_usage_error("migrate", "unknown or incomplete option '%s'",
+						       argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error("migrate", "unexpected argument '%s'", argv[optind]);
+	if (!control || !to)
+		return cli_usage_error("migrate", "--control PATH and --to HOST:PORT are required");
+	if (parse_hostport(to, p.host, sizeof(p.host), &p.port))
+		return cli_usage_error("migrate", "--to: '%s' is not HOST:PORT", to);
+	/* the source umig writes the file: give it a path that means the same there */
+	if (p.stats_path[0] && p.stats_path[0] != '/') {
+		if (!getcwd(stats_abs, sizeof(stats_abs) - strlen(p.stats_path) - 2))
+			return cli_usage_error("migrate", "--stats: cannot resolve the path");
+		strcat(stats_abs, "/");
+		strcat(stats_abs, p.stats_path);
+		snprintf(p.stats_path, sizeof(p.stats_path), "%s", stats_abs);
+	}
+	fd = mc_connect(control);
+	if (fd < 0) {
+		pr_err("%s", err_msg(fd));
+		return EXIT_FAILURE_UMIG;
+	}
+	f = fdopen(fd, "r");
+	req = json_pack("{s:s, s:{s:s, s:s, s:s, s:I, s:I, s:s, s:b}}", "execute", "migrate",
+			"arguments", "to", to, "mode", mig_mode_name(p.mode), "prepaging", p.prepaging,
+			"downtime_limit_ms", (json_int_t)p.downtime_limit_ms,
+			"max_rounds", (json_int_t)p.max_rounds, "stats", p.stats_path,
+			"quiet", 1);
+	r = mc_call(f, fd, req);
+	if (!json_object_get(r, "return")) {
+		pr_err("migrate: %s", r ? json_string_value(json_object_get(json_object_get(r, "error"), "desc"))
+					: "no reply from the control socket");
+		json_decref(r);
+		fclose(f);
+		return r ? 1 : EXIT_FAILURE_UMIG;
+	}
+	json_decref(r);
+	ret = mc_follow(f, fd, p.quiet);
+	fclose(f);
+	return ret;
+}

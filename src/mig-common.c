@@ -1,0 +1,148 @@
+/*
+ * mig-common.c - what both ends of a migration share: the state names
+ * and legal transitions, default parameters, the fault latency samples,
+ * the progress line and writing the statistics record.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "umig/log.h"
+#include "umig/migrate.h"
+#include "umig/util.h"
+
+const char *mig_state_name(enum mig_state s)
+{
+	static const char *const n[] = {
+		[MIG_IDLE] = "idle", [MIG_SETUP] = "setup", [MIG_PRECOPY] = "precopy",
+		[MIG_SWITCHOVER] = "switchover", [MIG_POSTCOPY] = "postcopy",
+		[MIG_COMPLETED] = "completed", [MIG_FAILED] = "failed",
+	};
+
+	return (unsigned)s < ARRAY_SIZE(n) ? n[s] : "?";
+}
+
+bool mig_state_ok(enum mig_state from, enum mig_state to)
+{
+	switch (to) {
+	case MIG_SETUP: return from == MIG_IDLE;
+	case MIG_PRECOPY: return from == MIG_SETUP;
+	case MIG_SWITCHOVER: return from == MIG_SETUP || from == MIG_PRECOPY;
+	case MIG_POSTCOPY: return from == MIG_SWITCHOVER;
+	case MIG_COMPLETED: return from == MIG_SWITCHOVER || from == MIG_POSTCOPY;
+	case MIG_FAILED: return from != MIG_COMPLETED && from != MIG_FAILED;
+	default: return false;
+	}
+}
+
+void mig_params_default(struct mig_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->mode = MIG_MODE_POST;
+	strcpy(p->prepaging, "bubble");
+	p->downtime_limit_ms = 300;
+	p->max_rounds = 30;
+}
+
+void lat_init(struct lat_hist *h)
+{
+	memset(h, 0, sizeof(*h));
+	pthread_mutex_init(&h->lock, NULL);
+}
+
+void lat_free(struct lat_hist *h)
+{
+	free(h->us);
+	pthread_mutex_destroy(&h->lock);
+}
+
+void lat_add(struct lat_hist *h, uint64_t ns)
+{
+	uint64_t us = ns / 1000;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 4096;
+		uint32_t *p = realloc(h->us, cap * sizeof(*p));
+
+		if (!p) {
+			pthread_mutex_unlock(&h->lock);
+			return;
+		}
+		h->us = p;
+		h->cap = cap;
+	}
+	h->us[h->n++] = us > UINT32_MAX ? UINT32_MAX : us;
+	pthread_mutex_unlock(&h->lock);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+double lat_percentile(struct lat_hist *h, double p)
+{
+	double v = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->n) {
+		/* sorting in place is fine: order of samples carries no meaning */
+		qsort(h->us, h->n, sizeof(*h->us), cmp_u32);
+		size_t i = (size_t)((p / 100.0) * (h->n - 1) + 0.5);
+
+		v = h->us[i < h->n ? i : h->n - 1];
+	}
+	pthread_mutex_unlock(&h->lock);
+	return v;
+}
+
+void progress_init(struct mig_progress *pr, const char *side, bool quiet)
+{
+	memset(pr, 0, sizeof(*pr));
+	pr->enabled = !quiet && isatty(STDERR_FILENO);
+	pr->start_ns = now_ns();
+	pr->side = side;
+}
+
+void progress_update(struct mig_progress *pr, const char *phase, uint64_t done,
+		     uint64_t total, uint64_t bytes, uint64_t faults, bool force)
+{
+	uint64_t t = now_ns();
+	double secs, mbs, eta;
+
+	if (!pr->enabled || (!force && t - pr->last_ns < 200000000ull))
+		return;
+	pr->last_ns = t;
+	secs = (t - pr->start_ns) / 1e9;
+	mbs = secs > 0 ? bytes / 1e6 / secs : 0;
+	eta = done && total > done ? secs * (total - done) / done : 0;
+	fprintf(stderr, "\rumig[%s]: %-10s %llu/%llu pages  %.0f MB/s  %llu faults  ETA %.1fs   ",
+		pr->side, phase, (unsigned long long)done, (unsigned long long)total, mbs,
+		(unsigned long long)faults, eta);
+}
+
+void progress_end(struct mig_progress *pr)
+{
+	if (pr->enabled && pr->last_ns)
+		fputc('\n', stderr);
+	pr->last_ns = 0;
+}
+
+int mig_write_json(const char *path, json_t *rec)
+{
+	char tmp[1100];
+
+	if (!path || !*path)
+		return 0;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (json_dump_file(rec, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) < 0)
+		return err_set(-EIO, "cannot write statistics to '%s'", tmp);
+	if (rename(tmp, path) < 0)
+		return err_set(-errno, "cannot write statistics to '%s': %s", path, strerror(errno));
+	return 0;
+}

@@ -1,0 +1,156 @@
+/*
+ * mig-ctl.c - migration on the control socket: "migrate" starts one,
+ * "query-migrate" reports its figures while it runs and after.
+ *
+ * One migration at a time; a failed one may be retried.  The serve loop
+ * asks mig_ctl_completed() to know when the source should exit.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "umig/control.h"
+#include "umig/log.h"
+#include "umig/migrate.h"
+#include "umig/vm.h"
+
+struct mig_ctl {
+	pthread_mutex_t lock;
+	struct vm *vm;
+	struct mig_source *cur;   /* (lock) */
+};
+
+bool mig_source_lost(struct mig_source *s);
+
+int mig_ctl_start(struct mig_ctl *m, const struct mig_params *p)
+{
+	struct mig_source *s;
+	int ret = 0;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->cur) {
+		enum mig_state st = mig_source_state(m->cur);
+
+		if (st != MIG_FAILED)
+			ret = err_set(-EBUSY, "a migration is already %s", mig_state_name(st));
+		else {
+			mig_source_destroy(m->cur);
+			m->cur = NULL;
+		}
+	}
+	if (!ret)
+		ret = mig_source_start(&s, m->vm, p);
+	if (!ret)
+		m->cur = s;
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+static int cmd_migrate(struct control *c, json_t *args, json_t **res, void *opaque)
+{
+	struct mig_ctl *m = opaque;
+	const char *to = NULL, *mode = "post", *pp = NULL, *stats = NULL;
+	json_int_t dl = -1, rounds = -1;
+	struct mig_params p;
+	int quiet = 1, ret;
+
+	mig_params_default(&p);
+	if (!args || json_unpack(args, "{s:s, s?s, s?s, s?I, s?I, s?s, s?b}",
+				 "to", &to, "mode", &mode, "prepaging", &pp,
+				 "downtime_limit_ms", &dl, "max_rounds", &rounds,
+				 "stats", &stats, "quiet", &quiet))
+		return err_set(-EINVAL, "arguments: {\"to\": \"HOST:PORT\", \"mode\": \"post|pre|hybrid|stop-copy\", ...} (docs/control.md)");
+	if (parse_hostport(to, p.host, sizeof(p.host), &p.port))
+		return err_set(-EINVAL, "'to': '%s' is not HOST:PORT", to);
+	ret = mig_mode_parse(mode, &p.mode);
+	if (ret < 0)
+		return ret;
+	if (pp)
+		snprintf(p.prepaging, sizeof(p.prepaging), "%s", pp);
+	if (dl >= 0)
+		p.downtime_limit_ms = dl;
+	if (rounds == 0 || rounds > 10000)
+		return err_set(-EINVAL, "max_rounds must be 1..10000");
+	if (rounds > 0)
+		p.max_rounds = rounds;
+	if (stats)
+		snprintf(p.stats_path, sizeof(p.stats_path), "%s", stats);
+	p.quiet = quiet;
+	ret = mig_ctl_start(m, &p);
+	if (ret < 0)
+		return ret;
+	*res = json_pack("{s:s}", "status", "started");
+	return 0;
+}
+
+static int cmd_query_migrate(struct control *c, json_t *args, json_t **res, void *opaque)
+{
+	struct mig_ctl *m = opaque;
+
+	pthread_mutex_lock(&m->lock);
+	*res = m->cur ? mig_source_query(m->cur) : json_pack("{s:s}", "status", "none");
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+int mig_ctl_register(struct mig_ctl **out, struct control *c, struct vm *vm)
+{
+	struct mig_ctl *m = calloc(1, sizeof(*m));
+	int ret = 0;
+
+	if (!m)
+		return -ENOMEM;
+	pthread_mutex_init(&m->lock, NULL);
+	m->vm = vm;
+	if (c) {
+		ret = control_register(c, "migrate", cmd_migrate, m);
+		if (!ret)
+			ret = control_register(c, "query-migrate", cmd_query_migrate, m);
+	}
+	if (ret < 0) {
+		free(m);
+		return ret;
+	}
+	*out = m;
+	return 0;
+}
+
+bool mig_ctl_completed(struct mig_ctl *m)
+{
+	bool done;
+
+	if (!m)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	done = m->cur && mig_source_state(m->cur) == MIG_COMPLETED;
+	pthread_mutex_unlock(&m->lock);
+	return done;
+}
+
+bool mig_ctl_lost(struct mig_ctl *m, char *why, size_t len)
+{
+	bool lost;
+
+	if (!m)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	lost = m->cur && mig_source_lost(m->cur);
+	if (lost) {
+		json_t *r = mig_source_query(m->cur);
+
+		snprintf(why, len, "%s", json_string_value(json_object_get(r, "error")));
+		json_decref(r);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return lost;
+}
+
+void mig_ctl_free(struct mig_ctl *m)
+{
+	if (!m)
+		return;
+	if (m->cur)
+		mig_source_destroy(m->cur);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}

@@ -1,0 +1,228 @@
+/*
+ * proto.c - framing and the encoders and decoders of proto.h; the format
+ * is documented in docs/protocol.md.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "umig/log.h"
+#include "umig/proto.h"
+#include "umig/util.h"
+
+static const char *const mode_names[] = {
+	[MIG_MODE_STOPCOPY] = "stop-copy", [MIG_MODE_PRE] = "pre",
+	[MIG_MODE_POST] = "post", [MIG_MODE_HYBRID] = "hybrid",
+};
+
+const char *mig_mode_name(enum mig_mode m)
+{
+	return (unsigned)m < ARRAY_SIZE(mode_names) ? mode_names[m] : "?";
+}
+
+int mig_mode_parse(const char *s, enum mig_mode *m)
+{
+	for (unsigned i = 0; i < ARRAY_SIZE(mode_names); i++)
+		if (!strcmp(s, mode_names[i])) {
+			*m = i;
+			return 0;
+		}
+	return err_set(-EINVAL, "unknown mode '%s' (post, pre, hybrid, stop-copy)", s);
+}
+
+int proto_send_greeting(struct xport *x, uint64_t session)
+{
+	uint8_t g[PROTO_GREETING_LEN];
+	struct wbuf w = { .data = g, .cap = sizeof(g) };
+
+	wbuf_put_u32(&w, PROTO_MAGIC);
+	wbuf_put_u16(&w, PROTO_VERSION);
+	wbuf_put_u16(&w, x->ch);
+	wbuf_put_u64(&w, session);
+	return xport_send(x, g, sizeof(g));
+}
+
+int proto_recv_greeting(struct xport *x, enum xport_channel *ch, uint64_t *session)
+{
+	uint8_t g[PROTO_GREETING_LEN];
+	struct rbuf r;
+	uint32_t magic;
+	uint16_t version, c;
+	int ret = xport_recv(x, g, sizeof(g));
+
+	if (ret < 0)
+		return err_set(ret, "connection closed during the greeting");
+	rbuf_init(&r, g, sizeof(g));
+	magic = rbuf_get_u32(&r);
+	version = rbuf_get_u16(&r);
+	c = rbuf_get_u16(&r);
+	*session = rbuf_get_u64(&r);
+	if (magic != PROTO_MAGIC)
+		return err_set(-EPROTO, "not a umig migration stream (bad magic 0x%08x)", magic);
+	if (version != PROTO_VERSION)
+		return err_set(-EPROTONOSUPPORT,
+			       "protocol version %u not supported (this umig speaks version %u)",
+			       version, PROTO_VERSION);
+	if (c >= XCH_COUNT)
+		return err_set(-EPROTO, "unknown channel %u in greeting", c);
+	*ch = c;
+	return 0;
+}
+
+static void proto_header(uint8_t *h, uint16_t type, uint32_t len)
+{
+	struct wbuf w = { .data = h, .cap = PROTO_HDR_LEN };
+
+	wbuf_put_u32(&w, len);
+	wbuf_put_u16(&w, type);
+	wbuf_put_u16(&w, 0);
+}
+
+int proto_send(struct xport *x, uint16_t type, const void *payload, uint32_t len)
+{
+	return proto_send2(x, type, payload, len, NULL, 0);
+}
+
+int proto_send2(struct xport *x, uint16_t type, const void *a, uint32_t alen,
+		const void *b, uint32_t blen)
+{
+	uint8_t h[PROTO_HDR_LEN];
+	int ret;
+
+	proto_header(h, type, alen + blen);
+	ret = xport_send(x, h, sizeof(h));
+	if (!ret && alen)
+		ret = xport_send(x, a, alen);
+	if (!ret && blen)
+		ret = xport_send(x, b, blen);
+	return ret;
+}
+
+/* Smallest and largest payload each type may carry. */
+static int proto_len_ok(uint16_t type, uint32_t len)
+{
+	switch (type) {
+	case MSG_HELLO: return len == 24;
+	case MSG_HELLO_ACK: return len == 8;
+	case MSG_ERROR: return len >= 4 && len <= 4 + 1024;
+	case MSG_RESUMED: return len == 0;
+	case MSG_STATE: return len > 0 && len <= (1u << 20);
+	case MSG_DISCARD: return len % 12 == 0;
+	case MSG_SRC_STATS: case MSG_COMPLETE: return len <= (1u << 20);
+	case MSG_PAGES: return len > 16 && (len - 16) % PAGE_SIZE == 0 &&
+			       (len - 16) / PAGE_SIZE <= PROTO_RUN_MAX;
+	case MSG_ZERO: return len == 16;
+	case MSG_MARK: return len == 8;
+	case MSG_REQ: return len == 8;
+	case MSG_PAGE: return len == 16 || len == 16 + PAGE_SIZE;
+	default: return -1;
+	}
+}
+
+int proto_recv(struct xport *x, struct proto_msg *m)
+{
+	uint8_t h[PROTO_HDR_LEN];
+	struct rbuf r;
+	int ok, ret = xport_recv(x, h, sizeof(h));
+
+	if (ret < 0)
+		return ret == -EPIPE ? err_set(ret, "the %s connection closed",
+					       xport_channel_name(x->ch)) : ret;
+	rbuf_init(&r, h, sizeof(h));
+	m->len = rbuf_get_u32(&r);
+	m->type = rbuf_get_u16(&r);
+	if (m->len > PROTO_MAX_PAYLOAD)
+		return err_set(-EPROTO, "%s channel: frame of %u bytes exceeds the %u-byte limit",
+			       xport_channel_name(x->ch), m->len, PROTO_MAX_PAYLOAD);
+	ok = proto_len_ok(m->type, m->len);
+	if (ok < 0)
+		return err_set(-EPROTO, "%s channel: unknown message type %u",
+			       xport_channel_name(x->ch), m->type);
+	if (!ok)
+		return err_set(-EPROTO, "%s channel: message type %u with a bad length %u",
+			       xport_channel_name(x->ch), m->type, m->len);
+	if (m->len + 1 > m->cap) {
+		uint8_t *p = realloc(m->payload, m->len + 1);
+
+		if (!p)
+			return -ENOMEM;
+		m->payload = p;
+		m->cap = m->len + 1;
+	}
+	ret = m->len ? xport_recv(x, m->payload, m->len) : 0;
+	if (ret < 0)
+		return err_set(ret, "%s channel: truncated message (type %u, %u bytes)",
+			       xport_channel_name(x->ch), m->type, m->len);
+	m->payload[m->len] = 0;  /* text payloads become C strings */
+	return 0;
+}
+
+void proto_msg_free(struct proto_msg *m)
+{
+	free(m->payload);
+	memset(m, 0, sizeof(*m));
+}
+
+void proto_encode_hello(struct wbuf *w, const struct proto_hello *h)
+{
+	wbuf_put_u32(w, h->page_size);
+	wbuf_put_u32(w, h->mode);
+	wbuf_put_u64(w, h->ram_size);
+	wbuf_put_u64(w, h->features);
+}
+
+int proto_decode_hello(const struct proto_msg *m, struct proto_hello *h)
+{
+	struct rbuf r;
+
+	if (m->type != MSG_HELLO)
+		return err_set(-EPROTO, "expected HELLO, got message type %u", m->type);
+	rbuf_init(&r, m->payload, m->len);
+	h->page_size = rbuf_get_u32(&r);
+	h->mode = rbuf_get_u32(&r);
+	h->ram_size = rbuf_get_u64(&r);
+	h->features = rbuf_get_u64(&r);
+	if (h->page_size != PAGE_SIZE)
+		return err_set(-EPROTO, "source uses %u-byte pages; umig uses 4096", h->page_size);
+	if (h->mode > MIG_MODE_HYBRID)
+		return err_set(-EPROTO, "unknown migration mode %u", h->mode);
+	if (h->ram_size % PAGE_SIZE || h->ram_size < (2ull << 20) || h->ram_size > (1ull << 40))
+		return err_set(-EPROTO, "invalid RAM size %llu", (unsigned long long)h->ram_size);
+	return 0;
+}
+
+int proto_decode_run(const struct proto_msg *m, uint64_t npages, struct proto_run *run)
+{
+	struct rbuf r;
+
+	rbuf_init(&r, m->payload, m->len);
+	run->pfn = rbuf_get_u64(&r);
+	run->n = rbuf_get_u32(&r);
+	if (m->type == MSG_PAGES && (uint64_t)run->n * PAGE_SIZE != m->len - 16)
+		return err_set(-EPROTO, "PAGES: %u pages announced, %u bytes carried",
+			       run->n, m->len - 16);
+	if (run->n == 0 || run->pfn >= npages || run->n > npages - run->pfn)
+		return err_set(-EPROTO, "page run %llu+%u lies outside guest RAM (%llu pages)",
+			       (unsigned long long)run->pfn, run->n, (unsigned long long)npages);
+	return 0;
+}
+
+int proto_send_error(struct xport *x, int err, const char *text)
+{
+	size_t n = MIN(strlen(text), 1024);
+	uint8_t e[4];
+	struct wbuf w = { .data = e, .cap = 4 };
+
+	wbuf_put_u32(&w, err < 0 ? -err : err);
+	return proto_send2(x, MSG_ERROR, e, 4, text, n);
+}
+
+void proto_error_text(const struct proto_msg *m, char *buf, size_t len)
+{
+	/* payload is NUL-terminated by proto_recv; print only what is printable */
+	size_t j = 0;
+
+	for (uint32_t i = 4; i < m->len && j + 1 < len; i++)
+		buf[j++] = m->payload[i] >= 0x20 && m->payload[i] < 0x7f ? m->payload[i] : '?';
+	buf[j] = 0;
+}

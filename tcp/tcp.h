@@ -1,0 +1,32 @@
+/*
+ * tcp.h - internals shared by the TCP transport's files.
+ */
+#ifndef UMIG_TCP_INTERNAL_H
+#define UMIG_TCP_INTERNAL_H
+
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "umig/xport.h"
+
+#define TCP_BULK_SNDBUF    (4 << 20)
+#define TCP_BULK_BUFS      8
+#define TCP_BULK_BUF_SIZE  (256 << 10)
+/* at most this many bytes submitted to io_uring and not yet sent */
+#define TCP_BULK_INFLIGHT  (TCP_BULK_BUFS * TCP_BULK_BUF_SIZE)
+
+struct tcp_uring;
+
+struct tcp_xport {
+	int fd;
+	struct tcp_uring *ring;   /* bulk channel only */
+};
+
+int tcp_uring_init(struct tcp_xport *t);
+int tcp_uring_send(struct tcp_xport *t, const void *buf, size_t len);
+int tcp_uring_flush(struct tcp_xport *t);
+bool tcp_uring_busy(struct tcp_xport *t);
+void tcp_uring_destroy(struct tcp_xport *t);
+
+#endif
