@@ -27,6 +27,7 @@ static const char incoming_help[] =
 "  --control PATH         serve the JSON control socket at PATH\n"
 "  --console FILE         append guest console output to FILE (default stdout)\n"
 "  --stats FILE           write the statistics record (docs/metrics.md)\n"
+"  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
 "  --backend NAME         vCPU backend (default unicorn)\n"
 "  --quiet                no progress line\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -41,6 +42,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "stats", required_argument, NULL, 's' },
 		{ "backend", required_argument, NULL, 'b' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "mem", required_argument, NULL, 'm' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -61,6 +63,10 @@ int cmd_incoming(int argc, char **argv)
 		case 's': o.stats_path = optarg; break;
 		case 'b': o.backend = optarg; break;
 		case 'q': o.quiet = true; break;
+		case 'm':
+			if (parse_size(optarg, &o.expect_ram))
+				return cli_usage_error("incoming", "--mem: '%s' is not a size", optarg);
+			break;
 		case 'd': log_debug_enabled = true; break;
 		case 'h': fputs(incoming_help, stdout); return 0;
 		default:

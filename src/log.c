@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "umig/log.h"
 
@@ -34,6 +35,14 @@ void log_msg(const char *level, const char *fmt, ...)
 		n = snprintf(line, sizeof(line), "umig[%s]: %s", log_role, level);
 	else
 		n = snprintf(line, sizeof(line), "umig: %s", level);
+	/* debug lines carry a timestamp so traces from two hosts can be lined up */
+	if (level[0] == 'd') {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		n += snprintf(line + n, sizeof(line) - n, "%ld.%06ld ", (long)ts.tv_sec % 1000,
+			      ts.tv_nsec / 1000);
+	}
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	va_end(ap);

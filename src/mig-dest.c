@@ -400,6 +400,12 @@ static int dst_handshake(struct mig_dest *d, int lfd)
 	if (ret < 0)
 		goto refuse;
 	cfg.mem_size = d->hello.ram_size;
+	if (d->o.expect_ram && d->o.expect_ram != d->hello.ram_size) {
+		ret = err_set(-EINVAL, "RAM size mismatch: the source has %llu MiB, this destination expects %llu MiB",
+			      (unsigned long long)(d->hello.ram_size >> 20),
+			      (unsigned long long)(d->o.expect_ram >> 20));
+		goto refuse;
+	}
 	if (d->hello.mode == MIG_MODE_POST || d->hello.mode == MIG_MODE_HYBRID) {
 		/* refuse now, while the source guest still runs untouched */
 		struct uffd probe = { .fd = -1 };
@@ -524,10 +530,12 @@ static int dst_switchover(struct mig_dest *d)
 	dst_set_state(d, MIG_SWITCHOVER);
 	if (!ret && post)
 		ret = dst_arm_postcopy(d);
+	pr_debug("incoming: post-copy armed");
 	if (!ret) {
 		rbuf_init(&r, state.payload, state.len);
 		ret = vm_load_state(d->vm, &r);
 	}
+	pr_debug("incoming: state loaded");
 	proto_msg_free(&state);
 	if (!ret && !post && d->present_count != d->npages)
 		ret = err_set(-EPROTO, "the source finished with %llu of %llu pages sent",

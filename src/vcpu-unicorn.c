@@ -277,13 +277,14 @@ static int ucv_set_state(struct vcpu *v, const struct cpu_state *s)
 
 static int ucv_flush_code(struct vcpu *v, uint64_t gpa, uint64_t len)
 {
-	uc_engine *uc = ucv(v)->uc;
 	uc_err e;
 
-	if (gpa == 0 && len >= v->mem->size)
-		e = uc_ctl_flush_tlb(uc); /* UC_CTL_TB_FLUSH: drops every translated block */
-	else
-		e = uc_ctl_remove_cache(uc, gpa, gpa + len);
+	/*
+	 * Range invalidation even for all of RAM: Unicorn 2.0.1's full flush
+	 * (UC_CTL_TB_FLUSH) costs about a second, which would land in the
+	 * middle of a migration's downtime; removing the range takes < 1 ms.
+	 */
+	e = uc_ctl_remove_cache(ucv(v)->uc, gpa, gpa + len);
 	return e ? err_set(-EIO, "unicorn: flushing translated code failed: %s",
 			   uc_strerror(e)) : 0;
 }

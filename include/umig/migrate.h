@@ -114,6 +114,7 @@ struct mig_dest_opts {
 	const char *stats_path;
 	int console_fd;
 	const char *backend;
+	uint64_t expect_ram;         /* 0 = accept the source's size */
 	bool quiet;
 };
 
