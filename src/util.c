@@ -15,11 +15,14 @@ static __thread char err_detail[512];
 
 int err_set(int code, const char *fmt, ...)
 {
+	char tmp[sizeof(err_detail)];
 	va_list ap;
 
+	/* format into a copy: callers often pass err_msg() itself as an argument */
 	va_start(ap, fmt);
-	vsnprintf(err_detail, sizeof(err_detail), fmt, ap);
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
+	memcpy(err_detail, tmp, sizeof(tmp));
 	return code;
 }
 

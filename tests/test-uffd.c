@@ -16,18 +16,25 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "t-util.h"
 #include "umig/bitmap.h"
 #include "umig/compat.h"
+#include "umig/log.h"
 #include "umig/uffd.h"
 #include "umig/util.h"
 
@@ -54,6 +61,7 @@ static int t_setup(void **state)
 	int ret;
 
 	(void)state;
+	log_init_from_env();	/* UMIG_DEBUG=1 traces every placement */
 	ret = uffd_open(&u);
 	if (ret)
 		snprintf(t_no_uffd, sizeof(t_no_uffd), "%s", err_msg(ret));
@@ -444,6 +452,67 @@ static void test_lifecycle(void **state)
 	munmap(src, PAGE_SIZE);
 }
 
+#if defined(__x86_64__)
+#define T_AUDIT_ARCH	AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define T_AUDIT_ARCH	AUDIT_ARCH_AARCH64
+#endif
+
+/*
+ * userfaultfd(2) refused (here by a seccomp filter, as a container policy
+ * would): uffd_open() gets its fd from /dev/userfaultfd instead.
+ */
+static void test_open_falls_back_to_device(void **state)
+{
+	int status;
+	pid_t pid;
+
+	(void)state;
+	t_skip_unless(!t_no_uffd[0], "%s\n", t_no_uffd);
+	t_skip_unless(geteuid() == 0 && access("/dev/userfaultfd", F_OK) == 0,
+		      "needs root and /dev/userfaultfd (Linux 6.1+)\n");
+#ifndef T_AUDIT_ARCH
+	t_skip_unless(false, "no seccomp arch value for this CPU\n");
+#else
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+				 offsetof(struct seccomp_data, arch)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, T_AUDIT_ARCH, 1, 0),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+				 offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_userfaultfd, 0, 1),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = { ARRAY_SIZE(f), f };
+		uint8_t *mem = mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint8_t src[PAGE_SIZE];
+		struct uffd u;
+
+		memset(src, 0x42, sizeof(src));
+		if (mem == MAP_FAILED || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+			_exit(10);
+		if (syscall(SYS_userfaultfd, O_CLOEXEC) >= 0 || errno != EPERM)
+			_exit(11);
+		if (uffd_open(&u) || uffd_register_missing(&u, mem, PAGE_SIZE))
+			_exit(12);
+		if (uffd_copy(&u, 0, src, 1) != 1 || mem[100] != 0x42)
+			_exit(13);
+		uffd_close(&u);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+#endif
+}
+
 /* ---- dirty tracking ----------------------------------------------------- */
 
 /*
@@ -805,6 +874,7 @@ int main(void)
 		cmocka_unit_test(test_read_faults_empty),
 		cmocka_unit_test(test_bad_ranges),
 		cmocka_unit_test(test_lifecycle),
+		cmocka_unit_test(test_open_falls_back_to_device),
 		cmocka_unit_test(test_dirty_rounds),
 		cmocka_unit_test(test_dirty_many_regions),
 		cmocka_unit_test(test_dirty_all),
