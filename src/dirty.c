@@ -12,7 +12,12 @@
  * Kernel facts this relies on (fs/proc/task_mmu.c, fs/userfaultfd.c):
  *  - The scan tests and re-protects each pte under its page-table lock, so
  *    a write racing with dirty_collect() is reported by this call or the
- *    next one, never lost.
+ *    next one, never lost.  It can be reported by both: when the fault
+ *    has dropped the uffd-wp bit but the store lands only after the scan
+ *    re-protected the page (a copy-on-write fault drops the lock), the
+ *    store faults again.  The second report is needed, the page may have
+ *    been sent without that store; tests saw ~0.5% extra reports with a
+ *    writer racing a collector in a loop.
  *  - For anonymous memory, PAGEMAP_SCAN only write-protects VMAs whose
  *    userfaultfd has UFFD_FEATURE_WP_UNPOPULATED (pte markers); otherwise
  *    it fails with EPERM (PM_SCAN_CHECK_WPASYNC, which we pass so that this

@@ -387,7 +387,10 @@ static int src_switchover(struct mig_source *s, struct bitmap *dirty)
 	src_set_state(s, MIG_SWITCHOVER);
 	heartbeat_stats(&s->vm->bus, &s->hb_pause);
 	if (s->tracking) {
-		bitmap_clear_all(dirty);
+		/*
+		 * Add to, never clear, `dirty`: it still holds the set pre-copy
+		 * collected to decide it had converged, which was not sent.
+		 */
 		n = dirty_collect(&s->dirty, dirty);
 		dirty_stop(&s->dirty);
 		s->tracking = false;

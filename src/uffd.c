@@ -21,6 +21,10 @@
  * So a run is placed by calling again after each stop: skip exactly one
  * page on EEXIST, retry (bounded) on EAGAIN without progress.
  *
+ * Threads: uffd_copy/zero/wake/read_faults only read *u (error details
+ * are per thread), so the bulk, urgent and fault threads may call them at
+ * once; open/register/unregister/close must not race with them.
+ *
  * The dirty tracker (dirty.c) opens its own userfaultfd through
  * uffd_fd_new() below, so that opening, the /dev/userfaultfd fallback and
  * the error messages live in one place.

@@ -801,9 +801,9 @@ static void test_dirty_other_thread(void **state)
 	for (uint64_t k = 0; k < w.n; k++)
 		assert_true(bitmap_test(&all, (w.first + k * w.step) % T_DIRTY_PAGES));
 	assert_true(total >= (long)w.n);
-	print_message("info: %d rounds while the writer ran, %ld of %llu pages "
-		      "reported twice\n", rounds, total - (long)w.n,
-		      (unsigned long long)w.n);
+	print_message("info: %d rounds while the writer ran, %ld extra "
+		      "reports for %llu pages written once\n", rounds,
+		      total - (long)w.n, (unsigned long long)w.n);
 	t_expect(&t, NULL, 0);
 	bitmap_free(&all);
 	free(replica);

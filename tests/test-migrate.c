@@ -1,0 +1,268 @@
+/*
+ * test-migrate.c - live migration over loopback, end to end: each mode
+ * moves memverify without losing a word, a dead destination leaves the
+ * source guest running untouched, and a bad handshake is refused clearly.
+ */
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "t-util.h"
+
+static int t_port(void)
+{
+	static int base;
+
+	if (!base)
+		base = 20000 + (getpid() * 7 + time(NULL)) % 20000;
+	return base++;
+}
+
+static void migrate_mode(const char *mode)
+{
+	char *dir = t_tmpdir();
+	char listen[32], stats[600], sstats[600];
+	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
+	struct t_result r;
+	json_t *rec;
+	char *o;
+	int port = t_port(), dst;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(stats, sizeof(stats), "%s", t_path(dir, "dst.json"));
+	snprintf(sstats, sizeof(sstats), "%s", t_path(dir, "src.json"));
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--stats", stats,
+		       "--quiet", NULL };
+	pid_t dpid = t_spawn(da, dout, derr);
+
+	usleep(300000);
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
+		       "--cmdline", "wss=32 passes=10", "--migrate-to", listen,
+		       "--migrate-after", "0.7", "--mode", (char *)mode, "--stats", sstats,
+		       "--quiet", NULL };
+	t_run(sa, 120, &r);
+	dst = t_wait(dpid, 120);
+	o = t_read_file(dout);
+	if (r.status || dst) {
+		char *e = t_read_file(derr);
+
+		fprintf(stderr, "mode %s: source %d, destination %d\nsrc err: %s\ndst err: %s\n",
+			mode, r.status, dst, r.err, e);
+		free(e);
+	}
+	assert_int_equal(r.status, 0);
+	assert_int_equal(dst, 0);
+	/* the guest finished at the destination, continuing its passes */
+	assert_non_null(o);
+	assert_null(strstr(o, "MISMATCH"));
+	assert_null(strstr(o, "BACKWARDS"));
+	assert_null(strstr(o, "wss="));
+	assert_non_null(strstr(o, "memverify: done passes=10 mismatches=0"));
+	assert_null(strstr(r.out, "done"));
+	/* the record has the documented keys and sane values */
+	rec = json_load_file(sstats, 0, NULL);
+	assert_non_null(rec);
+	assert_string_equal(json_string_value(json_object_get(rec, "mode")), mode);
+	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
+	static const char *const keys[] = {
+		"ram_bytes", "total_ms", "downtime_ms", "blackout_ms", "wire_bytes",
+		"pages_bulk", "pages_urgent", "pages_zero", "pages_resent", "rounds",
+		"faults", "fault_us_p50", "fault_us_p99", "fault_us_max",
+	};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		assert_non_null(json_object_get(rec, keys[i]));
+	assert_int_equal(json_integer_value(json_object_get(rec, "ram_bytes")), 128 << 20);
+	assert_true(json_number_value(json_object_get(rec, "downtime_ms")) > 0);
+	assert_true(json_number_value(json_object_get(rec, "total_ms")) >=
+		    json_number_value(json_object_get(rec, "downtime_ms")));
+	/* every page went once as data or as a zero run, at least */
+	assert_true(json_integer_value(json_object_get(rec, "pages_bulk")) +
+		    json_integer_value(json_object_get(rec, "pages_urgent")) +
+		    json_integer_value(json_object_get(rec, "pages_zero")) >= (128 << 20) / 4096);
+	if (!strcmp(mode, "post"))
+		assert_int_equal(json_integer_value(json_object_get(rec, "pages_resent")), 0);
+	json_decref(rec);
+	rec = json_load_file(stats, 0, NULL);
+	assert_non_null(rec);   /* the destination wrote the same record */
+	json_decref(rec);
+	free(o);
+	t_result_free(&r);
+	t_tmpdir_free(dir);
+}
+
+static void test_migrate_post(void **s) { migrate_mode("post"); }
+static void test_migrate_pre(void **s) { migrate_mode("pre"); }
+static void test_migrate_hybrid(void **s) { migrate_mode("hybrid"); }
+static void test_migrate_stop_copy(void **s) { migrate_mode("stop-copy"); }
+
+/* The destination dies during pre-copy: the source guest goes on untouched. */
+static void test_dest_killed_during_precopy(void **state)
+{
+	char *dir = t_tmpdir();
+	char listen[32];
+	const char *sout = t_path(dir, "src.out"), *serr = t_path(dir, "src.err");
+	int port = t_port(), st;
+	char *o, *e;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
+	pid_t dpid = t_spawn(da, NULL, NULL);
+
+	usleep(300000);
+	/*
+	 * A zero downtime limit converges only on a round with nothing dirty;
+	 * the 128 MiB first round takes seconds here, so the kill lands in it.
+	 */
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "256M",
+		       "--cmdline", "wss=128 passes=4", "--migrate-to", listen,
+		       "--migrate-after", "0.3", "--mode", "pre", "--downtime-limit", "0",
+		       "--max-rounds", "10000", "--quiet", NULL };
+	pid_t spid = t_spawn(sa, sout, serr);
+
+	usleep(900000);
+	t_kill(dpid);
+	st = t_wait(spid, 180);
+	o = t_read_file(sout);
+	e = t_read_file(serr);
+	assert_int_equal(st, 0);
+	assert_non_null(strstr(e, "migration failed"));
+	assert_non_null(strstr(e, "keeps running"));
+	assert_null(strstr(o, "MISMATCH"));
+	assert_non_null(strstr(o, "memverify: done passes=4 mismatches=0"));
+	free(o);
+	free(e);
+	t_tmpdir_free(dir);
+}
+
+/* Send raw bytes to an incoming umig and return its exit status and stderr. */
+static int incoming_fed(const void *bytes, size_t len, const char *mem, char **err)
+{
+	char *dir = t_tmpdir();
+	char listen[32];
+	const char *errp = t_path(dir, "err");
+	int port = t_port(), st, fd;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet",
+		       mem ? "--mem" : NULL, (char *)mem, NULL };
+	pid_t dpid = t_spawn(da, NULL, errp);
+
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	for (int i = 0; i < 100 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)); i++)
+		usleep(50000);
+	if (write(fd, bytes, len) != (ssize_t)len)
+		fprintf(stderr, "short write to incoming\n");
+	shutdown(fd, SHUT_WR);
+	st = t_wait(dpid, 30);
+	close(fd);
+	*err = t_read_file(errp);
+	t_tmpdir_free(dir);
+	return st;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = v >> (8 * i);
+}
+
+static size_t greeting(uint8_t *g, uint16_t version)
+{
+	put_le(g, 0x47494d55u, 4);
+	put_le(g + 4, version, 2);
+	put_le(g + 6, 0, 2);
+	put_le(g + 8, 42, 8);
+	return 16;
+}
+
+static size_t hello(uint8_t *h, uint64_t ram)
+{
+	put_le(h, 24, 4);       /* length */
+	put_le(h + 4, 1, 2);    /* MSG_HELLO */
+	put_le(h + 6, 0, 2);
+	put_le(h + 8, 4096, 4);
+	put_le(h + 12, 2, 4);   /* post */
+	put_le(h + 16, ram, 8);
+	put_le(h + 24, 0, 8);
+	return 32;
+}
+
+static void test_handshake_rejections(void **state)
+{
+	uint8_t b[256];
+	char *err;
+	size_t n;
+
+	assert_int_equal(incoming_fed("GET / HTTP/1.0\r\n\r\n", 18, NULL, &err), 125);
+	assert_non_null(strstr(err, "not a umig migration stream"));
+	free(err);
+
+	n = greeting(b, 99);
+	assert_int_equal(incoming_fed(b, n, NULL, &err), 125);
+	assert_non_null(strstr(err, "version 99 not supported"));
+	free(err);
+
+	n = greeting(b, 1);
+	n += hello(b + n, 64 << 20);
+	assert_int_equal(incoming_fed(b, n, "128M", &err), 125);
+	assert_non_null(strstr(err, "RAM size mismatch"));
+	free(err);
+
+	/* truncated: the HELLO stops half way */
+	n = greeting(b, 1);
+	n += hello(b + n, 64 << 20) - 10;
+	assert_int_equal(incoming_fed(b, n, NULL, &err), 125);
+	assert_non_null(strstr(err, "truncated"));
+	free(err);
+
+	/* an absurd frame length is refused before anything is allocated */
+	n = greeting(b, 1);
+	put_le(b + n, 0xfffffff0u, 4);
+	put_le(b + n + 4, 1, 2);
+	put_le(b + n + 6, 0, 2);
+	assert_int_equal(incoming_fed(b, n + 8, NULL, &err), 125);
+	assert_non_null(strstr(err, "exceeds"));
+	free(err);
+}
+
+/* A source told to migrate to nowhere keeps its guest. */
+static void test_unreachable_destination(void **state)
+{
+	char listen[32];
+	struct t_result r;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", t_port());
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
+		       "--cmdline", "wss=8 passes=6", "--migrate-to", listen,
+		       "--migrate-after", "0.2", "--quiet", NULL };
+	t_run(sa, 60, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.err, "cannot connect"));
+	assert_non_null(strstr(r.out, "memverify: done passes=6 mismatches=0"));
+	t_result_free(&r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_migrate_post),
+		cmocka_unit_test(test_migrate_pre),
+		cmocka_unit_test(test_migrate_hybrid),
+		cmocka_unit_test(test_migrate_stop_copy),
+		cmocka_unit_test(test_dest_killed_during_precopy),
+		cmocka_unit_test(test_handshake_rejections),
+		cmocka_unit_test(test_unreachable_destination),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
