@@ -1,0 +1,227 @@
+/*
+ * test-proto.c - the wire protocol's encoders and decoders: greetings and
+ * frames round-trip through a real socket pair, and every malformed input
+ * is refused with a message naming it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "t-util.h"
+#include "umig/proto.h"
+#include "umig/util.h"
+
+/* A minimal xport over one end of a socketpair. */
+static int sp_send(struct xport *x, const void *b, size_t n) { return write_full(*(int *)x->priv, b, n); }
+static int sp_recv(struct xport *x, void *b, size_t n) { return read_full(*(int *)x->priv, b, n); }
+static int sp_flush(struct xport *x) { return 0; }
+static int sp_fd(struct xport *x) { return *(int *)x->priv; }
+static void sp_close(struct xport *x) { close(*(int *)x->priv); }
+static const struct xport_ops sp_ops = { "pair", sp_send, sp_recv, sp_flush, sp_fd, sp_close };
+
+struct pair {
+	int fd[2];
+	struct xport a, b;
+};
+
+static int setup(void **state)
+{
+	struct pair *p = calloc(1, sizeof(*p));
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p->fd), 0);
+	p->a = (struct xport){ .ops = &sp_ops, .ch = XCH_BULK, .priv = &p->fd[0] };
+	p->b = (struct xport){ .ops = &sp_ops, .ch = XCH_BULK, .priv = &p->fd[1] };
+	*state = p;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct pair *p = *state;
+
+	close(p->fd[0]);
+	close(p->fd[1]);
+	free(p);
+	return 0;
+}
+
+static void test_greeting_round_trip(void **state)
+{
+	struct pair *p = *state;
+	enum xport_channel ch;
+	uint64_t session;
+
+	assert_int_equal(proto_send_greeting(&p->a, 0x1122334455667788ull), 0);
+	assert_int_equal(proto_recv_greeting(&p->b, &ch, &session), 0);
+	assert_int_equal(ch, XCH_BULK);
+	assert_true(session == 0x1122334455667788ull);
+	assert_int_equal(p->a.bytes_sent, PROTO_GREETING_LEN);
+}
+
+static void test_greeting_rejects(void **state)
+{
+	struct pair *p = *state;
+	uint8_t g[16] = { 'U', 'M', 'I', 'G', 1, 0, 0, 0 };
+	enum xport_channel ch;
+	uint64_t s;
+
+	g[0] = 'X';
+	write_full(p->fd[0], g, 16);
+	assert_int_equal(proto_recv_greeting(&p->b, &ch, &s), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "bad magic"));
+	g[0] = 'U';
+	g[4] = 9;
+	write_full(p->fd[0], g, 16);
+	assert_int_equal(proto_recv_greeting(&p->b, &ch, &s), -EPROTONOSUPPORT);
+	assert_non_null(strstr(err_msg(-EPROTONOSUPPORT), "version 9"));
+	g[4] = 1;
+	g[6] = 7;
+	write_full(p->fd[0], g, 16);
+	assert_int_equal(proto_recv_greeting(&p->b, &ch, &s), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "unknown channel 7"));
+}
+
+static void test_hello_round_trip_and_checks(void **state)
+{
+	struct pair *p = *state;
+	struct proto_hello h = { .page_size = 4096, .mode = MIG_MODE_HYBRID,
+				 .ram_size = 1ull << 30 }, out;
+	struct proto_msg m = { 0 };
+	struct wbuf w;
+
+	wbuf_init(&w);
+	proto_encode_hello(&w, &h);
+	assert_int_equal(w.len, 24);
+	assert_int_equal(proto_send(&p->a, MSG_HELLO, w.data, w.len), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(proto_decode_hello(&m, &out), 0);
+	assert_int_equal(out.mode, MIG_MODE_HYBRID);
+	assert_true(out.ram_size == 1ull << 30);
+	/* each field out of range is named */
+	m.payload[0] = 1;
+	assert_int_equal(proto_decode_hello(&m, &out), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "pages"));
+	m.payload[0] = 0;
+	m.payload[4] = 9;
+	assert_int_equal(proto_decode_hello(&m, &out), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "mode"));
+	m.payload[4] = 2;
+	m.payload[8] = 1;            /* RAM size not a page multiple */
+	assert_int_equal(proto_decode_hello(&m, &out), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "RAM size"));
+	proto_msg_free(&m);
+	wbuf_free(&w);
+}
+
+static void send_raw_header(int fd, uint32_t len, uint16_t type)
+{
+	uint8_t h[8] = { len, len >> 8, len >> 16, len >> 24, type, type >> 8, 0, 0 };
+
+	write_full(fd, h, 8);
+}
+
+static void test_frame_length_checks(void **state)
+{
+	struct pair *p = *state;
+	struct proto_msg m = { 0 };
+
+	send_raw_header(p->fd[0], PROTO_MAX_PAYLOAD + 1, MSG_PAGES);
+	assert_int_equal(proto_recv(&p->b, &m), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "exceeds"));
+	send_raw_header(p->fd[0], 8, 999);
+	assert_int_equal(proto_recv(&p->b, &m), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "unknown message type 999"));
+	send_raw_header(p->fd[0], 16 + 100, MSG_PAGES);   /* not whole pages */
+	assert_int_equal(proto_recv(&p->b, &m), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "bad length"));
+	send_raw_header(p->fd[0], 16 + 65 * 4096, MSG_PAGES);  /* run too long */
+	assert_int_equal(proto_recv(&p->b, &m), -EPROTO);
+	send_raw_header(p->fd[0], 7, MSG_REQ);
+	assert_int_equal(proto_recv(&p->b, &m), -EPROTO);
+	proto_msg_free(&m);
+}
+
+static void test_truncated_frame(void **state)
+{
+	struct pair *p = *state;
+	struct proto_msg m = { 0 };
+
+	send_raw_header(p->fd[0], 8, MSG_REQ);
+	write_full(p->fd[0], "abc", 3);
+	shutdown(p->fd[0], SHUT_WR);
+	assert_true(proto_recv(&p->b, &m) < 0);
+	assert_non_null(strstr(err_msg(-EPIPE), "truncated"));
+	proto_msg_free(&m);
+}
+
+static void test_page_run_round_trip_and_bounds(void **state)
+{
+	struct pair *p = *state;
+	struct proto_msg m = { 0 };
+	struct proto_run r;
+	uint8_t hdr[16] = { 0 }, data[2 * 4096];
+
+	memset(data, 0x5a, sizeof(data));
+	hdr[0] = 10;    /* pfn 10 */
+	hdr[8] = 2;     /* 2 pages */
+	assert_int_equal(proto_send2(&p->a, MSG_PAGES, hdr, 16, data, sizeof(data)), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(proto_decode_run(&m, 100, &r), 0);
+	assert_int_equal(r.pfn, 10);
+	assert_int_equal(r.n, 2);
+	assert_memory_equal(m.payload + 16, data, sizeof(data));
+	/* the same run does not fit 11 pages of RAM */
+	assert_int_equal(proto_decode_run(&m, 11, &r), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "outside guest RAM"));
+	/* a count that disagrees with the data */
+	m.payload[8] = 1;
+	assert_int_equal(proto_decode_run(&m, 100, &r), -EPROTO);
+	/* a huge pfn that would wrap pfn + n */
+	memset(m.payload, 0xff, 8);
+	m.payload[8] = 2;
+	assert_int_equal(proto_decode_run(&m, 100, &r), -EPROTO);
+	proto_msg_free(&m);
+}
+
+static void test_error_frame_text(void **state)
+{
+	struct pair *p = *state;
+	struct proto_msg m = { 0 };
+	char text[64];
+
+	assert_int_equal(proto_send_error(&p->a, -EINVAL, "RAM size mismatch\x01"), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(m.type, MSG_ERROR);
+	proto_error_text(&m, text, sizeof(text));
+	assert_string_equal(text, "RAM size mismatch?");
+	proto_msg_free(&m);
+}
+
+static void test_mode_names(void **state)
+{
+	enum mig_mode m;
+
+	assert_int_equal(mig_mode_parse("stop-copy", &m), 0);
+	assert_int_equal(m, MIG_MODE_STOPCOPY);
+	assert_int_equal(mig_mode_parse("hybrid", &m), 0);
+	assert_string_equal(mig_mode_name(m), "hybrid");
+	assert_int_equal(mig_mode_parse("postcopy", &m), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_greeting_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_greeting_rejects, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hello_round_trip_and_checks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_frame_length_checks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated_frame, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_page_run_round_trip_and_bounds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_error_frame_text, setup, teardown),
+		cmocka_unit_test(test_mode_names),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
