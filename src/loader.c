@@ -32,11 +32,11 @@ static int check_ehdr(const Elf64_Ehdr *eh, size_t len)
 			       eh->e_phentsize, sizeof(Elf64_Phdr));
 	if (eh->e_phnum == 0 || eh->e_phnum > 64)
 		return err_set(-ENOEXEC, "ELF has %u program headers", eh->e_phnum);
+	if (eh->e_phoff > len || (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr) > len - eh->e_phoff)
+		return err_set(-ENOEXEC, "ELF program headers lie outside the file");
 	if (eh->e_phoff % 8)
 		return err_set(-ENOEXEC, "ELF program headers at a misaligned offset 0x%llx",
 			       (unsigned long long)eh->e_phoff);
-	if (eh->e_phoff > len || (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr) > len - eh->e_phoff)
-		return err_set(-ENOEXEC, "ELF program headers lie outside the file");
 	return 0;
 }
 
