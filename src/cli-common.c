@@ -14,6 +14,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "umig/cli.h"
@@ -36,6 +38,28 @@ int cli_usage_error(const char *verb, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "umig %s: %s\nsee 'umig %s --help'\n", verb, msg, verb);
 	return EXIT_USAGE;
+}
+
+/* Connect to a control socket; the message says what to check. */
+int cli_ctl_connect(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return err_set(-ENAMETOOLONG, "socket path too long");
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+
+		close(fd);
+		return err_set(-e, "cannot connect to '%s': %s%s", path, strerror(e),
+			       e == ENOENT || e == ECONNREFUSED ? " (is umig running with --control?)" : "");
+	}
+	return fd;
 }
 
 int cli_open_console(const char *path)

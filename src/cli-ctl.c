@@ -31,27 +31,6 @@ static const char ctl_help[] =
 "  --raw       print the reply as received (one line of JSON)\n"
 "  -h, --help  this text\n";
 
-static int ctl_connect(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return err_set(-ENAMETOOLONG, "socket path too long");
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-
-		close(fd);
-		return err_set(-e, "cannot connect to '%s': %s%s", path, strerror(e),
-			       e == ENOENT || e == ECONNREFUSED ? " (is umig running with --control?)" : "");
-	}
-	return fd;
-}
-
 /* Read one line (the reply) into a malloc'd string. */
 static int ctl_read_line(int fd, char **out)
 {
@@ -143,7 +122,7 @@ int cmd_ctl(int argc, char **argv)
 	ret = ctl_build_request(argv[optind + 1], argc - optind == 3 ? argv[optind + 2] : NULL, &req);
 	if (ret < 0)
 		return cli_usage_error("ctl", "%s", err_msg(ret));
-	fd = ctl_connect(argv[optind]);
+	fd = cli_ctl_connect(argv[optind]);
 	if (fd < 0) {
 		pr_err("%s", err_msg(fd));
 		free(req);

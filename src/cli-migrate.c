@@ -34,26 +34,6 @@ static const char migrate_help[] =
 CLI_MIG_OPTIONS_HELP
 "  -h, --help             this text\n";
 
-static int mc_connect(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return err_set(-ENAMETOOLONG, "socket path too long");
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-
-		close(fd);
-		return err_set(-e, "cannot connect to '%s': %s", path, strerror(e));
-	}
-	return fd;
-}
-
 /* One request/reply on an open connection; returns the reply object. */
 static json_t *mc_call(FILE *f, int fd, json_t *req)
 {
@@ -159,7 +139,7 @@ int cmd_migrate(int argc, char **argv)
 		strcat(stats_abs, p.stats_path);
 		snprintf(p.stats_path, sizeof(p.stats_path), "%s", stats_abs);
 	}
-	fd = mc_connect(control);
+	fd = cli_ctl_connect(control);
 	if (fd < 0) {
 		pr_err("%s", err_msg(fd));
 		return EXIT_FAILURE_UMIG;

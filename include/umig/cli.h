@@ -64,6 +64,9 @@ enum {
 	{ "stats", required_argument, NULL, CLI_OPT_STATS }, \
 	{ "quiet", no_argument, NULL, CLI_OPT_QUIET }
 
+/* Connect to a umig control socket; fd or -errno (err_msg says why). */
+int cli_ctl_connect(const char *path);
+
 /* Open the console file (or stdout for NULL).  Returns an fd or -errno. */
 int cli_open_console(const char *path);
 /*
