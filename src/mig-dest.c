@@ -100,6 +100,9 @@ static void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n)
 		if (d->fault_ns[i]) {
 			t = t ? t : now_ns();
 			lat_add(&d->lat, t - d->fault_ns[i]);
+			if (t - d->fault_ns[i] > 20000000ull)
+				pr_debug("incoming: page %llu waited %.1f ms", (unsigned long long)i,
+					 (t - d->fault_ns[i]) / 1e6);
 		}
 		if (++d->present_count == d->npages) {
 			pthread_mutex_lock(&d->lock);

@@ -389,7 +389,8 @@ static long uffd_fill(struct uffd *u, uint64_t off, const uint8_t *src,
 		      uint64_t npages, const char *what)
 {
 	uint64_t done = 0, placed = 0, wake_from = 0, nwake = 0;
-	int retries = 0, err = uffd_check_run(u, off, npages, what);
+	int retries = 0, stalls = 0, err = uffd_check_run(u, off, npages, what);
+	uint64_t t0 = now_ns();
 	int64_t bytes;
 
 	if (err)
@@ -425,6 +426,7 @@ static long uffd_fill(struct uffd *u, uint64_t off, const uint8_t *src,
 		if (err == EAGAIN) {
 			if (bytes > 0)
 				continue;	/* stopped at a present page */
+			stalls++;
 			if (++retries <= UFFD_EAGAIN_RETRIES) {
 				sched_yield();
 				continue;
@@ -437,9 +439,9 @@ static long uffd_fill(struct uffd *u, uint64_t off, const uint8_t *src,
 	}
 	if (nwake)
 		uffd_wake(u, off + wake_from * PAGE_SIZE, nwake * PAGE_SIZE);
-	pr_debug("uffd: %s +%#llx: %llu page(s) placed, %llu already present",
+	pr_debug("uffd: %s +%#llx: %llu page(s) placed, %llu already present, %d EAGAIN, %.3f ms",
 		 what, (unsigned long long)off, (unsigned long long)placed,
-		 (unsigned long long)(npages - placed));
+		 (unsigned long long)(npages - placed), stalls, (now_ns() - t0) / 1e6);
 	return (long)placed;
 }
 

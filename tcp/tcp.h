@@ -10,7 +10,7 @@
 
 #include "umig/xport.h"
 
-#define TCP_BULK_SNDBUF    (4 << 20)
+#define TCP_BULK_SNDBUF    (256 << 10)
 #define TCP_BULK_BUFS      8
 #define TCP_BULK_BUF_SIZE  (256 << 10)
 /* at most this many bytes submitted to io_uring and not yet sent */

@@ -12,6 +12,13 @@
  * and bounds the bytes queued by us at TCP_BULK_INFLIGHT, which keeps
  * urgent replies from waiting behind a deep bulk queue.  A short send is
  * resubmitted for the remainder.  One thread uses a ring at a time.
+ *
+ * Batching is adaptive: when the socket is idle (no send in flight) what
+ * is buffered goes out at once instead of waiting for a full buffer, so
+ * a post-copy page the destination is faulting on never sits in a half
+ * full buffer (it once waited 360 ms behind a stretch of 16-byte zero-run
+ * frames that took that long to fill 256 KiB).  While a send is in
+ * flight, buffers fill and go out whole.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -54,8 +61,8 @@ static int tu_submit(struct tcp_xport *t, unsigned i)
 	return io_uring_submit(&u->ring) < 0 ? -EIO : 0;
 }
 
-/* Reap one completion (blocking); resubmit short sends. */
-static int tu_reap(struct tcp_xport *t)
+/* Reap one completion (blocking unless nowait); resubmit short sends. */
+static int tu_reap_one(struct tcp_xport *t, bool nowait)
 {
 	struct tcp_uring *u = t->ring;
 	struct io_uring_cqe *cqe;
@@ -63,11 +70,16 @@ static int tu_reap(struct tcp_xport *t)
 	unsigned i;
 	int res, ret;
 
-	do
-		ret = io_uring_wait_cqe(&u->ring, &cqe);
-	while (ret == -EINTR);
-	if (ret < 0)
-		return ret;
+	if (nowait) {
+		if (io_uring_peek_cqe(&u->ring, &cqe))
+			return 1;   /* nothing completed yet */
+	} else {
+		do
+			ret = io_uring_wait_cqe(&u->ring, &cqe);
+		while (ret == -EINTR);
+		if (ret < 0)
+			return ret;
+	}
 	i = (unsigned)(uintptr_t)io_uring_cqe_get_data(cqe);
 	res = cqe->res;
 	io_uring_cqe_seen(&u->ring, cqe);
@@ -86,6 +98,11 @@ static int tu_reap(struct tcp_xport *t)
 	u->next = (u->next + 1) % TCP_BULK_BUFS;
 	/* keep the socket busy: the next full buffer goes at once */
 	return u->full ? tu_submit(t, u->next) : 0;
+}
+
+static int tu_reap(struct tcp_xport *t)
+{
+	return tu_reap_one(t, false);
 }
 
 /* Queue the current (full or final) buffer; send it now if nothing is in flight. */
@@ -160,6 +177,21 @@ int tcp_uring_send(struct tcp_xport *t, const void *buf, size_t len)
 			if (ret < 0)
 				return u->err = ret;
 		}
+	}
+	/* adaptive batching: an idle socket gets what we have now */
+	while (u->inflight) {
+		int ret = tu_reap_one(t, true);
+
+		if (ret < 0)
+			return u->err = ret;
+		if (ret > 0)
+			break;
+	}
+	if (!u->inflight && !u->full && u->bufs[u->cur].len) {
+		int ret = tu_queue_cur(t);
+
+		if (ret < 0)
+			return u->err = ret;
 	}
 	return 0;
 }
