@@ -134,7 +134,7 @@ static int cmd_query_stats(struct control *c, json_t *args, json_t **res, void *
 			 "guest_ns", (json_int_t)clock_guest_ns(&vm->bus),
 			 "samples", arr);
 	/* registers are only consistent while the vCPU is stopped */
-	if (vm_get_status(vm) != VM_RUNNING && !vcpu_get_state(vm->vcpu, &cs)) {
+	if (!vm_peek_cpu(vm, &cs)) {
 		char rip[32];
 
 		snprintf(rip, sizeof(rip), "0x%llx", (unsigned long long)cs.rip);
@@ -324,10 +324,20 @@ static int ctl_listen(struct control *c, const char *path)
 			       path, sizeof(sa.sun_path) - 1);
 	strcpy(sa.sun_path, path);
 	strcpy(c->path, path);
-	/* replace a stale socket left by a crashed umig, never a regular file */
+	/* replace a stale socket left by a crashed umig; never a live one or a file */
 	if (!lstat(path, &st)) {
+		int probe;
+
 		if (!S_ISSOCK(st.st_mode))
 			return err_set(-EEXIST, "control path '%s' exists and is not a socket", path);
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(probe);
+			return err_set(-EADDRINUSE, "control socket '%s' is in use by a running umig",
+				       path);
+		}
+		if (probe >= 0)
+			close(probe);
 		unlink(path);
 	}
 	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

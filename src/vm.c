@@ -226,6 +226,18 @@ enum vm_status vm_get_status(struct vm *vm)
 	return s;
 }
 
+int vm_peek_cpu(struct vm *vm, struct cpu_state *s)
+{
+	int ret = -EBUSY;
+
+	/* holding the lock keeps the run loop from entering the guest meanwhile */
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->in_guest && !vm->want_run)
+		ret = vcpu_get_state(vm->vcpu, s);
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
 const char *vm_status_name(enum vm_status s)
 {
 	static const char *const names[] = {

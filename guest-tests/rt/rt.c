@@ -62,7 +62,7 @@ void rt_heartbeat(void)
 _Noreturn void rt_exit(int code)
 {
 	outl(UMIG_PORT_EXIT, (uint32_t)code);
-	for (;;)	/* the host stops us at the out; never run past it */
+	for (;;)	/* the vCPU stops at the next block boundary after the out: wait here */
 		__asm__ volatile("pause");
 }
 

@@ -49,7 +49,7 @@ struct cpu_state {
 	uint8_t xmm[16][16];
 };
 
-/* Encoded size of one cpu_state, tag and header included. */
+/* Size of the body after the 10-byte header (tag, version, length). */
 #define CPU_STATE_BODY_LEN (16 * 8 + 8 + 8 + 6 * 2 + 8 + 8 + 2 * (8 + 4) + \
 			    4 * 8 + 8 + 4 * 2 + 8 + 8 + 8 * 10 + 4 + 16 * 16)
 

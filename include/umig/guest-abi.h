@@ -9,7 +9,8 @@
  * Guest physical layout (identity-mapped; the vCPU runs in 64-bit mode
  * without paging):
  *
- *   0x00000000 .. 0x00000fff   never used (catches NULL dereferences)
+ *   0x00000000 .. 0x00000fff   left unused by convention (ordinary RAM: there
+ *                              is no paging to make a NULL access fault)
  *   0x00007000 .. 0x00007fff   struct umig_boot_params
  *   0x00008000 .. 0x0009ffff   stack, grows down from UMIG_STACK_TOP
  *   0x00100000 ..              the ELF image (PT_LOAD segments)

@@ -65,6 +65,8 @@ int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 
 enum vm_status vm_get_status(struct vm *vm);
+/* Read the vCPU state if the vCPU is outside guest code; -EBUSY if not. */
+int vm_peek_cpu(struct vm *vm, struct cpu_state *s);
 const char *vm_status_name(enum vm_status s);
 /*
  * Wait until the guest exits or fails, vm_notify() is called, or deadline
