@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -209,6 +210,30 @@ static int cli_serve_loop(struct vm *vm, struct control *ctl, struct mig_ctl *mi
 	}
 }
 
+/* The heartbeat timeline as CSV: host CLOCK_MONOTONIC ns, cumulative beats. */
+static void cli_write_timeline(struct vm *vm, const char *path)
+{
+	size_t max = 65536, n;
+	struct hb_sample *s = calloc(max, sizeof(*s));
+	FILE *f;
+
+	if (!s)
+		return;
+	n = heartbeat_samples(&vm->bus, 0, s, max);
+	f = fopen(path, "w");
+	if (!f) {
+		pr_err("cannot write the timeline '%s': %s", path, strerror(errno));
+		free(s);
+		return;
+	}
+	fprintf(f, "t_ns,beats\n");
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%llu,%llu\n", (unsigned long long)s[i].t_ns,
+			(unsigned long long)s[i].beats);
+	fclose(f);
+	free(s);
+}
+
 int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 {
 	struct sig_ctx sc = { .vm = vm };
@@ -251,6 +276,8 @@ int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 out:
 	control_stop(ctl);
 	mig_ctl_free(mig);
+	if (o->timeline_path)
+		cli_write_timeline(vm, o->timeline_path);
 	pthread_kill(sig_thread, SIGUSR2);
 	pthread_join(sig_thread, NULL);
 	return ret;

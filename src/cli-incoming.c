@@ -30,6 +30,7 @@ static const char incoming_help[] =
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
 "  --backend NAME         vCPU backend (default unicorn)\n"
 "  --quiet                no progress line\n"
+"  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
 "  -h, --help             this text\n";
 
@@ -43,6 +44,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "mem", required_argument, NULL, 'm' },
+		{ "timeline", required_argument, NULL, 't' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
@@ -63,6 +65,7 @@ int cmd_incoming(int argc, char **argv)
 		case 's': o.stats_path = optarg; break;
 		case 'b': o.backend = optarg; break;
 		case 'q': o.quiet = true; break;
+		case 't': so.timeline_path = optarg; break;
 		case 'm':
 			if (parse_size(optarg, &o.expect_ram))
 				return cli_usage_error("incoming", "--mem: '%s' is not a size", optarg);

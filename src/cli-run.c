@@ -28,6 +28,8 @@ static const char run_help[] =
 "  --snapshot-after SECS  when to snapshot (default 1)\n"
 "  --backend NAME         vCPU backend (default unicorn)\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
+"  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
+"                         (host CLOCK_MONOTONIC ns, cumulative beats; 1 ms apart)\n"
 "  -h, --help             this text\n"
 "\n"
 "scripted migration (without a control socket; see also 'umig migrate'):\n"
@@ -37,7 +39,7 @@ CLI_MIG_OPTIONS_HELP
 "umig exits 0 once the guest runs at the destination.\n";
 
 enum { OPT_MEM = 256, OPT_CMDLINE, OPT_CONSOLE, OPT_CONTROL, OPT_SNAPSHOT,
-       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG, OPT_MIGRATE_TO, OPT_MIGRATE_AFTER };
+       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG, OPT_MIGRATE_TO, OPT_MIGRATE_AFTER, OPT_TIMELINE };
 
 static const struct option run_options[] = {
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -48,6 +50,7 @@ static const struct option run_options[] = {
 	{ "snapshot-after", required_argument, NULL, OPT_SNAPSHOT_AFTER },
 	{ "backend", required_argument, NULL, OPT_BACKEND },
 	{ "debug", no_argument, NULL, OPT_DEBUG },
+	{ "timeline", required_argument, NULL, OPT_TIMELINE },
 	{ "migrate-to", required_argument, NULL, OPT_MIGRATE_TO },
 	{ "migrate-after", required_argument, NULL, OPT_MIGRATE_AFTER },
 	CLI_MIG_OPTIONS,
@@ -85,6 +88,7 @@ int cmd_run(int argc, char **argv)
 			break;
 		case OPT_BACKEND: cfg.backend = optarg; break;
 		case OPT_DEBUG: log_debug_enabled = true; break;
+		case OPT_TIMELINE: so.timeline_path = optarg; break;
 		case OPT_MIGRATE_TO:
 			if (parse_hostport(optarg, mp.host, sizeof(mp.host), &mp.port))
 				return cli_usage_error("run", "--migrate-to: '%s' is not HOST:PORT", optarg);

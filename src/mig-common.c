@@ -101,6 +101,27 @@ double lat_percentile(struct lat_hist *h, double p)
 	return v;
 }
 
+json_t *lat_histogram(struct lat_hist *h)
+{
+	uint64_t counts[33] = { 0 };
+	json_t *a = json_array();
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->n; i++) {
+		unsigned b = 0;
+
+		while (b < 32 && h->us[i] > (1u << b))
+			b++;
+		counts[b]++;
+	}
+	pthread_mutex_unlock(&h->lock);
+	for (unsigned b = 0; b < 33; b++)
+		if (counts[b])
+			json_array_append_new(a, json_pack("[I, I]", (json_int_t)1 << b,
+							  (json_int_t)counts[b]));
+	return a;
+}
+
 void progress_init(struct mig_progress *pr, const char *side, bool quiet)
 {
 	memset(pr, 0, sizeof(*pr));

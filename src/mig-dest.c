@@ -308,7 +308,7 @@ static json_t *dst_figures(struct mig_dest *d)
 	heartbeat_stats(&d->vm->bus, &hb);
 	if (hb.first_after_resume_ns && hb.first_after_resume_ns >= hb.resume_ns)
 		first = (hb.first_after_resume_ns - hb.resume_ns) / 1e6;
-	return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f}",
+	return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:o}",
 		"faults", (json_int_t)d->faults,
 		"fault_us_p50", lat_percentile(&d->lat, 50),
 		"fault_us_p90", lat_percentile(&d->lat, 90),
@@ -319,7 +319,8 @@ static json_t *dst_figures(struct mig_dest *d)
 		"dst_pages_bulk", (json_int_t)d->pages_bulk,
 		"dst_pages_urgent", (json_int_t)d->pages_urgent,
 		"dst_pages_zero", (json_int_t)d->pages_zero,
-		"postcopy_ms", d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0.0);
+		"postcopy_ms", d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0.0,
+		"fault_us_hist", lat_histogram(&d->lat));
 }
 
 static int dst_wait_complete(struct mig_dest *d)

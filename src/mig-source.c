@@ -494,11 +494,16 @@ static json_t *src_record(struct mig_source *s)
 		"precopy_bytes", (json_int_t)s->precopy_bytes);
 	pthread_mutex_unlock(&s->lock);
 	json_object_set_new(r, "blackout_before_pause_ms", json_real(gap_before));
+	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
+	json_object_set_new(r, "t_start_ns", json_integer(s->t_start));
+	json_object_set_new(r, "t_pause_ns", json_integer(s->t_pause));
+	json_object_set_new(r, "t_end_ns", json_integer(end));
 	/* the destination's figures: faults and their latency */
 	if (s->dest_stats) {
 		static const char *const keys[] = {
 			"faults", "fault_us_p50", "fault_us_p90", "fault_us_p99", "fault_us_max",
 			"resume_to_first_beat_ms", "postcopy_max_beat_gap_ms", "postcopy_ms",
+			"fault_us_hist",
 		};
 
 		for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {

@@ -40,6 +40,7 @@ struct serve_opts {
 	const struct mig_params *migrate;  /* NULL: no scripted migration */
 	double migrate_after;        /* seconds */
 	struct mig_dest *incoming;   /* the VM arrived by migration and runs */
+	const char *timeline_path;   /* heartbeat samples written at exit */
 };
 
 /* Shared migration options (--mode, --prepaging, ...): 1 handled, 0 not ours, <0 usage. */

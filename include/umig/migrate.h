@@ -69,6 +69,8 @@ void lat_free(struct lat_hist *h);
 void lat_add(struct lat_hist *h, uint64_t ns);
 /* p in [0,100]; 0 if empty. */
 double lat_percentile(struct lat_hist *h, double p);
+/* [[upper bound us, count], ...] over power-of-two buckets (for CDFs). */
+json_t *lat_histogram(struct lat_hist *h);
 
 /* Progress line on a terminal (stderr), at most 5 times a second. */
 struct mig_progress {
