@@ -39,7 +39,7 @@ LIBS    := -lunicorn -luring -ljansson -lxxhash -lpthread -lm
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
-	    liburing-dev libjansson-dev libxxhash-dev iproute2 jq
+	    liburing-dev libjansson-dev libxxhash-dev iproute2 jq python3
 
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
