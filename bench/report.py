@@ -217,7 +217,7 @@ def plot_bars(res, rows, guest, key, name, title, ylabel, logscale=False):
                 v = [x for x in v if x is not None]
                 vals.append("{:.4f}".format(statistics.median(v)) if v else "NaN")
             f.write('"{}" {}\n'.format(label, " ".join(vals)))
-    script = """set terminal svg size 900,480 dynamic font 'sans,11'
+    script = """set terminal svg size 900,480 dynamic font 'sans,11' background rgb 'white'
 set output '{name}.svg'
 set title "{title}"
 set ylabel "{ylabel}"
@@ -254,8 +254,11 @@ def plot_progress(res, raw_dirs, guest):
         tl = sorted(load_timeline(os.path.join(d, "src-timeline.csv")) +
                     load_timeline(os.path.join(d, "dst-timeline.csv")))
         t0, step = rec["t_pause_ns"], 100_000_000
+        last = tl[-1][0] if tl else 0
         pts = []
         for i in range(-40, 121):
+            if t0 + (i + 1) * step > last:
+                break   # past the end of the timelines: no data, not zero progress
             a, b = beats_at(tl, t0 + i * step), beats_at(tl, t0 + (i + 1) * step)
             if a is not None and b is not None:
                 pts.append((i * 0.1, (b - a) * 10))
@@ -272,7 +275,7 @@ def plot_progress(res, raw_dirs, guest):
             f.write("\n\n")
     plots = ", ".join("'progress.dat' index {} using 1:2 with lines lw 2 title \"{}\"".format(i, l)
                       for i, (l, _) in enumerate(series))
-    gnuplot(res, "progress", """set terminal svg size 900,480 dynamic font 'sans,11'
+    gnuplot(res, "progress", """set terminal svg size 900,480 dynamic font 'sans,11' background rgb 'white'
 set output 'progress.svg'
 set title "Guest progress around the switchover ({guest}, link {link}, repetition 1)"
 set xlabel "seconds from the source pause"
@@ -309,7 +312,7 @@ def plot_fault_cdf(res, raw_dirs):
             f.write("\n\n")
     plots = ", ".join("'fault-cdf.dat' index {} using 1:2 with steps lw 2 title \"{}\"".format(i, k)
                       for i, k in enumerate(sorted(groups)))
-    gnuplot(res, "fault-cdf", """set terminal svg size 900,480 dynamic font 'sans,11'
+    gnuplot(res, "fault-cdf", """set terminal svg size 900,480 dynamic font 'sans,11' background rgb 'white'
 set output 'fault-cdf.svg'
 set title "Demand-fault service latency (fault read to page placed), all repetitions"
 set xlabel "latency, µs (power-of-two buckets)"

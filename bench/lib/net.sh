@@ -56,9 +56,9 @@ net_shape() {
 			# a network that honours priorities: the urgent class (IP TOS
 			# 0xb8, set by umig on the urgent channel) is served first
 			tc -n "$ns" qdisc add dev "$dev" root handle 1: htb default 20
-			tc -n "$ns" class add dev "$dev" parent 1: classid 1:1 htb rate 1gbit burst 256kb
-			tc -n "$ns" class add dev "$dev" parent 1:1 classid 1:10 htb rate 200mbit ceil 1gbit prio 0 burst 64kb
-			tc -n "$ns" class add dev "$dev" parent 1:1 classid 1:20 htb rate 800mbit ceil 1gbit prio 1 burst 256kb
+			tc -n "$ns" class add dev "$dev" parent 1: classid 1:1 htb rate 1gbit burst 256kb quantum 60000
+			tc -n "$ns" class add dev "$dev" parent 1:1 classid 1:10 htb rate 200mbit ceil 1gbit prio 0 burst 64kb quantum 60000
+			tc -n "$ns" class add dev "$dev" parent 1:1 classid 1:20 htb rate 800mbit ceil 1gbit prio 1 burst 256kb quantum 60000
 			tc -n "$ns" qdisc add dev "$dev" parent 1:10 handle 10: pfifo limit 1000
 			tc -n "$ns" qdisc add dev "$dev" parent 1:20 handle 20: bfifo limit 2500000
 			tc -n "$ns" filter add dev "$dev" parent 1: protocol ip prio 1 u32 \
