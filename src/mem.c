@@ -2,8 +2,13 @@
  * mem.c - allocation of guest RAM; see mem.h.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
+
+#include "umig/bitmap.h"
 
 #include "umig/log.h"
 #include "umig/mem.h"
@@ -53,4 +58,41 @@ bool mem_page_is_zero(const void *p)
 		    w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
 			return false;
 	return true;
+}
+
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+#define PM_CHUNK   8192   /* pagemap entries read per pread: 64 KiB */
+
+long mem_scan_populated(const struct guest_mem *m, struct bitmap *out)
+{
+	uint64_t npages = mem_pages(m), first = (uintptr_t)m->host >> PAGE_SHIFT;
+	uint64_t *e = malloc(PM_CHUNK * sizeof(*e));
+	long populated = 0;
+	int fd;
+
+	if (!e)
+		return -ENOMEM;
+	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		free(e);
+		return err_set(-errno, "cannot open /proc/self/pagemap: %s", strerror(errno));
+	}
+	for (uint64_t pfn = 0; pfn < npages; pfn += PM_CHUNK) {
+		uint64_t n = MIN((uint64_t)PM_CHUNK, npages - pfn);
+		ssize_t got = pread(fd, e, n * sizeof(*e), (first + pfn) * sizeof(*e));
+
+		if (got != (ssize_t)(n * sizeof(*e))) {
+			populated = err_set(got < 0 ? -errno : -EIO, "reading /proc/self/pagemap failed");
+			break;
+		}
+		for (uint64_t i = 0; i < n; i++)
+			if (e[i] & (PM_PRESENT | PM_SWAPPED)) {
+				bitmap_set(out, pfn + i);
+				populated++;
+			}
+	}
+	close(fd);
+	free(e);
+	return populated;
 }

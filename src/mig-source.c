@@ -39,6 +39,7 @@ struct mig_source {
 	bool resumed_remote;        /* the destination guest runs: no way back */
 
 	struct bitmap sent;         /* post-copy: the page is at (or on its way to) dst */
+	struct bitmap populated;    /* pages that may hold data (mem_scan_populated) */
 	struct bitmap ever;         /* data for this page was sent at least once */
 	struct dirty_tracker dirty;
 	bool tracking;
@@ -122,9 +123,27 @@ static int acc_flush(struct mig_source *s, struct run_acc *a)
 	return ret;
 }
 
+/* Zero without reading it when the page was never populated. */
+static bool src_page_zero(struct mig_source *s, uint64_t pfn)
+{
+	return !bitmap_test(&s->populated, pfn) || mem_page_is_zero(mem_page(&s->vm->mem, pfn));
+}
+
+/*
+ * Refresh the populated map.  While the guest runs a page may become
+ * populated after the scan: it is then written, so dirty tracking sends
+ * it again in a later round.  On failure every page counts as populated.
+ */
+static void src_scan_populated(struct mig_source *s)
+{
+	bitmap_clear_all(&s->populated);
+	if (mem_scan_populated(&s->vm->mem, &s->populated) < 0)
+		bitmap_set_range(&s->populated, 0, s->npages);
+}
+
 static int acc_add(struct mig_source *s, struct run_acc *a, uint64_t pfn)
 {
-	uint16_t type = mem_page_is_zero(mem_page(&s->vm->mem, pfn)) ? MSG_ZERO : MSG_PAGES;
+	uint16_t type = src_page_zero(s, pfn) ? MSG_ZERO : MSG_PAGES;
 	int ret = 0;
 
 	if (a->n && (a->type != type || a->pfn + a->n != pfn ||
@@ -157,6 +176,9 @@ static long src_send_set(struct mig_source *s, const struct bitmap *set, const c
 
 	for (uint64_t pfn = set ? bitmap_next_set(set, 0) : 0; pfn < s->npages;
 	     pfn = set ? bitmap_next_set(set, pfn + 1) : pfn + 1) {
+		/* a written page is populated, whatever an older scan said */
+		if (set)
+			bitmap_set(&s->populated, pfn);
 		ret = acc_add(s, &a, pfn);
 		if (ret < 0)
 			return ret;
@@ -255,6 +277,8 @@ static int src_precopy(struct mig_source *s, struct bitmap *dirty)
 			if (s->rounds > s->p.max_rounds || s->p.mode == MIG_MODE_HYBRID)
 				return 0;
 		}
+		if (s->rounds == 1)
+			src_scan_populated(s);
 		n = src_send_set(s, s->rounds > 1 ? dirty : NULL, "precopy");
 		if (n < 0)
 			return n;
@@ -303,7 +327,7 @@ static void *src_urgent_thread(void *arg)
 		if (bitmap_test_and_set(&s->sent, pfn))
 			continue;   /* the bulk push sent it already */
 		page = mem_page(&s->vm->mem, pfn);
-		zero = mem_page_is_zero(page);
+		zero = src_page_zero(s, pfn);
 		wbuf_put_u64(&w, pfn);
 		wbuf_put_u32(&w, zero ? PAGE_FLAG_ZERO : 0);
 		wbuf_put_u32(&w, 0);
@@ -404,6 +428,7 @@ static int src_switchover(struct mig_source *s, struct bitmap *dirty)
 	}
 	switch (s->p.mode) {
 	case MIG_MODE_STOPCOPY:
+		src_scan_populated(s);
 		n = src_send_set(s, NULL, "stop-copy");
 		break;
 	case MIG_MODE_PRE:
@@ -547,6 +572,11 @@ static int src_run(struct mig_source *s, struct bitmap *dirty)
 	if (ret < 0)
 		return ret;
 	if (s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID) {
+		/*
+		 * The guest is stopped here for good, so the map stays true;
+		 * scanning after RESUMED keeps it out of the downtime.
+		 */
+		src_scan_populated(s);
 		src_set_state(s, MIG_POSTCOPY);
 		if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
 			return err_set(-EAGAIN, "cannot start the urgent thread");
@@ -646,6 +676,8 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 	if (!ret)
 		ret = bitmap_init(&s->ever, s->npages);
 	if (!ret)
+		ret = bitmap_init(&s->populated, s->npages);
+	if (!ret)
 		ret = prepage_create(&s->pp, p->prepaging, s->npages, &s->sent);
 	progress_init(&s->progress, "source", p->quiet);
 	if (!ret && pthread_create(&s->thread, NULL, mig_source_thread, s))
@@ -654,6 +686,7 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 		prepage_destroy(s->pp);
 		bitmap_free(&s->sent);
 		bitmap_free(&s->ever);
+		bitmap_free(&s->populated);
 		free(s);
 		return ret;
 	}
@@ -701,6 +734,7 @@ void mig_source_destroy(struct mig_source *s)
 	prepage_destroy(s->pp);
 	bitmap_free(&s->sent);
 	bitmap_free(&s->ever);
+	bitmap_free(&s->populated);
 	json_decref(s->dest_stats);
 	json_decref(s->record);
 	pthread_mutex_destroy(&s->lock);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "umig/bitmap.h"
 #include "umig/log.h"
 #include "umig/snapshot.h"
 
@@ -78,9 +79,14 @@ static void snap_write_ram(struct snap_io *s, struct guest_mem *m,
 	uint64_t npages = mem_pages(m);
 	uint64_t run_start = 0;
 	uint32_t run_len = 0;
+	struct bitmap pop = { 0 };
+
+	/* never-populated pages are zero: skip them without faulting them in */
+	bool scanned = bitmap_init(&pop, npages) == 0 && mem_scan_populated(m, &pop) >= 0;
 
 	for (uint64_t pfn = 0; pfn < npages && !s->err; pfn++) {
-		bool zero = mem_page_is_zero(mem_page(m, pfn));
+		bool zero = (scanned && !bitmap_test(&pop, pfn)) ||
+			    mem_page_is_zero(mem_page(m, pfn));
 
 		if (zero)
 			info->pages_zero++;
@@ -95,6 +101,7 @@ static void snap_write_ram(struct snap_io *s, struct guest_mem *m,
 	}
 	if (run_len)
 		snap_write_ram_run(s, m, run_start, run_len);
+	bitmap_free(&pop);
 }
 
 static void snap_write_body(struct snap_io *s, struct vm *vm, struct wbuf *state,

@@ -46,4 +46,16 @@ static inline bool mem_range_ok(const struct guest_mem *m, uint64_t gpa, uint64_
 /* True if the 4 KiB page at p holds only zero bytes. */
 bool mem_page_is_zero(const void *p);
 
+struct bitmap;
+/*
+ * Set in `out` (one bit per guest page) every page that is populated:
+ * present in RAM or swapped out.  A page that is neither has never been
+ * written (or was dropped) and reads as zero, so callers can skip it
+ * without touching it: reading an untouched page costs a page fault
+ * (~10 us on a VM), which for a mostly empty 1 GiB guest is seconds.
+ * Reads /proc/self/pagemap; returns the number of populated pages or
+ * -errno (then callers must treat every page as populated).
+ */
+long mem_scan_populated(const struct guest_mem *m, struct bitmap *out);
+
 #endif
