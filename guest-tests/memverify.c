@@ -85,9 +85,9 @@ int main(void)
 	int rc;
 
 	rt_printf("memverify: wss=%lluMiB pages=%llu passes=%llu\n", wss, npages, passes);
-	if (wss > rt_free_size() / RT_MIB) {
-		rt_printf("memverify: wss too large: %lluMiB > %lluMiB free\n",
-			  wss, (u64)rt_free_size() / RT_MIB);
+	if (wss == 0 || wss > rt_free_size() / RT_MIB) {
+		rt_printf("memverify: wss must be 1..%lluMiB (free memory), got %llu\n",
+			  (u64)rt_free_size() / RT_MIB, wss);
 		return 2;
 	}
 

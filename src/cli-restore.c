@@ -48,6 +48,7 @@ int cmd_restore(int argc, char **argv)
 	struct serve_opts so = { .snapshot_after = 1.0 };
 	struct snapshot_info info;
 	const char *console = NULL, *path;
+	bool after_given = false;
 	struct vm *vm;
 	int opt, ret;
 
@@ -60,6 +61,7 @@ int cmd_restore(int argc, char **argv)
 		case OPT_SNAPSHOT_AFTER:
 			if (parse_seconds(optarg, &so.snapshot_after))
 				return cli_usage_error("restore", "--snapshot-after: '%s' is not a number of seconds", optarg);
+			after_given = true;
 			break;
 		case OPT_BACKEND: cfg.backend = optarg; break;
 		case OPT_DEBUG: log_debug_enabled = true; break;
@@ -70,6 +72,8 @@ int cmd_restore(int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error("restore", optind == argc ? "missing SNAPSHOT" : "more than one snapshot given");
+	if (after_given && !so.snapshot_path)
+		return cli_usage_error("restore", "--snapshot-after needs --snapshot FILE");
 	path = argv[optind];
 
 	ret = snapshot_read_header(path, &cfg.mem_size);

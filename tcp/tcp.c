@@ -60,23 +60,8 @@ static int tcp_send(struct xport *x, const void *buf, size_t len)
 
 static int tcp_recv(struct xport *x, void *buf, size_t len)
 {
-	struct tcp_xport *t = tx(x);
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = recv(t->fd, p, len, MSG_WAITALL);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EPIPE;
-		p += n;
-		len -= n;
-	}
-	return 0;
+	/* -EPIPE on a clean close, as xport.h promises */
+	return read_full(tx(x)->fd, buf, len);
 }
 
 static int tcp_flush(struct xport *x)

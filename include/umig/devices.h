@@ -79,7 +79,7 @@ struct hb_sample {
 
 struct hb_stats {
 	uint64_t beats;
-	uint64_t last_beat_ns;       /* host time of the latest beat (0: none yet) */
+	uint64_t last_beat_ns;       /* latest beat (0: none since the latest resume) */
 	uint64_t pause_ns;           /* host time of the latest pause */
 	uint64_t resume_ns;          /* host time of the latest resume */
 	uint64_t first_after_resume_ns; /* first beat after that resume (0: none yet) */
