@@ -329,7 +329,11 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     res = sys.argv[1]
-    raw_dirs = sorted(d for d in glob.glob(os.path.join(res, "raw", "*")) if os.path.isdir(d))
+    all_dirs = sorted(d for d in glob.glob(os.path.join(res, "raw", "*")) if os.path.isdir(d))
+    # a run without meta.json never finished (interrupted benchmark): say so, skip it
+    raw_dirs = [d for d in all_dirs if os.path.exists(os.path.join(d, "meta.json"))]
+    for d in sorted(set(all_dirs) - set(raw_dirs)):
+        print("bench/report.py: skipping unfinished run {}".format(os.path.basename(d)), file=sys.stderr)
     if not raw_dirs:
         print("bench/report.py: no runs under {}/raw".format(res), file=sys.stderr)
         return 1
