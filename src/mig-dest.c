@@ -459,6 +459,7 @@ static int dst_wait_mark(struct mig_dest *d, int mark)
 static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
 {
 	struct rbuf r;
+	int ret;
 
 	rbuf_init(&r, m->payload, m->len);
 	while (rbuf_left(&r)) {
@@ -475,6 +476,14 @@ static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
 			}
 		if (madvise(d->vm->mem.host + (pfn << PAGE_SHIFT), (size_t)n * PAGE_SIZE, MADV_DONTNEED))
 			return err_set(-errno, "discarding stale pages: %s", strerror(errno));
+		/*
+		 * No translated code may outlive the bytes it came from.  (The
+		 * destination vCPU has not run yet, so this is cheap; it keeps
+		 * discards correct if that ever changes.)
+		 */
+		ret = vcpu_flush_code(d->vm->vcpu, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }
@@ -506,9 +515,6 @@ static int dst_arm_postcopy(struct mig_dest *d)
 
 	if (!ret)
 		ret = uffd_register_missing(&d->uffd, d->vm->mem.host, d->vm->mem.size);
-	/* RAM was rewritten behind the vCPU's back (discards): no stale code */
-	if (!ret)
-		ret = vcpu_flush_code(d->vm->vcpu, 0, d->vm->mem.size);
 	if (!ret && pthread_create(&d->fault_thread, NULL, dst_fault_thread, d))
 		ret = -EAGAIN;
 	if (ret < 0)
@@ -532,7 +538,7 @@ static int dst_switchover(struct mig_dest *d)
 	if (!ret)
 		ret = dst_wait_mark(d, post ? MARK_PRECOPY_DONE : MARK_BULK_END);
 	dst_set_state(d, MIG_SWITCHOVER);
-	if (!ret && post)
+	if (!ret && post && !d->uffd_ready)
 		ret = dst_arm_postcopy(d);
 	pr_debug("incoming: post-copy armed");
 	if (!ret) {
@@ -593,6 +599,15 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	d->bulk_started = true;
 	if (d->hello.mode == MIG_MODE_PRE || d->hello.mode == MIG_MODE_HYBRID)
 		dst_set_state(d, MIG_PRECOPY);
+	/*
+	 * Pure post-copy copies nothing in before the switchover, so arm
+	 * userfaultfd now and keep it out of the downtime.
+	 */
+	if (d->hello.mode == MIG_MODE_POST) {
+		ret = dst_arm_postcopy(d);
+		if (ret < 0)
+			goto fail;
+	}
 	ret = dst_switchover(d);
 	if (!ret && pthread_create(&d->complete_thread, NULL, dst_complete_thread, d))
 		ret = -EAGAIN;
