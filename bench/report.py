@@ -196,7 +196,7 @@ def gnuplot(res, name, script):
     path = os.path.join(res, name + ".gp")
     with open(path, "w") as f:
         f.write(script)
-    subprocess.run(["gnuplot", path], cwd=res, check=False, timeout=60)
+    subprocess.run(["gnuplot", name + ".gp"], cwd=res, check=False, timeout=60)
 
 
 def plot_bars(res, rows, guest, key, name, title, ylabel, logscale=False):
@@ -286,14 +286,14 @@ plot {plots}
 """.format(guest=guest, link=link, plots=plots))
 
 
-def plot_fault_cdf(res, raw_dirs):
-    """CDF of fault service latency per policy and link, from the histograms."""
+def plot_fault_cdf(res, raw_dirs, guest):
+    """CDF of fault service latency per policy and link (one guest), from the histograms."""
     groups = {}
     for d in raw_dirs:
         meta = load_json(os.path.join(d, "meta.json")) or {}
         rec = load_json(os.path.join(d, "src.json")) or {}
         hist = rec.get("fault_us_hist") or []
-        if meta.get("mode") not in ("post", "hybrid") or not hist:
+        if meta.get("mode") not in ("post", "hybrid") or meta.get("guest") != guest or not hist:
             continue
         key = "{} {} {}".format(meta["link"], meta["mode"], meta["prepaging"])
         g = groups.setdefault(key, {})
@@ -314,14 +314,14 @@ def plot_fault_cdf(res, raw_dirs):
                       for i, k in enumerate(sorted(groups)))
     gnuplot(res, "fault-cdf", """set terminal svg size 900,480 dynamic font 'sans,11' background rgb 'white'
 set output 'fault-cdf.svg'
-set title "Demand-fault service latency (fault read to page placed), all repetitions"
+set title "Demand-fault service latency, fault read to page placed ({guest}, all repetitions)"
 set xlabel "latency, µs (power-of-two buckets)"
 set ylabel "fraction of faults"
 set logscale x 2
 set grid
 set key outside right
 plot {plots}
-""".format(plots=plots))
+""".format(plots=plots, guest=guest))
 
 
 def main():
@@ -355,7 +355,7 @@ def main():
     plot_bars(res, rows, main_guest, "bytes_per_ram", "bytes",
               "Bytes on the wire / guest RAM ({}; median)".format(main_guest), "ratio")
     plot_progress(res, raw_dirs, main_guest)
-    plot_fault_cdf(res, raw_dirs)
+    plot_fault_cdf(res, raw_dirs, main_guest)
     write_summary(res, rows, info)
     nfail = sum(int(r["failed"]) for r in rows)
     print("bench/report.py: {} runs ({} failed) -> {}/runs.csv, summary.md{}".format(
