@@ -29,6 +29,7 @@
 #include "umig/caps.h"
 #include "umig/compat.h"
 #include "umig/log.h"
+#include "umig/uffd.h"
 
 #define UFFD_IOCTL_BIT(nr)	((uint64_t)1 << (nr))
 #define SCRATCH_PAGES		4
@@ -58,9 +59,10 @@ static void *scratch_map(size_t *len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-static int uffd_open(int flags)
+/* Only for the diagnosis of a refused open: is user-mode-only allowed? */
+static int uffd_open_user_mode_only(void)
 {
-	long fd = syscall(SYS_userfaultfd, flags | O_CLOEXEC | O_NONBLOCK);
+	long fd = syscall(SYS_userfaultfd, UFFD_USER_MODE_ONLY | O_CLOEXEC | O_NONBLOCK);
 
 	return fd < 0 ? -errno : (int)fd;
 }
@@ -116,12 +118,13 @@ static void probe_uffd(struct caps *c)
 			  &c->uffd_unprivileged_sysctl))
 		c->uffd_unprivileged_sysctl = -1;
 
-	fd = uffd_open(0);
+	/* the engine's own open path, so caps says what migration will find */
+	fd = uffd_sys_open();
 	if (fd < 0) {
 		c->uffd_errno = -fd;
 		if (fd == -EPERM && !c->is_root) {
 			c->uffd_sysctl_blocks = c->uffd_unprivileged_sysctl == 0;
-			ufd = uffd_open(UFFD_USER_MODE_ONLY);
+			ufd = uffd_open_user_mode_only();
 			if (ufd >= 0) {
 				c->uffd_user_mode_only = true;
 				close(ufd);

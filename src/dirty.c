@@ -52,9 +52,6 @@
 /* Regions per PAGEMAP_SCAN call (24 bytes each): a full vec just loops. */
 #define DIRTY_REGIONS		4096
 
-/* From uffd.c: open a userfaultfd with these features (not in uffd.h). */
-int uffd_fd_new(uint64_t required, uint64_t optional, uint64_t *enabled);
-
 /* Register [base, len) for WP and protect all of it, markers included. */
 static int dirty_protect(struct dirty_tracker *d, void *base, uint64_t len)
 {

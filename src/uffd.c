@@ -52,9 +52,6 @@
 /* EAGAIN without progress means the mm is changing (fork, mremap): brief. */
 #define UFFD_EAGAIN_RETRIES	1000
 
-/* Shared with dirty.c; see the comment at its definition. */
-int uffd_fd_new(uint64_t required, uint64_t optional, uint64_t *enabled);
-
 /* userfaultfd(2) failed with err: name the fix. */
 static int uffd_open_error(int err)
 {
@@ -80,7 +77,7 @@ static int uffd_open_error(int err)
  * a seccomp filter; ENOSYS: filtered), /dev/userfaultfd (6.1+) may still be
  * open to us: its access is governed by the file mode instead.
  */
-static int uffd_sys_open(void)
+int uffd_sys_open(void)
 {
 	long fd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	int err, dev;

@@ -16,6 +16,15 @@
 #include <sys/types.h>
 #include <cmocka.h>
 
+/* Skip the current test, printing why, unless cond holds. */
+#define t_skip_unless(cond, ...)				\
+	do {							\
+		if (!(cond)) {					\
+			print_message("skip: " __VA_ARGS__);	\
+			skip();					\
+		}						\
+	} while (0)
+
 struct t_result {
 	int status;      /* exit status; 128+sig if killed; -1 on timeout */
 	char *out;       /* captured stdout (NUL-terminated, caller frees) */

@@ -14,6 +14,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "t-util.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -52,13 +54,6 @@ static int t_setup(void **state)
 	return caps_probe(&t_caps) == 0 ? 0 : -1;
 }
 
-#define t_skip_unless(cond, ...)			\
-	do {						\
-		if (!(cond)) {				\
-			print_message("skip: " __VA_ARGS__); \
-			skip();				\
-		}					\
-	} while (0)
 
 static void *t_map(size_t len)
 {

@@ -41,13 +41,6 @@
 #define T_DIRTY_LEN	(64ull << 20)
 #define T_DIRTY_PAGES	(T_DIRTY_LEN / PAGE_SIZE)
 
-#define t_skip_unless(cond, ...)			\
-	do {						\
-		if (!(cond)) {				\
-			print_message("skip: " __VA_ARGS__); \
-			skip();				\
-		}					\
-	} while (0)
 
 /* Probed once: why userfaultfd / dirty tracking cannot be used, or "". */
 static char t_no_uffd[512];

@@ -22,6 +22,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* --- opening: the one path everything (caps included) goes through ------ */
+
+/*
+ * userfaultfd(2), falling back to /dev/userfaultfd when the syscall is
+ * refused; non-blocking, close-on-exec, no UFFDIO_API yet.  fd or -errno
+ * with err_set() naming the fix.
+ */
+int uffd_sys_open(void);
+/*
+ * An fd with the features in `required` and those of `optional` the
+ * kernel offers (*enabled, may be NULL), UFFDIO_API done.  -ENOTSUP when a
+ * required feature is missing.
+ */
+int uffd_fd_new(uint64_t required, uint64_t optional, uint64_t *enabled);
+
 /* --- destination: missing-page faults --------------------------------- */
 
 struct uffd {
