@@ -9,12 +9,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -28,6 +30,9 @@
 #include "umig/vm.h"
 
 static volatile int cli_signal;
+
+#define CTL_REPLY_MAX (4u << 20)
+#define CTL_TIMEOUT_MS 30000
 
 int cli_usage_error(const char *verb, const char *fmt, ...)
 {
@@ -61,6 +66,52 @@ int cli_ctl_connect(const char *path)
 			       e == ENOENT || e == ECONNREFUSED ? " (is umig running with --control?)" : "");
 	}
 	return fd;
+}
+
+/*
+ * Read one reply line into a malloc'd string, within CTL_TIMEOUT_MS.  The
+ * server answers one request at a time, so nothing follows the line.
+ */
+int cli_ctl_read_reply(int fd, char **out)
+{
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+		char *nl;
+
+		if (poll(&p, 1, CTL_TIMEOUT_MS) <= 0) {
+			free(buf);
+			return err_set(-ETIMEDOUT, "no reply within %d s", CTL_TIMEOUT_MS / 1000);
+		}
+		if (len + 1 == cap) {
+			char *nb = cap < CTL_REPLY_MAX ? realloc(buf, cap * 2) : NULL;
+
+			if (!nb) {
+				free(buf);
+				return err_set(-E2BIG, "reply too large");
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n <= 0) {
+			free(buf);
+			return err_set(-EPIPE, "the connection closed before a reply");
+		}
+		len += n;
+		buf[len] = 0;
+		nl = strchr(buf, '\n');
+		if (nl) {
+			*nl = 0;
+			*out = buf;
+			return 0;
+		}
+	}
 }
 
 int cli_open_console(const char *path)
@@ -171,6 +222,9 @@ static int cli_serve_loop(struct vm *vm, struct control *ctl, struct mig_ctl *mi
 
 		if (mig_ctl_completed(mig)) {
 			pr_info("the guest now runs at the destination; exiting");
+			/* let a follower ('umig migrate' polls every 100 ms) read the final record */
+			if (ctl)
+				usleep(500000);
 			return 0;
 		}
 		if (mig_ctl_lost(mig, why, sizeof(why))) {

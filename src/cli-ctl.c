@@ -16,8 +16,6 @@
 #include "umig/log.h"
 #include "umig/util.h"
 
-#define CTL_REPLY_MAX (4u << 20)
-#define CTL_TIMEOUT_MS 30000
 
 static const char ctl_help[] =
 "usage: umig ctl [--raw] SOCKET COMMAND ['{\"arg\": value}']\n"
@@ -31,49 +29,6 @@ static const char ctl_help[] =
 "options:\n"
 "  --raw       print the reply as received (one line of JSON)\n"
 "  -h, --help  this text\n";
-
-/* Read one line (the reply) into a malloc'd string. */
-static int ctl_read_line(int fd, char **out)
-{
-	size_t len = 0, cap = 4096;
-	char *buf = malloc(cap);
-
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-		char *nl;
-
-		if (poll(&p, 1, CTL_TIMEOUT_MS) <= 0) {
-			free(buf);
-			return err_set(-ETIMEDOUT, "no reply within %d s", CTL_TIMEOUT_MS / 1000);
-		}
-		if (len + 1 == cap) {
-			char *nb = cap < CTL_REPLY_MAX ? realloc(buf, cap * 2) : NULL;
-
-			if (!nb) {
-				free(buf);
-				return err_set(-E2BIG, "reply too large");
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		n = read(fd, buf + len, cap - 1 - len);
-		if (n <= 0) {
-			free(buf);
-			return err_set(-EPIPE, "the connection closed before a reply");
-		}
-		len += n;
-		buf[len] = 0;
-		nl = strchr(buf, '\n');
-		if (nl) {
-			*nl = 0;
-			*out = buf;
-			return 0;
-		}
-	}
-}
 
 static int ctl_build_request(const char *cmd, const char *args_text, char **out)
 {
@@ -133,7 +88,7 @@ int cmd_ctl(int argc, char **argv)
 	if (!ret)
 		ret = write_full(fd, "\n", 1);
 	if (!ret)
-		ret = ctl_read_line(fd, &reply);
+		ret = cli_ctl_read_reply(fd, &reply);
 	close(fd);
 	free(req);
 	if (ret < 0) {

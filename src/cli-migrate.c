@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,15 +36,15 @@ CLI_MIG_OPTIONS_HELP
 "  -h, --help             this text\n";
 
 /* One request/reply on an open connection; returns the reply object. */
-static json_t *mc_call(FILE *f, int fd, json_t *req)
+static json_t *mc_call(int fd, json_t *req)
 {
-	char *s = json_dumps(req, JSON_COMPACT);
-	char line[65536];
+	char *s = json_dumps(req, JSON_COMPACT), *line = NULL;
 	json_t *r = NULL;
 
 	if (s && write_full(fd, s, strlen(s)) == 0 && write_full(fd, "\n", 1) == 0 &&
-	    fgets(line, sizeof(line), f))
+	    cli_ctl_read_reply(fd, &line) == 0)
 		r = json_loads(line, 0, NULL);
+	free(line);
 	free(s);
 	json_decref(req);
 	return r;
@@ -60,22 +61,33 @@ static void mc_progress(json_t *r, bool tty)
 		json_integer_value(json_object_get(r, "pages_urgent")));
 }
 
-static int mc_follow(FILE *f, int fd, bool quiet)
+static int mc_follow(int fd, bool quiet)
 {
 	bool tty = !quiet && isatty(STDERR_FILENO);
+	char last[32] = "setup";
 
 	/* bounded: a migration that makes no progress for hours is stuck */
 	for (long i = 0; i < 10L * 3600 * 24; i++) {
-		json_t *r = mc_call(f, fd, json_pack("{s:s}", "execute", "query-migrate"));
+		json_t *r = mc_call(fd, json_pack("{s:s}", "execute", "query-migrate"));
 		json_t *ret = json_object_get(r, "return");
 		const char *st = json_string_value(json_object_get(ret, "status"));
 
 		if (!st) {
 			json_decref(r);
-			pr_err("the source umig stopped answering (did it exit?)");
+			if (tty)
+				fputc('\n', stderr);
+			/* after the switchover the source exits only when it is done */
+			if (!strcmp(last, "switchover") || !strcmp(last, "postcopy"))
+				pr_err("the source umig exited during %s before its final record was read; "
+				       "see its output and --stats", last);
+			else
+				pr_err("the source umig stopped answering (did it exit?)");
 			return EXIT_FAILURE_UMIG;
 		}
+		snprintf(last, sizeof(last), "%s", st);
 		if (!strcmp(st, "completed") || !strcmp(st, "failed")) {
+			int rc = !strcmp(st, "completed") ? 0 : 1;  /* st dies with r */
+
 			if (tty)
 				fputc('\n', stderr);
 			json_dumpf(ret, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -84,7 +96,7 @@ static int mc_follow(FILE *f, int fd, bool quiet)
 				pr_err("migration failed: %s",
 				       json_string_value(json_object_get(ret, "error")));
 			json_decref(r);
-			return !strcmp(st, "completed") ? 0 : 1;
+			return rc;
 		}
 		mc_progress(ret, tty);
 		json_decref(r);
@@ -107,9 +119,10 @@ int cmd_migrate(int argc, char **argv)
 	struct mig_params p;
 	json_t *req, *r;
 	int opt, ret, fd;
-	FILE *f;
 
 	mig_params_default(&p);
+	/* the source may close the socket as it exits: an error, not a signal */
+	signal(SIGPIPE, SIG_IGN);
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (opt) {
@@ -144,22 +157,21 @@ int cmd_migrate(int argc, char **argv)
 		pr_err("%s", err_msg(fd));
 		return EXIT_FAILURE_UMIG;
 	}
-	f = fdopen(fd, "r");
 	req = json_pack("{s:s, s:{s:s, s:s, s:s, s:I, s:I, s:s, s:b}}", "execute", "migrate",
 			"arguments", "to", to, "mode", mig_mode_name(p.mode), "prepaging", p.prepaging,
 			"downtime_limit_ms", (json_int_t)p.downtime_limit_ms,
 			"max_rounds", (json_int_t)p.max_rounds, "stats", p.stats_path,
 			"quiet", 1);
-	r = mc_call(f, fd, req);
+	r = mc_call(fd, req);
 	if (!json_object_get(r, "return")) {
 		pr_err("migrate: %s", r ? json_string_value(json_object_get(json_object_get(r, "error"), "desc"))
 					: "no reply from the control socket");
 		json_decref(r);
-		fclose(f);
+		close(fd);
 		return r ? 1 : EXIT_FAILURE_UMIG;
 	}
 	json_decref(r);
-	ret = mc_follow(f, fd, p.quiet);
-	fclose(f);
+	ret = mc_follow(fd, p.quiet);
+	close(fd);
 	return ret;
 }

@@ -102,6 +102,46 @@ static void test_migrate_pre(void **s) { migrate_mode("pre"); }
 static void test_migrate_hybrid(void **s) { migrate_mode("hybrid"); }
 static void test_migrate_stop_copy(void **s) { migrate_mode("stop-copy"); }
 
+/* `umig migrate` drives a guest started with --control and reports its end. */
+static void test_migrate_verb_follows_to_the_end(void **state)
+{
+	char *dir = t_tmpdir();
+	char listen[32], sock[600];
+	const char *dout = t_path(dir, "dst.out");
+	struct t_result q, r;
+	int port = t_port(), st;
+	char *o;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(sock, sizeof(sock), "%s", t_path(dir, "src.sock"));
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
+	pid_t dpid = t_spawn(da, dout, NULL);
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
+		       "--cmdline", "wss=8 passes=20", "--control", sock, NULL };
+	pid_t spid = t_spawn(sa, NULL, NULL);
+
+	assert_true(t_wait_for_path(sock, 10000));
+	char *qa[] = { (char *)t_umig(), "ctl", "--raw", sock, "query-migrate", NULL };
+	t_run(qa, 30, &q);
+	assert_non_null(strstr(q.out, "\"status\":\"none\""));
+	t_result_free(&q);
+	char *ma[] = { (char *)t_umig(), "migrate", "--control", sock, "--to", listen,
+		       "--mode", "post", "--prepaging", "bubble-dir", "--quiet", NULL };
+	t_run(ma, 120, &r);
+	/* 0, not a signal: the source closes its socket as it exits */
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "\"status\": \"completed\""));
+	assert_non_null(strstr(r.out, "\"prepaging\": \"bubble-dir\""));
+	st = t_wait(spid, 60);
+	assert_int_equal(st, 0);
+	assert_int_equal(t_wait(dpid, 120), 0);
+	o = t_read_file(dout);
+	assert_non_null(strstr(o, "memverify: done passes=20 mismatches=0"));
+	free(o);
+	t_result_free(&r);
+	t_tmpdir_free(dir);
+}
+
 /* The destination dies during pre-copy: the source guest goes on untouched. */
 static void test_dest_killed_during_precopy(void **state)
 {
@@ -258,6 +298,7 @@ int main(void)
 		cmocka_unit_test(test_migrate_pre),
 		cmocka_unit_test(test_migrate_hybrid),
 		cmocka_unit_test(test_migrate_stop_copy),
+		cmocka_unit_test(test_migrate_verb_follows_to_the_end),
 		cmocka_unit_test(test_dest_killed_during_precopy),
 		cmocka_unit_test(test_handshake_rejections),
 		cmocka_unit_test(test_unreachable_destination),

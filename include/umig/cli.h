@@ -67,6 +67,8 @@ enum {
 
 /* Connect to a umig control socket; fd or -errno (err_msg says why). */
 int cli_ctl_connect(const char *path);
+/* One reply line (caller frees); -ETIMEDOUT after 30 s, -EPIPE on close. */
+int cli_ctl_read_reply(int fd, char **out);
 
 /* Open the console file (or stdout for NULL).  Returns an fd or -errno. */
 int cli_open_console(const char *path);
