@@ -58,9 +58,18 @@ LIB_SRCS := \
 	src/log.c \
 	src/mem.c \
 	src/mig-common.c \
+	src/mig-complete.c \
 	src/mig-ctl.c \
-	src/mig-dest.c \
-	src/mig-source.c \
+	src/mig-dst.c \
+	src/mig-handshake.c \
+	src/mig-pages.c \
+	src/mig-postcopy-dst.c \
+	src/mig-postcopy-src.c \
+	src/mig-precopy.c \
+	src/mig-receive.c \
+	src/mig-src.c \
+	src/mig-state.c \
+	src/mig-switchover.c \
 	src/prepage.c \
 	src/proto.c \
 	src/snapshot.c \
@@ -70,6 +79,8 @@ LIB_SRCS := \
 	src/vcpu.c \
 	src/vcpu-unicorn.c \
 	src/vm.c \
+	src/xport.c \
+	tcp/conn.c \
 	tcp/tcp.c \
 	tcp/uring.c
 

@@ -98,23 +98,51 @@ static uint64_t word_mask(unsigned start, unsigned end)
 	return hi & (~0ull << start);
 }
 
-/* One RMW per word touched: O(n / 64), not O(n). Clamped to nbits. */
-void bitmap_set_range(struct bitmap *b, uint64_t start, uint64_t n)
+enum range_op { RANGE_SET, RANGE_CLEAR, RANGE_COUNT };
+
+/*
+ * Apply op to bits [start, start + n), clamped to nbits: one RMW (or one
+ * load, for counting) per word touched, so O(n / 64), not O(n).
+ */
+static uint64_t bitmap_range(struct bitmap *b, uint64_t start, uint64_t n, enum range_op op)
 {
-	uint64_t end;
+	uint64_t end, count = 0;
 
 	if (start >= b->nbits || n == 0)
-		return;
+		return 0;
 	end = n > b->nbits - start ? b->nbits : start + n;
 	while (start < end) {
 		uint64_t w = WORD(start);
 		unsigned lo = start % BITS_PER_WORD;
 		unsigned hi = WORD(end - 1) == w ? (end - 1) % BITS_PER_WORD + 1
 						 : BITS_PER_WORD;
+		uint64_t mask = word_mask(lo, hi);
 
-		__atomic_fetch_or(&b->words[w], word_mask(lo, hi), __ATOMIC_ACQ_REL);
+		if (op == RANGE_SET)
+			__atomic_fetch_or(&b->words[w], mask, __ATOMIC_ACQ_REL);
+		else if (op == RANGE_CLEAR)
+			__atomic_fetch_and(&b->words[w], ~mask, __ATOMIC_ACQ_REL);
+		else
+			count += (uint64_t)__builtin_popcountll(load(b, w) & mask);
 		start = w * BITS_PER_WORD + hi;
 	}
+	return count;
+}
+
+void bitmap_set_range(struct bitmap *b, uint64_t start, uint64_t n)
+{
+	bitmap_range(b, start, n, RANGE_SET);
+}
+
+void bitmap_clear_range(struct bitmap *b, uint64_t start, uint64_t n)
+{
+	bitmap_range(b, start, n, RANGE_CLEAR);
+}
+
+uint64_t bitmap_count_range(const struct bitmap *b, uint64_t start, uint64_t n)
+{
+	/* counting only loads: the cast drops const for the shared walker */
+	return bitmap_range((struct bitmap *)b, start, n, RANGE_COUNT);
 }
 
 void bitmap_clear_all(struct bitmap *b)

@@ -1,7 +1,6 @@
 /*
- * mig-common.c - what both ends of a migration share: the state names
- * and legal transitions, default parameters, the fault latency samples,
- * the progress line and writing the statistics record.
+ * mig-common.c - what both ends of a migration share: the fault latency
+ * samples, the progress line and writing the statistics record.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,34 +12,11 @@
 #include "umig/migrate.h"
 #include "umig/util.h"
 
-const char *mig_state_name(enum mig_state s)
-{
-	static const char *const n[] = {
-		[MIG_IDLE] = "idle", [MIG_SETUP] = "setup", [MIG_PRECOPY] = "precopy",
-		[MIG_SWITCHOVER] = "switchover", [MIG_POSTCOPY] = "postcopy",
-		[MIG_COMPLETED] = "completed", [MIG_FAILED] = "failed",
-	};
-
-	return (unsigned)s < ARRAY_SIZE(n) ? n[s] : "?";
-}
-
-bool mig_state_ok(enum mig_state from, enum mig_state to)
-{
-	switch (to) {
-	case MIG_SETUP: return from == MIG_IDLE;
-	case MIG_PRECOPY: return from == MIG_SETUP;
-	case MIG_SWITCHOVER: return from == MIG_SETUP || from == MIG_PRECOPY;
-	case MIG_POSTCOPY: return from == MIG_SWITCHOVER;
-	case MIG_COMPLETED: return from == MIG_SWITCHOVER || from == MIG_POSTCOPY;
-	case MIG_FAILED: return from != MIG_COMPLETED && from != MIG_FAILED;
-	default: return false;
-	}
-}
-
 void mig_params_default(struct mig_params *p)
 {
 	memset(p, 0, sizeof(*p));
 	p->mode = MIG_MODE_POST;
+	strcpy(p->transport, "tcp");
 	strcpy(p->prepaging, "bubble");
 	p->downtime_limit_ms = 300;
 	p->max_rounds = 30;

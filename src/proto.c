@@ -30,25 +30,25 @@ int mig_mode_parse(const char *s, enum mig_mode *m)
 	return err_set(-EINVAL, "unknown mode '%s' (post, pre, hybrid, stop-copy)", s);
 }
 
-int proto_send_greeting(struct xport *x, uint64_t session)
+int proto_send_greeting(struct xconn *x, uint64_t session)
 {
 	uint8_t g[PROTO_GREETING_LEN];
 	struct wbuf w = { .data = g, .cap = sizeof(g) };
 
 	wbuf_put_u32(&w, PROTO_MAGIC);
-	wbuf_put_u16(&w, PROTO_VERSION);
+	wbuf_put_u16(&w, PROTO_VERSION_MIN);
 	wbuf_put_u16(&w, x->ch);
 	wbuf_put_u64(&w, session);
-	return xport_send(x, g, sizeof(g));
+	return xconn_send(x, g, sizeof(g));
 }
 
-int proto_recv_greeting(struct xport *x, enum xport_channel *ch, uint64_t *session)
+int proto_recv_greeting(struct xconn *x, enum xport_channel *ch, uint64_t *session)
 {
 	uint8_t g[PROTO_GREETING_LEN];
 	struct rbuf r;
 	uint32_t magic;
 	uint16_t version, c;
-	int ret = xport_recv(x, g, sizeof(g));
+	int ret = xconn_recv(x, g, sizeof(g));
 
 	if (ret < 0)
 		return err_set(ret, "connection closed during the greeting");
@@ -59,10 +59,10 @@ int proto_recv_greeting(struct xport *x, enum xport_channel *ch, uint64_t *sessi
 	*session = rbuf_get_u64(&r);
 	if (magic != PROTO_MAGIC)
 		return err_set(-EPROTO, "not a umig migration stream (bad magic 0x%08x)", magic);
-	if (version != PROTO_VERSION)
+	if (version < 1 || version > PROTO_VERSION_MAX)
 		return err_set(-EPROTONOSUPPORT,
-			       "protocol version %u not supported (this umig speaks version %u)",
-			       version, PROTO_VERSION);
+			       "protocol version %u not supported (this umig speaks versions %u..%u)",
+			       version, PROTO_VERSION_MIN, PROTO_VERSION_MAX);
 	if (c >= XCH_COUNT)
 		return err_set(-EPROTO, "unknown channel %u in greeting", c);
 	*ch = c;
@@ -78,23 +78,23 @@ static void proto_header(uint8_t *h, uint16_t type, uint32_t len)
 	wbuf_put_u16(&w, 0);
 }
 
-int proto_send(struct xport *x, uint16_t type, const void *payload, uint32_t len)
+int proto_send(struct xconn *x, uint16_t type, const void *payload, uint32_t len)
 {
 	return proto_send2(x, type, payload, len, NULL, 0);
 }
 
-int proto_send2(struct xport *x, uint16_t type, const void *a, uint32_t alen,
+int proto_send2(struct xconn *x, uint16_t type, const void *a, uint32_t alen,
 		const void *b, uint32_t blen)
 {
 	uint8_t h[PROTO_HDR_LEN];
 	int ret;
 
 	proto_header(h, type, alen + blen);
-	ret = xport_send(x, h, sizeof(h));
+	ret = xconn_send(x, h, sizeof(h));
 	if (!ret && alen)
-		ret = xport_send(x, a, alen);
+		ret = xconn_send(x, a, alen);
 	if (!ret && blen)
-		ret = xport_send(x, b, blen);
+		ret = xconn_send(x, b, blen);
 	return ret;
 }
 
@@ -104,6 +104,8 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	switch (type) {
 	case MSG_HELLO: return len == 24;
 	case MSG_HELLO_ACK: return len == 8;
+	case MSG_HELLO2: return len == 24;
+	case MSG_HELLO2_ACK: return len == 16;
 	case MSG_ERROR: return len >= 4 && len <= 4 + 1024;
 	case MSG_RESUMED: return len == 0;
 	case MSG_STATE: return len > 0 && len <= (1u << 20);
@@ -119,11 +121,11 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	}
 }
 
-int proto_recv(struct xport *x, struct proto_msg *m)
+int proto_recv(struct xconn *x, struct proto_msg *m)
 {
 	uint8_t h[PROTO_HDR_LEN];
 	struct rbuf r;
-	int ok, ret = xport_recv(x, h, sizeof(h));
+	int ok, ret = xconn_recv(x, h, sizeof(h));
 
 	if (ret < 0)
 		return ret == -EPIPE ? err_set(ret, "the %s connection closed",
@@ -149,7 +151,9 @@ int proto_recv(struct xport *x, struct proto_msg *m)
 		m->payload = p;
 		m->cap = m->len + 1;
 	}
-	ret = m->len ? xport_recv(x, m->payload, m->len) : 0;
+	ret = m->len ? xconn_recv(x, m->payload, m->len) : 0;
+	if (ret == -ETIMEDOUT)
+		ret = -EPROTO;  /* a frame that stops half way cannot be resumed */
 	if (ret < 0)
 		return err_set(ret, "%s channel: truncated message (type %u, %u bytes)",
 			       xport_channel_name(x->ch), m->type, m->len);
@@ -188,6 +192,93 @@ int proto_decode_hello(const struct proto_msg *m, struct proto_hello *h)
 		return err_set(-EPROTO, "unknown migration mode %u", h->mode);
 	if (h->ram_size % PAGE_SIZE || h->ram_size < (2ull << 20) || h->ram_size > (1ull << 40))
 		return err_set(-EPROTO, "invalid RAM size %llu", (unsigned long long)h->ram_size);
+	if (h->features & ~FEAT_HELLO2)
+		return err_set(-ENOTSUP, "HELLO: unknown feature bits %#llx (the first HELLO may "
+			       "only carry %#llx)", (unsigned long long)(h->features & ~FEAT_HELLO2),
+			       (unsigned long long)FEAT_HELLO2);
+	return 0;
+}
+
+void proto_encode_hello2(struct wbuf *w, const struct proto_hello2 *h)
+{
+	wbuf_put_u16(w, h->min_version);
+	wbuf_put_u16(w, h->max_version);
+	wbuf_put_u32(w, 0);
+	wbuf_put_u64(w, h->offered);
+	wbuf_put_u64(w, h->required);
+}
+
+int proto_decode_hello2(const struct proto_msg *m, struct proto_hello2 *h)
+{
+	struct rbuf r;
+
+	if (m->type != MSG_HELLO2)
+		return err_set(-EPROTO, "expected HELLO2, got message type %u", m->type);
+	rbuf_init(&r, m->payload, m->len);
+	h->min_version = rbuf_get_u16(&r);
+	h->max_version = rbuf_get_u16(&r);
+	rbuf_get_u32(&r);
+	h->offered = rbuf_get_u64(&r);
+	h->required = rbuf_get_u64(&r);
+	if (r.err || h->min_version < 2 || h->min_version > h->max_version)
+		return err_set(-EPROTO, "HELLO2: bad version range %u..%u", h->min_version,
+			       h->max_version);
+	if (h->required & ~h->offered)
+		return err_set(-EPROTO, "HELLO2: required features %#llx were not offered",
+			       (unsigned long long)(h->required & ~h->offered));
+	return 0;
+}
+
+void proto_encode_hello2_ack(struct wbuf *w, const struct proto_hello2_ack *a)
+{
+	wbuf_put_u16(w, a->version);
+	wbuf_put_u16(w, 0);
+	wbuf_put_u32(w, 0);
+	wbuf_put_u64(w, a->features);
+}
+
+int proto_decode_hello2_ack(const struct proto_msg *m, struct proto_hello2_ack *a)
+{
+	struct rbuf r;
+
+	if (m->type != MSG_HELLO2_ACK)
+		return err_set(-EPROTO, "expected HELLO2_ACK, got message type %u", m->type);
+	rbuf_init(&r, m->payload, m->len);
+	a->version = rbuf_get_u16(&r);
+	rbuf_get_u16(&r);
+	rbuf_get_u32(&r);
+	a->features = rbuf_get_u64(&r);
+	return r.err ? err_set(-EPROTO, "HELLO2_ACK: truncated") : 0;
+}
+
+int proto_negotiate(const struct proto_hello2 *h, uint64_t known, struct proto_hello2_ack *out)
+{
+	uint16_t lo = MAX(h->min_version, (uint16_t)2), hi = MIN(h->max_version, (uint16_t)PROTO_VERSION_MAX);
+
+	if (lo > hi)
+		return err_set(-EPROTONOSUPPORT, "no common protocol version: the source speaks "
+			       "%u..%u, this umig %u..%u", h->min_version, h->max_version,
+			       PROTO_VERSION_MIN, PROTO_VERSION_MAX);
+	if (h->required & ~known)
+		return err_set(-ENOTSUP, "the source requires feature bits %#llx, which this "
+			       "umig does not know (it knows %#llx)",
+			       (unsigned long long)(h->required & ~known), (unsigned long long)known);
+	out->version = hi;
+	out->features = h->offered & known;
+	return 0;
+}
+
+int proto_check_ack(const struct proto_hello2 *h, const struct proto_hello2_ack *a)
+{
+	if (a->version < h->min_version || a->version > h->max_version)
+		return err_set(-EPROTO, "the destination chose protocol version %u, outside the "
+			       "offered %u..%u", a->version, h->min_version, h->max_version);
+	if (a->features & ~h->offered)
+		return err_set(-EPROTO, "the destination accepted feature bits %#llx that were "
+			       "not offered", (unsigned long long)(a->features & ~h->offered));
+	if (h->required & ~a->features)
+		return err_set(-ENOTSUP, "the destination lacks required features %#llx",
+			       (unsigned long long)(h->required & ~a->features));
 	return 0;
 }
 
@@ -207,7 +298,7 @@ int proto_decode_run(const struct proto_msg *m, uint64_t npages, struct proto_ru
 	return 0;
 }
 
-int proto_send_error(struct xport *x, int err, const char *text)
+int proto_send_error(struct xconn *x, int err, const char *text)
 {
 	size_t n = MIN(strlen(text), 1024);
 	uint8_t e[4];

@@ -1,230 +1,257 @@
 /*
- * tcp.c - the TCP transport: one connection per channel.
+ * tcp.c - the page transport over TCP (xport.h): version 1's frames on
+ * two more connections beside control.
  *
- * Channel tuning:
- *  - urgent: TCP_NODELAY (a 4 KiB reply must not wait for Nagle), and
- *    SO_PRIORITY 6 / IP_TOS 0xb8 (EF) so a network or qdisc with priority
- *    queues serves page requests ahead of bulk data;
- *  - bulk: a bounded send buffer, and sends batched through io_uring with
- *    at most TCP_BULK_INFLIGHT bytes submitted and not yet completed
- *    (tcp/uring.c), so the bulk stream cannot build a deep queue in front
- *    of urgent replies that share the link;
- *  - control: TCP_NODELAY.
+ *   bulk    source -> destination: PAGES / ZERO runs and MARKs, in order;
+ *           sends batched through io_uring (uring.c)
+ *   urgent  destination -> source REQ, source -> destination PAGE
+ *
+ * Each connection's frames are decoded here and every field is checked
+ * (a run must lie inside guest RAM, a frame must belong to its channel
+ * and direction) before the engine sees a completion, so the engine
+ * never handles raw bytes from the peer.  A completion's data points into
+ * the frame buffer of its queue and stays valid until the next reap.
  */
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/ip.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "tcp.h"
 #include "umig/log.h"
 #include "umig/util.h"
+#include "umig/xport.h"
 
-const char *xport_channel_name(enum xport_channel ch)
-{
-	static const char *const n[] = { "control", "bulk", "urgent" };
+struct tcp_pages {
+	struct xconn *c[XCH_COUNT];      /* bulk and urgent; [XCH_CONTROL] unused */
+	struct proto_msg m[XQ_COUNT];    /* the frame each queue reaped last */
+};
 
-	return (unsigned)ch < XCH_COUNT ? n[ch] : "?";
-}
-
-static struct tcp_xport *tx(struct xport *x)
+static struct tcp_pages *tp(struct xport *x)
 {
 	return x->priv;
 }
 
-static int tcp_send(struct xport *x, const void *buf, size_t len)
+static int tcp_pages_new(struct xport *x)
 {
-	struct tcp_xport *t = tx(x);
-
-	if (t->ring)
-		return tcp_uring_send(t, buf, len);
-	while (len) {
-		ssize_t n = send(t->fd, buf, len, MSG_NOSIGNAL);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf = (const char *)buf + n;
-		len -= n;
-	}
-	return 0;
+	x->priv = calloc(1, sizeof(struct tcp_pages));
+	return x->priv ? 0 : -ENOMEM;
 }
 
-static int tcp_recv(struct xport *x, void *buf, size_t len)
+static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, int timeout_ms)
 {
-	/* -EPIPE on a clean close, as xport.h promises */
-	return read_full(tx(x)->fd, buf, len);
+	int ret = tcp_pages_new(x);
+
+	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
+		ret = xconn_tcp_connect(&tp(x)->c[ch], host, port, ch, timeout_ms);
+		if (!ret)
+			ret = proto_send_greeting(tp(x)->c[ch], x->session);
+	}
+	return ret;
+}
+
+static int tcp_accept_data(struct xport *x, int listen_fd, int timeout_ms)
+{
+	int ret = tcp_pages_new(x);
+
+	for (int c = XCH_BULK; !ret && c < XCH_COUNT; c++) {
+		struct xconn **conn = &tp(x)->c[c];
+		enum xport_channel ch;
+		uint64_t session;
+
+		ret = xconn_tcp_accept(conn, listen_fd, c, timeout_ms);
+		if (ret < 0)
+			break;
+		xconn_set_timeout(*conn, timeout_ms);
+		ret = proto_recv_greeting(*conn, &ch, &session);
+		xconn_set_timeout(*conn, -1);
+		if (!ret && (ch != (enum xport_channel)c || session != x->session))
+			ret = err_set(-EPROTO, "expected the %s channel of this migration",
+				      xport_channel_name(c));
+		if (!ret)
+			xconn_tcp_set_channel(*conn, c);
+	}
+	return ret;
+}
+
+static void run_header(uint8_t h[16], uint64_t pfn, uint32_t n_or_flags)
+{
+	struct wbuf w = { .data = h, .cap = 16 };
+
+	wbuf_put_u64(&w, pfn);
+	wbuf_put_u32(&w, n_or_flags);
+	wbuf_put_u32(&w, 0);
+}
+
+static int tcp_push(struct xport *x, const struct xrun *r)
+{
+	struct xconn *c = tp(x)->c[XCH_BULK];
+	uint8_t h[16];
+
+	run_header(h, r->pfn, r->n);
+	if (r->enc == XENC_ZERO)
+		return proto_send(c, MSG_ZERO, h, 16);
+	if (r->enc != XENC_RAW || r->n > PROTO_RUN_MAX || r->len != r->n * PAGE_SIZE)
+		return err_set(-EINVAL, "tcp: cannot push run %llu+%u (encoding %u, %u bytes)",
+			       (unsigned long long)r->pfn, r->n, r->enc, r->len);
+	return proto_send2(c, MSG_PAGES, h, 16, r->data, r->len);
+}
+
+static int tcp_mark(struct xport *x, uint32_t mark, uint32_t round)
+{
+	uint8_t b[8];
+	struct wbuf w = { .data = b, .cap = 8 };
+
+	wbuf_put_u32(&w, mark);
+	wbuf_put_u32(&w, round);
+	return proto_send(tp(x)->c[XCH_BULK], MSG_MARK, b, 8);
+}
+
+static int tcp_reply(struct xport *x, const struct xrun *r)
+{
+	bool zero = r->enc == XENC_ZERO;
+	uint8_t h[16];
+
+	if (r->n != 1 || (!zero && (r->enc != XENC_RAW || r->len != PAGE_SIZE)))
+		return err_set(-EINVAL, "tcp: an urgent reply is one page");
+	run_header(h, r->pfn, zero ? PAGE_FLAG_ZERO : 0);
+	return proto_send2(tp(x)->c[XCH_URGENT], MSG_PAGE, h, 16, zero ? NULL : r->data,
+			   zero ? 0 : PAGE_SIZE);
 }
 
 static int tcp_flush(struct xport *x)
 {
-	struct tcp_xport *t = tx(x);
-
-	return t->ring ? tcp_uring_flush(t) : 0;
+	return xconn_flush(tp(x)->c[XCH_BULK]);
 }
 
-static int tcp_fd(struct xport *x)
+static int tcp_fetch(struct xport *x, uint64_t pfn)
 {
-	return tx(x)->fd;
+	uint8_t b[8];
+	struct wbuf w = { .data = b, .cap = 8 };
+
+	wbuf_put_u64(&w, pfn);
+	return proto_send(tp(x)->c[XCH_URGENT], MSG_REQ, b, 8);
+}
+
+/* Bulk: runs and marks, source -> destination. */
+static int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xev *ev)
+{
+	struct proto_run run;
+	struct rbuf r;
+	int ret;
+
+	switch (m->type) {
+	case MSG_PAGES:
+	case MSG_ZERO:
+		ret = proto_decode_run(m, x->npages, &run);
+		if (ret < 0)
+			return err_set(ret, "bulk channel: %s", err_msg(ret));
+		ev->kind = XEV_RUN;
+		ev->run.pfn = run.pfn;
+		ev->run.n = run.n;
+		ev->run.enc = m->type == MSG_PAGES ? XENC_RAW : XENC_ZERO;
+		ev->run.data = m->type == MSG_PAGES ? m->payload + 16 : NULL;
+		ev->run.len = m->type == MSG_PAGES ? m->len - 16 : 0;
+		return 1;
+	case MSG_MARK:
+		rbuf_init(&r, m->payload, m->len);
+		ev->kind = XEV_MARK;
+		ev->mark = rbuf_get_u32(&r);
+		ev->round = rbuf_get_u32(&r);
+		return 1;
+	default:
+		return err_set(-EPROTO, "bulk channel: unexpected message type %u", m->type);
+	}
+}
+
+/* Urgent: REQ to the source, PAGE to the destination. */
+static int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct xev *ev)
+{
+	uint16_t want = x->source ? MSG_REQ : MSG_PAGE;
+	struct rbuf r;
+	uint64_t pfn;
+	uint32_t flags;
+
+	if (m->type != want)
+		return err_set(-EPROTO, "urgent channel: unexpected message type %u", m->type);
+	rbuf_init(&r, m->payload, m->len);
+	pfn = rbuf_get_u64(&r);
+	if (pfn >= x->npages)
+		return err_set(-EPROTO, "urgent channel: page %llu lies outside guest RAM (%llu pages)",
+			       (unsigned long long)pfn, (unsigned long long)x->npages);
+	ev->run = (struct xrun){ .pfn = pfn, .n = 1 };
+	if (x->source) {
+		ev->kind = XEV_REQ;
+		return 1;
+	}
+	flags = rbuf_get_u32(&r);
+	if (flags & ~PAGE_FLAG_ZERO || ((flags & PAGE_FLAG_ZERO) != 0) != (m->len == 16))
+		return err_set(-EPROTO, "urgent channel: bad PAGE for page %llu (flags %#x, %u bytes)",
+			       (unsigned long long)pfn, flags, m->len);
+	ev->kind = XEV_RUN;
+	ev->run.enc = flags & PAGE_FLAG_ZERO ? XENC_ZERO : XENC_RAW;
+	ev->run.data = flags & PAGE_FLAG_ZERO ? NULL : m->payload + 16;
+	ev->run.len = flags & PAGE_FLAG_ZERO ? 0 : PAGE_SIZE;
+	return 1;
+}
+
+static int tcp_reap(struct xport *x, enum xq q, struct xev *ev, int timeout_ms)
+{
+	struct xconn *c = tp(x)->c[q == XQ_BULK ? XCH_BULK : XCH_URGENT];
+	struct proto_msg *m = &tp(x)->m[q];
+	int ret;
+
+	xconn_set_timeout(c, timeout_ms);
+	ret = proto_recv(c, m);
+	xconn_set_timeout(c, -1);
+	if (ret == -ETIMEDOUT)
+		return 0;
+	if (ret < 0)
+		return ret;
+	memset(ev, 0, sizeof(*ev));
+	return q == XQ_BULK ? tcp_decode_bulk(x, m, ev) : tcp_decode_urgent(x, m, ev);
+}
+
+static int tcp_queue_fd(struct xport *x, enum xq q)
+{
+	return xconn_fd(tp(x)->c[q == XQ_BULK ? XCH_BULK : XCH_URGENT]);
+}
+
+static uint64_t tcp_bytes(struct xport *x, enum xport_channel ch)
+{
+	struct xconn *c = tp(x)->c[ch];
+
+	return c ? c->bytes_sent + c->bytes_recv : 0;
+}
+
+static void tcp_shutdown(struct xport *x)
+{
+	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++)
+		xconn_shutdown(tp(x)->c[ch]);
 }
 
 static void tcp_close(struct xport *x)
 {
-	struct tcp_xport *t = tx(x);
-
-	/* a send still in flight to a peer that stopped reading would never
-	 * complete: shut the socket down so the ring can be torn down */
-	if (t->ring && tcp_uring_busy(t))
-		shutdown(t->fd, SHUT_RDWR);
-	if (t->ring)
-		tcp_uring_destroy(t);
-	close(t->fd);
-	free(t);
-	free(x);
+	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++)
+		xconn_close(tp(x)->c[ch]);
+	for (int q = 0; q < XQ_COUNT; q++)
+		proto_msg_free(&tp(x)->m[q]);
+	free(x->priv);
+	x->priv = NULL;
 }
 
-static const struct xport_ops tcp_ops = {
+const struct xport_ops xport_tcp_ops = {
 	.name = "tcp",
-	.send = tcp_send,
-	.recv = tcp_recv,
+	.caps = XCAP_STREAM,
+	.connect_data = tcp_connect_data,
+	.accept_data = tcp_accept_data,
+	.push = tcp_push,
+	.mark = tcp_mark,
+	.reply = tcp_reply,
 	.flush = tcp_flush,
-	.fd = tcp_fd,
+	.fetch = tcp_fetch,
+	.reap = tcp_reap,
+	.queue_fd = tcp_queue_fd,
+	.bytes = tcp_bytes,
+	.shutdown = tcp_shutdown,
 	.close = tcp_close,
 };
-
-void xport_tcp_set_channel(struct xport *x, enum xport_channel ch)
-{
-	struct tcp_xport *t = tx(x);
-	int one = 1, prio = 6, tos = 0xb8, sndbuf = TCP_BULK_SNDBUF;
-
-	x->ch = ch;
-	if (ch != XCH_BULK)
-		setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (ch == XCH_URGENT) {
-		setsockopt(t->fd, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio));
-		setsockopt(t->fd, IPPROTO_IP, IP_TOS, &tos, sizeof(tos));
-		setsockopt(t->fd, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof(tos));
-	}
-	if (ch == XCH_BULK) {
-		setsockopt(t->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-		int ret = t->ring ? 0 : tcp_uring_init(t);
-
-		if (ret < 0)
-			pr_warn("io_uring unavailable for the bulk channel (%s); using send(2)",
-				err_msg(ret));
-	}
-}
-
-static int tcp_wrap(struct xport **out, int fd, enum xport_channel ch)
-{
-	struct xport *x = calloc(1, sizeof(*x));
-	struct tcp_xport *t = calloc(1, sizeof(*t));
-
-	if (!x || !t) {
-		free(x);
-		free(t);
-		close(fd);
-		return -ENOMEM;
-	}
-	t->fd = fd;
-	x->ops = &tcp_ops;
-	x->priv = t;
-	xport_tcp_set_channel(x, ch);
-	*out = x;
-	return 0;
-}
-
-static int tcp_wait(int fd, short events, int timeout_ms)
-{
-	struct pollfd p = { .fd = fd, .events = events };
-	int r;
-
-	do
-		r = poll(&p, 1, timeout_ms);
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : r == 0 ? -ETIMEDOUT : 0;
-}
-
-int xport_tcp_connect(struct xport **out, const char *host, uint16_t port,
-		      enum xport_channel ch, int timeout_ms)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai;
-	char ports[8];
-	int fd, ret, err = 0;
-	socklen_t len = sizeof(err);
-
-	snprintf(ports, sizeof(ports), "%u", port);
-	ret = getaddrinfo(host, ports, &hints, &ai);
-	if (ret)
-		return err_set(-EHOSTUNREACH, "cannot resolve '%s': %s", host, gai_strerror(ret));
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		freeaddrinfo(ai);
-		return -errno;
-	}
-	ret = connect(fd, ai->ai_addr, ai->ai_addrlen);
-	freeaddrinfo(ai);
-	if (ret < 0 && errno != EINPROGRESS)
-		err = errno;
-	else if (ret < 0 && (ret = tcp_wait(fd, POLLOUT, timeout_ms)) < 0)
-		err = -ret;
-	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (err) {
-		close(fd);
-		return err_set(-err, "cannot connect the %s channel to %s:%u: %s",
-			       xport_channel_name(ch), host, port, strerror(err));
-	}
-	/* back to blocking: every channel has a thread of its own */
-	fcntl(fd, F_SETFL, 0);
-	return tcp_wrap(out, fd, ch);
-}
-
-int xport_tcp_listen(const char *host, uint16_t port)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai;
-	char ports[8];
-	int fd, one = 1, ret;
-
-	snprintf(ports, sizeof(ports), "%u", port);
-	ret = getaddrinfo(host, ports, &hints, &ai);
-	if (ret)
-		return err_set(-EADDRNOTAVAIL, "cannot resolve '%s': %s", host, gai_strerror(ret));
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		freeaddrinfo(ai);
-		return -errno;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 8) < 0) {
-		ret = errno;
-		freeaddrinfo(ai);
-		close(fd);
-		return err_set(-ret, "cannot listen on %s:%u: %s", host, port, strerror(ret));
-	}
-	freeaddrinfo(ai);
-	return fd;
-}
-
-int xport_tcp_accept(struct xport **out, int listen_fd, enum xport_channel ch,
-		     int timeout_ms)
-{
-	int ret = tcp_wait(listen_fd, POLLIN, timeout_ms);
-	int fd;
-
-	if (ret < 0)
-		return err_set(ret, "no %s connection within %d s", xport_channel_name(ch),
-			       timeout_ms / 1000);
-	fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	return tcp_wrap(out, fd, ch);
-}

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "umig/xport.h"
+#include "umig/xconn.h"
 
 #define TCP_BULK_SNDBUF    (256 << 10)
 #define TCP_BULK_BUFS      8
@@ -18,15 +18,15 @@
 
 struct tcp_uring;
 
-struct tcp_xport {
+struct tcp_conn {
 	int fd;
 	struct tcp_uring *ring;   /* bulk channel only */
 };
 
-int tcp_uring_init(struct tcp_xport *t);
-int tcp_uring_send(struct tcp_xport *t, const void *buf, size_t len);
-int tcp_uring_flush(struct tcp_xport *t);
-bool tcp_uring_busy(struct tcp_xport *t);
-void tcp_uring_destroy(struct tcp_xport *t);
+int tcp_uring_init(struct tcp_conn *t);
+int tcp_uring_send(struct tcp_conn *t, const void *buf, size_t len);
+int tcp_uring_flush(struct tcp_conn *t);
+bool tcp_uring_busy(struct tcp_conn *t);
+void tcp_uring_destroy(struct tcp_conn *t);
 
 #endif

@@ -45,7 +45,7 @@ struct tcp_uring {
 	int err;            /* sticky */
 };
 
-static int tu_submit(struct tcp_xport *t, unsigned i)
+static int tu_submit(struct tcp_conn *t, unsigned i)
 {
 	struct tcp_uring *u = t->ring;
 	struct bulk_buf *b = &u->bufs[i];
@@ -62,7 +62,7 @@ static int tu_submit(struct tcp_xport *t, unsigned i)
 }
 
 /* Reap one completion (blocking unless nowait); resubmit short sends. */
-static int tu_reap_one(struct tcp_xport *t, bool nowait)
+static int tu_reap_one(struct tcp_conn *t, bool nowait)
 {
 	struct tcp_uring *u = t->ring;
 	struct io_uring_cqe *cqe;
@@ -100,13 +100,13 @@ static int tu_reap_one(struct tcp_xport *t, bool nowait)
 	return u->full ? tu_submit(t, u->next) : 0;
 }
 
-static int tu_reap(struct tcp_xport *t)
+static int tu_reap(struct tcp_conn *t)
 {
 	return tu_reap_one(t, false);
 }
 
 /* Queue the current (full or final) buffer; send it now if nothing is in flight. */
-static int tu_queue_cur(struct tcp_xport *t)
+static int tu_queue_cur(struct tcp_conn *t)
 {
 	struct tcp_uring *u = t->ring;
 
@@ -115,7 +115,7 @@ static int tu_queue_cur(struct tcp_xport *t)
 	return u->inflight ? 0 : tu_submit(t, u->next);
 }
 
-int tcp_uring_init(struct tcp_xport *t)
+int tcp_uring_init(struct tcp_conn *t)
 {
 	struct tcp_uring *u = calloc(1, sizeof(*u));
 	int ret;
@@ -140,7 +140,7 @@ int tcp_uring_init(struct tcp_xport *t)
 }
 
 /* Make the current buffer free to fill, waiting for completions if needed. */
-static int tu_wait_free(struct tcp_xport *t)
+static int tu_wait_free(struct tcp_conn *t)
 {
 	struct tcp_uring *u = t->ring;
 
@@ -153,7 +153,7 @@ static int tu_wait_free(struct tcp_xport *t)
 	return 0;
 }
 
-int tcp_uring_send(struct tcp_xport *t, const void *buf, size_t len)
+int tcp_uring_send(struct tcp_conn *t, const void *buf, size_t len)
 {
 	struct tcp_uring *u = t->ring;
 
@@ -196,7 +196,7 @@ int tcp_uring_send(struct tcp_xport *t, const void *buf, size_t len)
 	return 0;
 }
 
-int tcp_uring_flush(struct tcp_xport *t)
+int tcp_uring_flush(struct tcp_conn *t)
 {
 	struct tcp_uring *u = t->ring;
 	int ret;
@@ -216,12 +216,12 @@ int tcp_uring_flush(struct tcp_xport *t)
 	return 0;
 }
 
-bool tcp_uring_busy(struct tcp_xport *t)
+bool tcp_uring_busy(struct tcp_conn *t)
 {
 	return t->ring && t->ring->inflight;
 }
 
-void tcp_uring_destroy(struct tcp_xport *t)
+void tcp_uring_destroy(struct tcp_conn *t)
 {
 	struct tcp_uring *u = t->ring;
 

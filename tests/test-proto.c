@@ -13,17 +13,18 @@
 #include "umig/proto.h"
 #include "umig/util.h"
 
-/* A minimal xport over one end of a socketpair. */
-static int sp_send(struct xport *x, const void *b, size_t n) { return write_full(*(int *)x->priv, b, n); }
-static int sp_recv(struct xport *x, void *b, size_t n) { return read_full(*(int *)x->priv, b, n); }
-static int sp_flush(struct xport *x) { return 0; }
-static int sp_fd(struct xport *x) { return *(int *)x->priv; }
-static void sp_close(struct xport *x) { close(*(int *)x->priv); }
-static const struct xport_ops sp_ops = { "pair", sp_send, sp_recv, sp_flush, sp_fd, sp_close };
+/* A minimal connection over one end of a socketpair. */
+static int sp_send(struct xconn *x, const void *b, size_t n) { return write_full(*(int *)x->priv, b, n); }
+static int sp_recv(struct xconn *x, void *b, size_t n) { return read_full(*(int *)x->priv, b, n); }
+static int sp_flush(struct xconn *x) { return 0; }
+static int sp_fd(struct xconn *x) { return *(int *)x->priv; }
+static void sp_close(struct xconn *x) { close(*(int *)x->priv); }
+static void sp_shutdown(struct xconn *x) { shutdown(*(int *)x->priv, SHUT_RDWR); }
+static const struct xconn_ops sp_ops = { "pair", sp_send, sp_recv, sp_flush, sp_fd, sp_shutdown, sp_close };
 
 struct pair {
 	int fd[2];
-	struct xport a, b;
+	struct xconn a, b;
 };
 
 static int setup(void **state)
@@ -31,8 +32,8 @@ static int setup(void **state)
 	struct pair *p = calloc(1, sizeof(*p));
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p->fd), 0);
-	p->a = (struct xport){ .ops = &sp_ops, .ch = XCH_BULK, .priv = &p->fd[0] };
-	p->b = (struct xport){ .ops = &sp_ops, .ch = XCH_BULK, .priv = &p->fd[1] };
+	p->a = (struct xconn){ .ops = &sp_ops, .ch = XCH_BULK, .timeout_ms = -1, .priv = &p->fd[0] };
+	p->b = (struct xconn){ .ops = &sp_ops, .ch = XCH_BULK, .timeout_ms = -1, .priv = &p->fd[1] };
 	*state = p;
 	return 0;
 }
@@ -113,6 +114,96 @@ static void test_hello_round_trip_and_checks(void **state)
 	assert_non_null(strstr(err_msg(-EPROTO), "RAM size"));
 	proto_msg_free(&m);
 	wbuf_free(&w);
+}
+
+/* The first HELLO may carry only FEAT_HELLO2: anything else is refused. */
+static void test_hello_refuses_unknown_features(void **state)
+{
+	struct pair *p = *state;
+	struct proto_hello h = { .page_size = 4096, .mode = MIG_MODE_POST,
+				 .ram_size = 64ull << 20, .features = FEAT_HELLO2 }, out;
+	struct proto_msg m = { 0 };
+	struct wbuf w;
+
+	wbuf_init(&w);
+	proto_encode_hello(&w, &h);
+	assert_int_equal(proto_send(&p->a, MSG_HELLO, w.data, w.len), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(proto_decode_hello(&m, &out), 0);
+	assert_true(out.features == FEAT_HELLO2);
+	m.payload[16 + 3] = 0x80;   /* bit 31 of the features */
+	assert_int_equal(proto_decode_hello(&m, &out), -ENOTSUP);
+	assert_non_null(strstr(err_msg(-ENOTSUP), "unknown feature bits 0x80000000"));
+	proto_msg_free(&m);
+	wbuf_free(&w);
+}
+
+static void test_hello2_round_trip(void **state)
+{
+	struct pair *p = *state;
+	struct proto_hello2 h = { .min_version = 2, .max_version = 7, .offered = 0x6, .required = 0x2 }, o;
+	struct proto_hello2_ack a = { .version = 2, .features = 0x2 }, ao;
+	struct proto_msg m = { 0 };
+	struct wbuf w;
+
+	wbuf_init(&w);
+	proto_encode_hello2(&w, &h);
+	assert_int_equal(proto_send(&p->a, MSG_HELLO2, w.data, w.len), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(proto_decode_hello2(&m, &o), 0);
+	assert_int_equal(o.min_version, 2);
+	assert_int_equal(o.max_version, 7);
+	assert_true(o.offered == 0x6 && o.required == 0x2);
+	/* a required bit that was not offered is malformed */
+	m.payload[16] = 0x8;
+	assert_int_equal(proto_decode_hello2(&m, &o), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "not offered"));
+	/* an empty or inverted range is malformed */
+	m.payload[16] = 0x2;
+	m.payload[0] = 8;
+	assert_int_equal(proto_decode_hello2(&m, &o), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "version range 8..7"));
+	wbuf_reset(&w);
+	proto_encode_hello2_ack(&w, &a);
+	assert_int_equal(proto_send(&p->a, MSG_HELLO2_ACK, w.data, w.len), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(proto_decode_hello2_ack(&m, &ao), 0);
+	assert_int_equal(ao.version, 2);
+	assert_true(ao.features == 0x2);
+	proto_msg_free(&m);
+	wbuf_free(&w);
+}
+
+static void test_negotiation_rules(void **state)
+{
+	struct proto_hello2 h = { .min_version = 2, .max_version = 9, .offered = 0x6 };
+	struct proto_hello2_ack a;
+
+	/* the highest common version; only known offered bits */
+	assert_int_equal(proto_negotiate(&h, 0x2, &a), 0);
+	assert_int_equal(a.version, PROTO_VERSION_MAX);
+	assert_true(a.features == 0x2);
+	assert_int_equal(proto_check_ack(&h, &a), 0);
+	/* an unknown required bit is refused, naming it */
+	h.required = 0x4;
+	assert_int_equal(proto_negotiate(&h, 0x2, &a), -ENOTSUP);
+	assert_non_null(strstr(err_msg(-ENOTSUP), "requires feature bits 0x4"));
+	h.required = 0;
+	/* ranges that do not meet */
+	h.min_version = PROTO_VERSION_MAX + 1;
+	h.max_version = PROTO_VERSION_MAX + 3;
+	assert_int_equal(proto_negotiate(&h, 0x2, &a), -EPROTONOSUPPORT);
+	assert_non_null(strstr(err_msg(-EPROTONOSUPPORT), "no common protocol version"));
+	/* the source refuses an answer outside what it offered */
+	h.min_version = 2;
+	h.max_version = PROTO_VERSION_MAX;
+	a = (struct proto_hello2_ack){ .version = PROTO_VERSION_MAX, .features = 0x8 };
+	assert_int_equal(proto_check_ack(&h, &a), -EPROTO);
+	a = (struct proto_hello2_ack){ .version = PROTO_VERSION_MAX + 1, .features = 0 };
+	assert_int_equal(proto_check_ack(&h, &a), -EPROTO);
+	h.required = 0x2;
+	a = (struct proto_hello2_ack){ .version = 2, .features = 0 };
+	assert_int_equal(proto_check_ack(&h, &a), -ENOTSUP);
 }
 
 static void send_raw_header(int fd, uint32_t len, uint16_t type)
@@ -216,6 +307,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_greeting_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_greeting_rejects, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_round_trip_and_checks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hello_refuses_unknown_features, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hello2_round_trip, setup, teardown),
+		cmocka_unit_test(test_negotiation_rules),
 		cmocka_unit_test_setup_teardown(test_frame_length_checks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_frame, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_page_run_round_trip_and_bounds, setup, teardown),

@@ -30,6 +30,9 @@ bool bitmap_test_and_set(struct bitmap *b, uint64_t i);
 void bitmap_set(struct bitmap *b, uint64_t i);
 void bitmap_clear(struct bitmap *b, uint64_t i);
 void bitmap_set_range(struct bitmap *b, uint64_t start, uint64_t n);
+/* Range operations are O(n / 64) and clamped to nbits. */
+void bitmap_clear_range(struct bitmap *b, uint64_t start, uint64_t n);
+uint64_t bitmap_count_range(const struct bitmap *b, uint64_t start, uint64_t n);
 void bitmap_clear_all(struct bitmap *b);
 uint64_t bitmap_count(const struct bitmap *b);
 /* First set / clear bit at index >= from, or nbits if none. */

@@ -1,6 +1,7 @@
 /*
- * migrate.h - the migration engine: source, destination, their state
- * machine and their figures.
+ * migrate.h - the migration engine's public face: source, destination,
+ * their state machine and their figures.  How the engine is built inside,
+ * step by step, is in src/mig.h.
  *
  * Source: mig_source_start() runs a migration of a running VM on a
  * thread of its own; the VM keeps running (pre-copy) until switchover.
@@ -46,6 +47,7 @@ bool mig_state_ok(enum mig_state from, enum mig_state to);
 
 struct mig_params {
 	enum mig_mode mode;
+	char transport[16];          /* page transport ("tcp") */
 	char host[256];
 	uint16_t port;
 	char prepaging[32];          /* post-copy policy name (prepage.h) */
@@ -116,6 +118,7 @@ struct mig_dest_opts {
 	const char *stats_path;
 	int console_fd;
 	const char *backend;
+	const char *transport;       /* page transport, NULL = tcp */
 	uint64_t expect_ram;         /* 0 = accept the source's size */
 	bool quiet;
 };

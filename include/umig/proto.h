@@ -1,10 +1,15 @@
 /*
- * proto.h - umig's migration wire protocol (docs/protocol.md).
+ * proto.h - umig's migration wire protocol (docs/protocol.md, whose
+ * registry table lists every message type and feature bit below).
  *
  * Every connection opens with a 16-byte greeting:
- *     u32 magic "UMIG", u16 version, u16 channel, u64 session id
+ *     u32 magic "UMIG", u16 lowest version spoken, u16 channel, u64 session
  * so the destination can tell the channels of one migration apart and
- * refuse a stranger or a different version before reading anything else.
+ * refuse a stranger or a version it cannot speak before reading anything
+ * else.  The version range (PROTO_VERSION_MIN..MAX) and the features are
+ * then negotiated by the handshake (mig-handshake.c): a version 1 peer
+ * answers the first HELLO with no features and the session stays at
+ * version 1, byte for byte what umig 0.1 sends.
  * After it, each channel carries frames:
  *     u32 payload length, u16 type, u16 flags (0), payload
  * The receiver checks the length against the type's bounds before it
@@ -17,10 +22,11 @@
 #include <stdint.h>
 
 #include "umig/buf.h"
-#include "umig/xport.h"
+#include "umig/xconn.h"
 
 #define PROTO_MAGIC       0x47494d55u   /* "UMIG" */
-#define PROTO_VERSION     1
+#define PROTO_VERSION_MIN 1             /* umig 0.1 */
+#define PROTO_VERSION_MAX 2             /* extended handshake (HELLO2) */
 #define PROTO_GREETING_LEN 16
 #define PROTO_HDR_LEN     8
 #define PROTO_MAX_PAYLOAD (16u << 20)
@@ -33,14 +39,20 @@ enum mig_mode {
 	MIG_MODE_HYBRID = 3,
 };
 
+/*
+ * Message types.  Ranges are reserved per feature so that work on several
+ * features cannot collide; docs/protocol.md's registry is the reference.
+ */
 enum proto_type {
 	/* control, source -> destination */
 	MSG_HELLO = 1,      /* u32 page size, u32 mode, u64 ram bytes, u64 features */
 	MSG_STATE = 2,      /* machine state record (state.c) */
 	MSG_DISCARD = 3,    /* hybrid: runs {u64 first, u32 n} of pages to drop */
 	MSG_SRC_STATS = 4,  /* JSON text: the source's figures */
+	MSG_HELLO2 = 5,     /* v2: u16 min, u16 max version, u32 0, u64 offered, u64 required */
 	/* control, destination -> source */
 	MSG_HELLO_ACK = 16, /* u64 features accepted */
+	MSG_HELLO2_ACK = 20, /* v2: u16 version chosen, u16 0, u32 0, u64 features accepted */
 	MSG_ERROR = 17,     /* u32 errno, UTF-8 text */
 	MSG_RESUMED = 18,   /* empty: the guest runs at the destination */
 	MSG_COMPLETE = 19,  /* JSON text: every page present; the destination's figures */
@@ -60,6 +72,27 @@ enum proto_mark {
 };
 
 #define PAGE_FLAG_ZERO 1u
+
+/*
+ * Feature bits.  In the first HELLO only FEAT_HELLO2 may be set; every
+ * other feature is negotiated by HELLO2, where a bit the receiver does not
+ * know is refused if the sender requires it and dropped if it only offers
+ * it, and an answer may only hold bits that were offered.
+ */
+#define FEAT_HELLO2        (1ull << 0)  /* HELLO2 follows the first HELLO_ACK */
+#define FEAT_MSTATE2       (1ull << 1)  /* machine state record v2 (N vCPUs) */
+/* every feature this umig knows */
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2)
+
+struct proto_hello2 {
+	uint16_t min_version, max_version;
+	uint64_t offered, required;
+};
+
+struct proto_hello2_ack {
+	uint16_t version;
+	uint64_t features;
+};
 
 struct proto_hello {
 	uint32_t page_size;
@@ -83,27 +116,44 @@ struct proto_msg {
 const char *mig_mode_name(enum mig_mode m);
 int mig_mode_parse(const char *s, enum mig_mode *m);
 
-int proto_send_greeting(struct xport *x, uint64_t session);
-/* -EPROTO / -EPROTONOSUPPORT with a message naming what was wrong. */
-int proto_recv_greeting(struct xport *x, enum xport_channel *ch, uint64_t *session);
+/* The greeting names the lowest version this umig speaks. */
+int proto_send_greeting(struct xconn *x, uint64_t session);
+/*
+ * -EPROTO / -EPROTONOSUPPORT with a message naming what was wrong; a peer
+ * whose lowest version is above PROTO_VERSION_MAX is refused.
+ */
+int proto_recv_greeting(struct xconn *x, enum xport_channel *ch, uint64_t *session);
 
 /* Send one frame: header + payload (len bytes). */
-int proto_send(struct xport *x, uint16_t type, const void *payload, uint32_t len);
+int proto_send(struct xconn *x, uint16_t type, const void *payload, uint32_t len);
 /* Send a frame whose payload is header part + data part (no copy of data). */
-int proto_send2(struct xport *x, uint16_t type, const void *a, uint32_t alen,
+int proto_send2(struct xconn *x, uint16_t type, const void *a, uint32_t alen,
 		const void *b, uint32_t blen);
 /*
  * Receive one frame into m (reusing its buffer).  Rejects lengths above
  * PROTO_MAX_PAYLOAD and frames whose length does not fit their type.
  */
-int proto_recv(struct xport *x, struct proto_msg *m);
+int proto_recv(struct xconn *x, struct proto_msg *m);
 void proto_msg_free(struct proto_msg *m);
 
 void proto_encode_hello(struct wbuf *w, const struct proto_hello *h);
+/* Checks every field; feature bits other than FEAT_HELLO2 are refused. */
 int proto_decode_hello(const struct proto_msg *m, struct proto_hello *h);
+void proto_encode_hello2(struct wbuf *w, const struct proto_hello2 *h);
+int proto_decode_hello2(const struct proto_msg *m, struct proto_hello2 *h);
+void proto_encode_hello2_ack(struct wbuf *w, const struct proto_hello2_ack *a);
+int proto_decode_hello2_ack(const struct proto_msg *m, struct proto_hello2_ack *a);
+/*
+ * The destination's half of HELLO2: pick the highest common version and
+ * the offered features it knows; -EPROTONOSUPPORT / -ENOTSUP with a
+ * message when the ranges do not meet or a required bit is unknown.
+ */
+int proto_negotiate(const struct proto_hello2 *h, uint64_t known, struct proto_hello2_ack *out);
+/* The source's check of the answer: a version in range, only offered bits. */
+int proto_check_ack(const struct proto_hello2 *h, const struct proto_hello2_ack *a);
 /* PAGES/ZERO header: the run, checked against npages; data = payload + 16. */
 int proto_decode_run(const struct proto_msg *m, uint64_t npages, struct proto_run *r);
-int proto_send_error(struct xport *x, int err, const char *text);
+int proto_send_error(struct xconn *x, int err, const char *text);
 /* Format an ERROR frame's text for a person. */
 void proto_error_text(const struct proto_msg *m, char *buf, size_t len);
 

@@ -1,86 +1,184 @@
 /*
- * xport.h - the transport a migration's three channels run over.
+ * xport.h - the page-level transport a migration runs over.
  *
- * A transport moves bytes in order and reliably on one channel; framing
- * is proto.h's job.  Channels: control (handshake, state, commands),
- * bulk (source -> destination pages) and urgent (page requests and their
- * replies; latency-sensitive).  TCP (tcp/) implements it with one
- * connection per channel; an RDMA implementation can sit behind the same
- * ops.
+ * The engine never sees sockets or queue pairs.  It talks to one xport per
+ * migration, shaped like the interfaces it must serve (io_uring's SQE/CQE,
+ * libibverbs' work request / work completion): work is *posted* (push a
+ * run, reply to a request, fetch a page) and *completions* are reaped
+ * later from a queue (a run is in place here, the peer asks for a page).
  *
- * Sends on the bulk channel may be queued (the TCP transport batches them
- * through io_uring with bounded bytes in flight, so urgent replies are
- * never stuck behind megabytes of bulk data); xport_flush() waits until
- * everything queued has been handed to the kernel.  recv is exact: it
- * returns 0 only once len bytes arrived, -EPIPE on a clean close.
+ *   control   xport_ctl_send / xport_ctl_recv: whole messages, both sides,
+ *             always on the session's control connection (TCP)
+ *   source    xport_push (a run, on the bulk queue, in order with marks),
+ *             xport_mark, xport_reply (an urgent answer), xport_flush
+ *   dest      xport_fetch (ask for a page urgently)
+ *   both      xport_reap(queue): the next completion, within a timeout
+ *             dest:   XEV_RUN  "run R is here" (bulk or urgent queue)
+ *                     XEV_MARK a bulk-stream mark, in order with the runs
+ *             source: XEV_REQ  "the destination asks for page N" (urgent)
+ *
+ * Capability bits say what an implementation can do, and the engine checks
+ * them instead of asking which transport runs:
+ *   XCAP_STREAM   page data travels as framed bytes through the transport,
+ *                 so per-run encodings (compression, delta) can apply;
+ *   XCAP_ONESIDED fetch is served by the source's NIC without its CPU
+ *                 (RDMA READ): the source needs no request server and the
+ *                 destination drives the push order itself.
+ *
+ * Setup is two-phase so that a refused migration costs one connection:
+ * the control connection first (xport_connect / xport_accept, which also
+ * exchange the greeting), the handshake on it (mig-handshake.c), then the
+ * page channels (xport_connect_data / xport_accept_data).
+ *
+ * Threads: one thread per queue reaps it; the source's pushes come from
+ * one thread and its replies from another; control messages are sent from
+ * one thread at a time (x->ctl_lock) and received by one.
+ * xport_shutdown() may be called from any thread: every blocked call then
+ * returns -ESHUTDOWN or an I/O error.  Ownership: xport_close() frees
+ * everything, including the connections.
  */
 #ifndef UMIG_XPORT_H
 #define UMIG_XPORT_H
 
-#include <stddef.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
-enum xport_channel {
-	XCH_CONTROL = 0,
-	XCH_BULK = 1,
-	XCH_URGENT = 2,
-	XCH_COUNT
+#include "umig/proto.h"
+#include "umig/xconn.h"
+
+enum xport_cap {
+	XCAP_STREAM = 1u << 0,
+	XCAP_ONESIDED = 1u << 1,
+};
+
+/* Completion queues: each is reaped by one thread. */
+enum xq {
+	XQ_BULK = 0,     /* dest: pushed runs and marks */
+	XQ_URGENT = 1,   /* dest: fetched runs; source: requests */
+	XQ_COUNT
+};
+
+enum xrun_enc {
+	XENC_RAW = 0,    /* n * 4096 bytes of page data */
+	XENC_ZERO = 1,   /* n zero pages, no data */
+};
+
+struct xrun {
+	uint64_t pfn;
+	uint32_t n;
+	uint32_t enc;          /* enum xrun_enc */
+	const uint8_t *data;   /* dest: valid until the next reap of its queue */
+	uint32_t len;          /* bytes at data */
+};
+
+enum xev_kind {
+	XEV_RUN = 1,
+	XEV_MARK = 2,
+	XEV_REQ = 3,
+};
+
+struct xev {
+	enum xev_kind kind;
+	struct xrun run;       /* XEV_RUN; XEV_REQ: run.pfn, run.n = 1 */
+	uint32_t mark, round;  /* XEV_MARK */
 };
 
 struct xport;
 
 struct xport_ops {
 	const char *name;
-	int (*send)(struct xport *x, const void *buf, size_t len);
-	int (*recv)(struct xport *x, void *buf, size_t len);
+	uint32_t caps;
+	int (*connect_data)(struct xport *x, const char *host, uint16_t port, int timeout_ms);
+	int (*accept_data)(struct xport *x, int listen_fd, int timeout_ms);
+	int (*push)(struct xport *x, const struct xrun *r);
+	int (*mark)(struct xport *x, uint32_t mark, uint32_t round);
+	int (*reply)(struct xport *x, const struct xrun *r);
 	int (*flush)(struct xport *x);
-	int (*fd)(struct xport *x);       /* pollable fd for readability */
+	int (*fetch)(struct xport *x, uint64_t pfn);
+	int (*reap)(struct xport *x, enum xq q, struct xev *ev, int timeout_ms);
+	int (*queue_fd)(struct xport *x, enum xq q);
+	uint64_t (*bytes)(struct xport *x, enum xport_channel ch);
+	void (*shutdown)(struct xport *x);
 	void (*close)(struct xport *x);
 };
 
 struct xport {
 	const struct xport_ops *ops;
-	enum xport_channel ch;
-	uint64_t bytes_sent;
-	uint64_t bytes_recv;
-	void *priv;
+	struct xconn *ctl;           /* the control connection */
+	pthread_mutex_t ctl_lock;    /* one control sender at a time */
+	uint64_t session;
+	bool source;                 /* this end sends the guest */
+	uint64_t npages;             /* guest pages: every run is checked against it */
+	unsigned version;            /* negotiated protocol version */
+	uint64_t features;           /* negotiated feature bits */
+	void *priv;                  /* the implementation's page channels */
 };
 
-static inline int xport_send(struct xport *x, const void *buf, size_t len)
-{
-	int r = x->ops->send(x, buf, len);
+/*
+ * Source: connect the control connection of a new session to host:port
+ * within timeout_ms and send its greeting.  transport: "tcp" (NULL = tcp).
+ */
+int xport_connect(struct xport **out, const char *transport, const char *host,
+		  uint16_t port, uint64_t session, int timeout_ms);
+/*
+ * Destination: accept a control connection within timeout_ms and read its
+ * greeting within the same bound.
+ */
+int xport_accept(struct xport **out, const char *transport, int listen_fd, int timeout_ms);
+void xport_close(struct xport *x);
+void xport_shutdown(struct xport *x);
+/* Names of the transports this build has ("tcp"). */
+const char *xport_names(void);
+int xport_known(const char *name);
 
-	if (!r)
-		x->bytes_sent += len;
-	return r;
+int xport_ctl_send(struct xport *x, uint16_t type, const void *p, uint32_t len);
+/* -ETIMEDOUT after timeout_ms (-1 = no bound) without a message. */
+int xport_ctl_recv(struct xport *x, struct proto_msg *m, int timeout_ms);
+int xport_ctl_error(struct xport *x, int err, const char *text);
+
+static inline uint32_t xport_caps(const struct xport *x) { return x->ops->caps; }
+
+static inline int xport_connect_data(struct xport *x, const char *host, uint16_t port, int timeout_ms)
+{
+	return x->ops->connect_data(x, host, port, timeout_ms);
 }
 
-static inline int xport_recv(struct xport *x, void *buf, size_t len)
+static inline int xport_accept_data(struct xport *x, int listen_fd, int timeout_ms)
 {
-	int r = x->ops->recv(x, buf, len);
-
-	if (!r)
-		x->bytes_recv += len;
-	return r;
+	return x->ops->accept_data(x, listen_fd, timeout_ms);
 }
 
+static inline int xport_push(struct xport *x, const struct xrun *r) { return x->ops->push(x, r); }
+
+static inline int xport_mark(struct xport *x, uint32_t mark, uint32_t round)
+{
+	return x->ops->mark(x, mark, round);
+}
+
+static inline int xport_reply(struct xport *x, const struct xrun *r) { return x->ops->reply(x, r); }
 static inline int xport_flush(struct xport *x) { return x->ops->flush(x); }
-static inline int xport_fd(struct xport *x) { return x->ops->fd(x); }
-static inline void xport_close(struct xport *x) { if (x) x->ops->close(x); }
+static inline int xport_fetch(struct xport *x, uint64_t pfn) { return x->ops->fetch(x, pfn); }
 
-const char *xport_channel_name(enum xport_channel ch);
+/*
+ * The next completion on queue q: 1 with *ev filled, 0 if none arrived
+ * within timeout_ms (0 = do not wait, -1 = no bound), or -errno (the peer
+ * closed: -EPIPE; a malformed frame: -EPROTO naming channel, type, field).
+ */
+static inline int xport_reap(struct xport *x, enum xq q, struct xev *ev, int timeout_ms)
+{
+	return x->ops->reap(x, q, ev, timeout_ms);
+}
 
-/* --- TCP (tcp/tcp.c) ------------------------------------------------------ */
+/* Readable when a reap of q may find a completion (for poll()). */
+static inline int xport_queue_fd(struct xport *x, enum xq q) { return x->ops->queue_fd(x, q); }
 
-/* Connect one channel to host:port; the channel greeting is sent by proto. */
-int xport_tcp_connect(struct xport **out, const char *host, uint16_t port,
-		      enum xport_channel ch, int timeout_ms);
-/* Listening socket for a destination; returns the fd or -errno. */
-int xport_tcp_listen(const char *host, uint16_t port);
-/* Accept one connection within timeout_ms (-ETIMEDOUT) as channel ch. */
-int xport_tcp_accept(struct xport **out, int listen_fd, enum xport_channel ch,
-		     int timeout_ms);
-/* Re-tune an accepted connection once its channel is known. */
-void xport_tcp_set_channel(struct xport *x, enum xport_channel ch);
+/* Bytes sent plus received on a channel (control included). */
+uint64_t xport_bytes(struct xport *x, enum xport_channel ch);
+
+/* --- implementations ------------------------------------------------------- */
+
+/* TCP (tcp/tcp.c): today's frames on a bulk and an urgent connection. */
+extern const struct xport_ops xport_tcp_ops;
 
 #endif

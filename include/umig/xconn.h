@@ -1,0 +1,92 @@
+/*
+ * xconn.h - one byte-stream connection of a migration (a TCP socket).
+ *
+ * A connection moves bytes in order and reliably; framing is proto.h's
+ * job and the page-level transport (xport.h) is built on top.  Every
+ * migration has a control connection, and the TCP page transport adds a
+ * bulk and an urgent one.  recv is exact: it returns 0 only once len
+ * bytes arrived, -EPIPE on a clean close, -ETIMEDOUT when a receive
+ * deadline is set (xconn_set_timeout) and nothing arrived for that long.
+ *
+ * Sends on the bulk connection may be queued (the TCP implementation
+ * batches them through io_uring with bounded bytes in flight, so urgent
+ * replies are never stuck behind megabytes of bulk data); xconn_flush()
+ * waits until everything queued has been handed to the kernel.
+ *
+ * Threads: one sender and one receiver at a time; shutdown() may be
+ * called from any thread and makes every blocked call return.
+ */
+#ifndef UMIG_XCONN_H
+#define UMIG_XCONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum xport_channel {
+	XCH_CONTROL = 0,
+	XCH_BULK = 1,
+	XCH_URGENT = 2,
+	XCH_COUNT
+};
+
+const char *xport_channel_name(enum xport_channel ch);
+
+struct xconn;
+
+struct xconn_ops {
+	const char *name;
+	int (*send)(struct xconn *c, const void *buf, size_t len);
+	int (*recv)(struct xconn *c, void *buf, size_t len);
+	int (*flush)(struct xconn *c);
+	int (*fd)(struct xconn *c);       /* pollable fd for readability */
+	void (*shutdown)(struct xconn *c);
+	void (*close)(struct xconn *c);
+};
+
+struct xconn {
+	const struct xconn_ops *ops;
+	enum xport_channel ch;
+	int timeout_ms;          /* receive deadline per call; -1 = none */
+	uint64_t bytes_sent;
+	uint64_t bytes_recv;
+	void *priv;
+};
+
+static inline int xconn_send(struct xconn *c, const void *buf, size_t len)
+{
+	int r = c->ops->send(c, buf, len);
+
+	if (!r)
+		c->bytes_sent += len;
+	return r;
+}
+
+static inline int xconn_recv(struct xconn *c, void *buf, size_t len)
+{
+	int r = c->ops->recv(c, buf, len);
+
+	if (!r)
+		c->bytes_recv += len;
+	return r;
+}
+
+static inline int xconn_flush(struct xconn *c) { return c->ops->flush(c); }
+static inline int xconn_fd(struct xconn *c) { return c->ops->fd(c); }
+static inline void xconn_shutdown(struct xconn *c) { if (c) c->ops->shutdown(c); }
+static inline void xconn_close(struct xconn *c) { if (c) c->ops->close(c); }
+static inline void xconn_set_timeout(struct xconn *c, int ms) { c->timeout_ms = ms; }
+
+/* --- TCP (tcp/conn.c) ----------------------------------------------------- */
+
+/* Connect one channel to host:port within timeout_ms. */
+int xconn_tcp_connect(struct xconn **out, const char *host, uint16_t port,
+		      enum xport_channel ch, int timeout_ms);
+/* Listening socket for a destination; returns the fd or -errno. */
+int xconn_tcp_listen(const char *host, uint16_t port);
+/* Accept one connection within timeout_ms (-ETIMEDOUT; -1 = no bound). */
+int xconn_tcp_accept(struct xconn **out, int listen_fd, enum xport_channel ch,
+		     int timeout_ms);
+/* Re-tune an accepted connection once its channel is known. */
+void xconn_tcp_set_channel(struct xconn *c, enum xport_channel ch);
+
+#endif

@@ -1,0 +1,215 @@
+/*
+ * mig-complete.c - the last step: the destination reports COMPLETE once
+ * every page is present, the source answers with its statistics, and
+ * each side writes the record (docs/metrics.md).
+ *
+ * Only COMPLETE lets the source release the guest: until then pages the
+ * destination may still need exist only at the source.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mig.h"
+
+/* --- source ---------------------------------------------------------------- */
+
+static double dget(json_t *o, const char *k)
+{
+	return json_number_value(json_object_get(o, k));
+}
+
+static uint64_t src_wire(struct mig_source *s, enum xport_channel ch)
+{
+	return s->c.x ? xport_bytes(s->c.x, ch) : 0;
+}
+
+json_t *src_record(struct mig_source *s)
+{
+	double downtime = s->t_resumed ? (s->t_resumed - s->t_pause) / 1e6 : 0;
+	double gap_before = s->hb_pause.last_beat_ns && s->hb_pause.pause_ns >= s->hb_pause.last_beat_ns ?
+			    (s->hb_pause.pause_ns - s->hb_pause.last_beat_ns) / 1e6 : 0;
+	double switch_gap = gap_before + downtime + dget(s->dest_stats, "resume_to_first_beat_ms");
+	double window_gap = dget(s->dest_stats, "postcopy_max_beat_gap_ms");
+	uint64_t end = s->t_end ? s->t_end : now_ns();
+	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	json_t *r;
+
+	pthread_mutex_lock(&s->c.lock);
+	r = json_pack("{s:s, s:s, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+		      " s:I, s:b, s:I, s:I, s:s, s:s, s:I}",
+		"mode", mig_mode_name(s->p.mode),
+		"status", mig_state_name(s->c.state),
+		"ram_bytes", (json_int_t)s->c.vm->mem.size,
+		"total_ms", (end - s->t_start) / 1e6,
+		"downtime_ms", downtime,
+		"blackout_ms", MAX(switch_gap, window_gap),
+		"precopy_ms", s->t_pause ? (s->t_pause - s->t_start) / 1e6 : (end - s->t_start) / 1e6,
+		"wire_bytes", (json_int_t)(src_wire(s, XCH_CONTROL) + src_wire(s, XCH_BULK) +
+					   src_wire(s, XCH_URGENT)),
+		"wire_bytes_control", (json_int_t)src_wire(s, XCH_CONTROL),
+		"wire_bytes_bulk", (json_int_t)src_wire(s, XCH_BULK),
+		"wire_bytes_urgent", (json_int_t)src_wire(s, XCH_URGENT),
+		"pages_bulk", (json_int_t)s->pages_bulk,
+		"pages_urgent", (json_int_t)s->pages_urgent,
+		"pages_zero", (json_int_t)s->pages_zero,
+		"pages_resent", (json_int_t)s->pages_resent,
+		"rounds", (json_int_t)s->rounds,
+		"converged", s->converged,
+		"pages_at_stop", (json_int_t)s->remaining_at_stop,
+		"requests", (json_int_t)s->requests,
+		"prepaging", post ? s->p.prepaging : "",
+		"error", s->c.error,
+		"precopy_bytes", (json_int_t)s->precopy_bytes);
+	pthread_mutex_unlock(&s->c.lock);
+	json_object_set_new(r, "transport", json_string(s->c.x ? s->c.x->ops->name : s->p.transport));
+	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));
+	json_object_set_new(r, "blackout_before_pause_ms", json_real(gap_before));
+	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
+	json_object_set_new(r, "t_start_ns", json_integer(s->t_start));
+	json_object_set_new(r, "t_pause_ns", json_integer(s->t_pause));
+	json_object_set_new(r, "t_end_ns", json_integer(end));
+	/* the destination's figures: faults and their latency */
+	static const char *const keys[] = {
+		"faults", "fault_us_p50", "fault_us_p90", "fault_us_p99", "fault_us_max",
+		"resume_to_first_beat_ms", "postcopy_max_beat_gap_ms", "postcopy_ms",
+		"fault_us_hist",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		json_t *v = s->dest_stats ? json_object_get(s->dest_stats, keys[i]) : NULL;
+
+		if (v)
+			json_object_set(r, keys[i], v);
+		else if (i < 5 || s->dest_stats)
+			json_object_set_new(r, keys[i], json_integer(0));
+	}
+	return r;
+}
+
+int src_complete(struct mig_source *s)
+{
+	struct proto_msg m = { 0 };
+	json_error_t jerr;
+	char text[1100], *txt;
+	int ret = xport_ctl_recv(s->c.x, &m, -1);
+
+	if (ret < 0)
+		ret = err_set(ret, "waiting for the destination: %s", err_msg(ret));
+	else if (m.type == MSG_ERROR) {
+		proto_error_text(&m, text, sizeof(text));
+		ret = err_set(-ECONNABORTED, "the destination failed: %s", text);
+	} else if (m.type != MSG_COMPLETE) {
+		ret = err_set(-EPROTO, "expected COMPLETE, got message type %u", m.type);
+	} else {
+		s->dest_stats = json_loads((char *)m.payload, 0, &jerr);
+		if (!s->dest_stats)
+			pr_warn("migration: the destination's statistics are not JSON: %s", jerr.text);
+	}
+	proto_msg_free(&m);
+	if (ret < 0)
+		return ret;
+	s->t_end = now_ns();
+	mig_set_state(&s->c, MIG_COMPLETED);
+	s->record = src_record(s);
+	txt = json_dumps(s->record, JSON_COMPACT);
+	/* the migration is complete either way: the statistics are a courtesy */
+	if (!txt || xport_ctl_send(s->c.x, MSG_SRC_STATS, txt, strlen(txt)) < 0)
+		pr_debug("migration: the final statistics did not reach the destination");
+	free(txt);
+	return 0;
+}
+
+/* --- destination ------------------------------------------------------------ */
+
+json_t *dst_figures(struct mig_dest *d)
+{
+	struct hb_stats hb = { 0 };
+	double first = 0;
+
+	if (d->c.vm)
+		heartbeat_stats(&d->c.vm->bus, &hb);
+	if (hb.first_after_resume_ns && hb.first_after_resume_ns >= hb.resume_ns)
+		first = (hb.first_after_resume_ns - hb.resume_ns) / 1e6;
+	return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:o}",
+		"faults", (json_int_t)d->faults,
+		"fault_us_p50", lat_percentile(&d->lat, 50),
+		"fault_us_p90", lat_percentile(&d->lat, 90),
+		"fault_us_p99", lat_percentile(&d->lat, 99),
+		"fault_us_max", lat_percentile(&d->lat, 100),
+		"resume_to_first_beat_ms", first,
+		"postcopy_max_beat_gap_ms", hb.window_max_gap_ns / 1e6,
+		"dst_pages_bulk", (json_int_t)d->pages_bulk,
+		"dst_pages_urgent", (json_int_t)d->pages_urgent,
+		"dst_pages_zero", (json_int_t)d->pages_zero,
+		"postcopy_ms", d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0.0,
+		"fault_us_hist", lat_histogram(&d->lat));
+}
+
+static int dst_wait_complete(struct mig_dest *d)
+{
+	pthread_mutex_lock(&d->c.lock);
+	while (d->present_count < d->c.npages && d->c.state != MIG_FAILED)
+		pthread_cond_wait(&d->c.cond, &d->c.lock);
+	pthread_mutex_unlock(&d->c.lock);
+	return mig_get_state(&d->c) == MIG_FAILED ? -ECONNABORTED : 0;
+}
+
+/* Blackout needs the guest's first beat after resume: wait for it, bounded. */
+static void dst_wait_first_beat(struct mig_dest *d)
+{
+	uint64_t deadline = now_ns() + 2000000000ull;
+	struct hb_stats hb;
+
+	for (;;) {
+		heartbeat_stats(&d->c.vm->bus, &hb);
+		if (hb.first_after_resume_ns || now_ns() >= deadline ||
+		    vm_get_status(d->c.vm) != VM_RUNNING)
+			return;
+		usleep(1000);
+	}
+}
+
+static void *dst_complete_thread(void *arg)
+{
+	struct mig_dest *d = arg;
+	struct proto_msg m = { 0 };
+	json_t *fig;
+	char *txt;
+	int ret = dst_wait_complete(d);
+
+	if (ret < 0)
+		return NULL;
+	d->t_complete = now_ns();
+	dst_stop_fault_thread(d);
+	dst_wait_first_beat(d);
+	heartbeat_window(&d->c.vm->bus, false);
+	progress_end(&d->c.progress);
+	fig = dst_figures(d);
+	txt = json_dumps(fig, JSON_COMPACT);
+	json_decref(fig);
+	ret = txt ? xport_ctl_send(d->c.x, MSG_COMPLETE, txt, strlen(txt)) : -ENOMEM;
+	free(txt);
+	if (!ret)
+		ret = xport_ctl_recv(d->c.x, &m, 30000);
+	if (!ret && m.type == MSG_SRC_STATS) {
+		json_error_t jerr;
+
+		d->record = json_loads((char *)m.payload, 0, &jerr);
+	}
+	proto_msg_free(&m);
+	if (!d->record)
+		d->record = dst_figures(d);
+	mig_set_state(&d->c, MIG_COMPLETED);
+	if (d->o.stats_path && mig_write_json(d->o.stats_path, d->record) < 0)
+		pr_err("%s", err_msg(-EIO));
+	return NULL;
+}
+
+int dst_start_completion(struct mig_dest *d)
+{
+	if (pthread_create(&d->complete_thread, NULL, dst_complete_thread, d))
+		return err_set(-EAGAIN, "cannot start the completion thread");
+	d->complete_started = true;
+	return 0;
+}

@@ -1,0 +1,148 @@
+/*
+ * mig-dst.c - the destination side of a migration: its context and the
+ * driver that takes one incoming migration up to the point where the
+ * guest runs here.  The rest (post-copy pages, completion, the record)
+ * goes on in threads of its own until mig_dest_finish().
+ *
+ * Threads: the caller of mig_dest_accept() (handshake, switchover); the
+ * bulk receiver (mig-receive.c); the fault thread in post-copy modes
+ * (mig-postcopy-dst.c); the completion thread (mig-complete.c).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "mig.h"
+
+static int dst_setup(struct mig_dest *d)
+{
+	int ret = bitmap_init(&d->present, d->c.npages);
+
+	if (!ret)
+		ret = bitmap_init(&d->requested, d->c.npages);
+	if (!ret) {
+		d->fault_ns = calloc(d->c.npages, sizeof(*d->fault_ns));
+		ret = d->fault_ns ? 0 : -ENOMEM;
+	}
+	return ret;
+}
+
+static int dst_run(struct mig_dest *d, int lfd)
+{
+	int ret;
+
+	mig_set_state(&d->c, MIG_SETUP);
+	ret = dst_handshake(d, lfd);
+	if (!ret)
+		ret = dst_setup(d);
+	progress_init(&d->c.progress, "dest", d->o.quiet);
+	if (!ret)
+		ret = dst_start_receiver(d);
+	if (ret < 0)
+		return ret;
+	if (d->hello.mode == MIG_MODE_PRE || d->hello.mode == MIG_MODE_HYBRID)
+		mig_set_state(&d->c, MIG_PRECOPY);
+	/*
+	 * Pure post-copy copies nothing in before the switchover, so arm
+	 * userfaultfd now and keep it out of the downtime.
+	 */
+	if (d->hello.mode == MIG_MODE_POST)
+		ret = dst_arm_postcopy(d);
+	if (!ret)
+		ret = dst_switchover(d);
+	if (!ret)
+		ret = dst_start_completion(d);
+	return ret;
+}
+
+int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct vm **vm)
+{
+	struct mig_dest *d = calloc(1, sizeof(*d));
+	int lfd, ret;
+
+	if (!d)
+		return -ENOMEM;
+	mig_common_init(&d->c, "incoming");
+	d->o = *o;
+	d->uffd.fd = -1;
+	d->quit_efd = eventfd(0, EFD_CLOEXEC);
+	lat_init(&d->lat);
+	*out = d;
+	lfd = xconn_tcp_listen(o->host, o->port);
+	if (lfd < 0)
+		return lfd;
+	pr_info("waiting for a migration on %s:%u", o->host, o->port);
+	ret = dst_run(d, lfd);
+	close(lfd);
+	if (ret < 0) {
+		pr_err("incoming: migration failed: %s", err_msg(ret));
+		if (d->c.x && mig_get_state(&d->c) != MIG_FAILED)
+			xport_ctl_error(d->c.x, ret, err_msg(ret));
+		mig_fail(&d->c, ret);
+		return ret;
+	}
+	d->vm_handed = true;
+	*vm = d->c.vm;
+	return 0;
+}
+
+int mig_dest_finish(struct mig_dest *d, int timeout_s)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_s * 1000000000ull;
+	struct timespec ts = { .tv_sec = deadline / 1000000000ull, .tv_nsec = deadline % 1000000000ull };
+	int ret = 0;
+
+	pthread_mutex_lock(&d->c.lock);
+	while (d->c.state != MIG_COMPLETED && d->c.state != MIG_FAILED && !ret)
+		ret = -pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
+	pthread_mutex_unlock(&d->c.lock);
+	if (ret)
+		return err_set(-ETIMEDOUT, "the migration did not complete within %d s", timeout_s);
+	return mig_get_state(&d->c) == MIG_COMPLETED ? 0 : -ECONNABORTED;
+}
+
+enum mig_state mig_dest_state(struct mig_dest *d)
+{
+	return mig_get_state(&d->c);
+}
+
+json_t *mig_dest_query(struct mig_dest *d)
+{
+	json_t *r = d->record && mig_dest_state(d) == MIG_COMPLETED ?
+		    json_incref(d->record) : dst_figures(d);
+
+	json_object_set_new(r, "status", json_string(mig_state_name(mig_dest_state(d))));
+	return r;
+}
+
+void mig_dest_free(struct mig_dest *d)
+{
+	uint64_t one = 1;
+
+	if (!d)
+		return;
+	mig_fail(&d->c, -ECANCELED);  /* no-op once completed; wakes every waiter */
+	if (write(d->quit_efd, &one, sizeof(one)) != sizeof(one))
+		pr_debug("incoming: quit eventfd write failed");
+	xport_shutdown(d->c.x);
+	if (d->complete_started)
+		pthread_join(d->complete_thread, NULL);
+	if (d->fault_started)
+		pthread_join(d->fault_thread, NULL);
+	if (d->bulk_started)
+		pthread_join(d->bulk_thread, NULL);
+	uffd_close(&d->uffd);
+	xport_close(d->c.x);
+	bitmap_free(&d->present);
+	bitmap_free(&d->requested);
+	free(d->fault_ns);
+	lat_free(&d->lat);
+	json_decref(d->record);
+	close(d->quit_efd);
+	if (!d->vm_handed)
+		vm_destroy(d->c.vm);
+	mig_common_destroy(&d->c);
+	free(d);
+}

@@ -1,0 +1,206 @@
+/*
+ * mig-handshake.c - the first step of a migration, on both sides: the
+ * control connection, HELLO, version and feature negotiation, admission
+ * checks at the destination, then the page channels.
+ *
+ *   source                               destination
+ *   greeting (lowest version 1)  ---->   checks magic, version, channel
+ *   HELLO (mode, RAM, FEAT_HELLO2) --->  checks every field, admission
+ *                                <----   HELLO_ACK (FEAT_HELLO2) | ERROR
+ *   HELLO2 (versions, features)  ---->   picks version and features
+ *                                <----   HELLO2_ACK | ERROR
+ *   page channels (transport)    ---->   accepted for this session only
+ *
+ * A umig 0.1 destination answers HELLO_ACK with no features, and a 0.1
+ * source sends no FEAT_HELLO2: the session then stays at version 1,
+ * whose frames are a subset of what this umig sends.  Every wait here is
+ * bounded; a refusal costs the source one connection and its guest runs on.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "mig.h"
+
+/* Read one control message, turning ERROR into a failure with its text. */
+static int hs_expect(struct mig_source *s, struct proto_msg *m, uint16_t type)
+{
+	char text[1100];
+	int ret = xport_ctl_recv(s->c.x, m, MIG_HANDSHAKE_TIMEOUT_MS);
+
+	if (ret == -ETIMEDOUT)
+		return err_set(ret, "the destination did not answer the handshake within %d s",
+			       MIG_HANDSHAKE_TIMEOUT_MS / 1000);
+	if (ret < 0)
+		return err_set(ret, "handshake: %s", err_msg(ret));
+	if (m->type == MSG_ERROR) {
+		proto_error_text(m, text, sizeof(text));
+		return err_set(-ECONNREFUSED, "the destination refused: %s", text);
+	}
+	if (m->type != type)
+		return err_set(-EPROTO, "handshake: expected message type %u, got %u", type, m->type);
+	return 0;
+}
+
+static int src_send_encoded(struct mig_source *s, uint16_t type, struct wbuf *w)
+{
+	int ret = w->err ? w->err : xport_ctl_send(s->c.x, type, w->data, w->len);
+
+	wbuf_free(w);
+	return ret;
+}
+
+/* HELLO2 and its answer: the version and the features of the session. */
+static int src_negotiate(struct mig_source *s, struct proto_msg *m)
+{
+	struct proto_hello2 h = {
+		.min_version = 2, .max_version = PROTO_VERSION_MAX,
+		.offered = FEAT_KNOWN & ~FEAT_HELLO2, .required = 0,
+	};
+	struct proto_hello2_ack a;
+	struct wbuf w;
+	int ret;
+
+	wbuf_init(&w);
+	proto_encode_hello2(&w, &h);
+	ret = src_send_encoded(s, MSG_HELLO2, &w);
+	if (!ret)
+		ret = hs_expect(s, m, MSG_HELLO2_ACK);
+	if (!ret)
+		ret = proto_decode_hello2_ack(m, &a);
+	if (!ret)
+		ret = proto_check_ack(&h, &a);
+	if (ret < 0)
+		return ret;
+	s->c.x->version = a.version;
+	s->c.x->features = a.features;
+	return 0;
+}
+
+int src_handshake(struct mig_source *s)
+{
+	struct proto_hello h = {
+		.page_size = PAGE_SIZE, .mode = s->p.mode, .ram_size = s->c.vm->mem.size,
+		.features = FEAT_HELLO2,
+	};
+	struct proto_msg m = { 0 };
+	struct rbuf r;
+	struct wbuf w;
+	uint64_t session, acked;
+	int ret;
+
+	if (getrandom(&session, sizeof(session), 0) != sizeof(session))
+		session = now_realtime_ns();
+	ret = xport_connect(&s->c.x, s->p.transport, s->p.host, s->p.port, session,
+			    MIG_CONNECT_TIMEOUT_MS);
+	if (ret < 0)
+		return ret;
+	s->c.x->npages = s->c.npages;
+	wbuf_init(&w);
+	proto_encode_hello(&w, &h);
+	ret = src_send_encoded(s, MSG_HELLO, &w);
+	if (!ret)
+		ret = hs_expect(s, &m, MSG_HELLO_ACK);
+	if (!ret) {
+		rbuf_init(&r, m.payload, m.len);
+		acked = rbuf_get_u64(&r);
+		if (acked & ~FEAT_HELLO2)
+			ret = err_set(-EPROTO, "HELLO_ACK: the destination accepted unknown feature "
+				      "bits %#llx", (unsigned long long)(acked & ~FEAT_HELLO2));
+		else if (acked & FEAT_HELLO2)
+			ret = src_negotiate(s, &m);
+	}
+	proto_msg_free(&m);
+	if (ret < 0)
+		return ret;
+	pr_debug("migration: protocol version %u, features %#llx", s->c.x->version,
+		 (unsigned long long)s->c.x->features);
+	return xport_connect_data(s->c.x, s->p.host, s->p.port, MIG_CONNECT_TIMEOUT_MS);
+}
+
+/* --- destination --------------------------------------------------------------- */
+
+/* Refuse now, while the source guest still runs untouched. */
+static int dst_admit(struct mig_dest *d)
+{
+	if (d->o.expect_ram && d->o.expect_ram != d->hello.ram_size)
+		return err_set(-EINVAL, "RAM size mismatch: the source has %llu MiB, this destination expects %llu MiB",
+			       (unsigned long long)(d->hello.ram_size >> 20),
+			       (unsigned long long)(d->o.expect_ram >> 20));
+	if (dst_postcopy_mode(d)) {
+		struct uffd probe = { .fd = -1 };
+		int ret = uffd_open(&probe);
+
+		uffd_close(&probe);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
+{
+	struct proto_hello2 h;
+	struct proto_hello2_ack a;
+	struct wbuf w;
+	int ret = xport_ctl_recv(d->c.x, m, MIG_HANDSHAKE_TIMEOUT_MS);
+
+	if (ret == -ETIMEDOUT)
+		ret = err_set(ret, "no HELLO2 within %d s", MIG_HANDSHAKE_TIMEOUT_MS / 1000);
+	if (!ret)
+		ret = proto_decode_hello2(m, &h);
+	if (!ret)
+		ret = proto_negotiate(&h, FEAT_KNOWN & ~FEAT_HELLO2, &a);
+	if (ret < 0)
+		return ret;
+	wbuf_init(&w);
+	proto_encode_hello2_ack(&w, &a);
+	ret = w.err ? w.err : xport_ctl_send(d->c.x, MSG_HELLO2_ACK, w.data, w.len);
+	wbuf_free(&w);
+	d->c.x->version = a.version;
+	d->c.x->features = a.features;
+	return ret;
+}
+
+int dst_handshake(struct mig_dest *d, int lfd)
+{
+	struct vm_config cfg = { .console_fd = d->o.console_fd, .backend = d->o.backend };
+	struct proto_msg m = { 0 };
+	uint8_t ack[8] = { 0 };
+	int ret;
+
+	ret = xport_accept(&d->c.x, d->o.transport, lfd, -1);
+	if (!ret)
+		ret = xport_ctl_recv(d->c.x, &m, MIG_HANDSHAKE_TIMEOUT_MS);
+	if (ret == -ETIMEDOUT)
+		ret = err_set(ret, "no HELLO within %d s", MIG_HANDSHAKE_TIMEOUT_MS / 1000);
+	if (!ret)
+		ret = proto_decode_hello(&m, &d->hello);
+	if (!ret)
+		ret = dst_admit(d);
+	if (!ret) {
+		cfg.mem_size = d->hello.ram_size;
+		ret = vm_create(&d->c.vm, &cfg);
+	}
+	if (ret < 0)
+		goto refuse;
+	d->c.npages = mem_pages(&d->c.vm->mem);
+	d->c.x->npages = d->c.npages;
+	ack[0] = d->hello.features & FEAT_HELLO2;
+	ret = xport_ctl_send(d->c.x, MSG_HELLO_ACK, ack, 8);
+	if (!ret && (d->hello.features & FEAT_HELLO2))
+		ret = dst_negotiate(d, &m);
+	proto_msg_free(&m);
+	if (ret < 0)
+		goto refuse;
+	pr_debug("incoming: protocol version %u, features %#llx", d->c.x->version,
+		 (unsigned long long)d->c.x->features);
+	return xport_accept_data(d->c.x, lfd, MIG_HANDSHAKE_TIMEOUT_MS);
+refuse:
+	proto_msg_free(&m);
+	pr_err("incoming: refusing the migration: %s", err_msg(ret));
+	if (d->c.x)
+		xport_ctl_error(d->c.x, ret, err_msg(ret));
+	return ret;
+}

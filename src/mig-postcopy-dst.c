@@ -1,0 +1,126 @@
+/*
+ * mig-postcopy-dst.c - post-copy at the destination: guest RAM registered
+ * with userfaultfd (missing mode) and the fault path.
+ *
+ * The fault thread polls the userfaultfd, the urgent queue and a quit
+ * eventfd.  A fault on a page not yet present is fetched from the source
+ * once (`requested`: never twice); the reply is placed with UFFDIO_COPY,
+ * which wakes the vCPU.  A page already present that still faults was a
+ * zero page never populated here (or was placed a moment ago): it is
+ * resolved locally.  The bulk receiver (mig-receive.c) places pushed
+ * pages concurrently; whoever places a page first wins, the other gets
+ * EEXIST, which uffd.c treats as done.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "mig.h"
+
+static int dst_handle_fault(struct mig_dest *d, uint64_t addr)
+{
+	uint64_t off = addr - (uint64_t)d->c.vm->mem.host, pfn = off >> PAGE_SHIFT;
+
+	if (off >= d->c.vm->mem.size)
+		return 0;
+	if (bitmap_test(&d->present, pfn)) {
+		/* known zero and never populated, or placed a moment ago */
+		long r = uffd_zero(&d->uffd, off, 1);
+
+		return r < 0 ? (int)r : 0;
+	}
+	if (bitmap_test_and_set(&d->requested, pfn))
+		return 0;   /* asked already: never twice */
+	d->fault_ns[pfn] = now_ns();
+	d->faults++;
+	pr_debug("incoming: fault on page %llu, requesting", (unsigned long long)pfn);
+	return xport_fetch(d->c.x, pfn);
+}
+
+static int dst_handle_reply(struct mig_dest *d, const struct xev *ev)
+{
+	int ret;
+
+	if (ev->kind != XEV_RUN)
+		return err_set(-EPROTO, "urgent channel: unexpected completion %d", ev->kind);
+	ret = dst_place_run(d, &ev->run, true);
+	if (!ret)
+		d->pages_urgent += ev->run.n;
+	return ret;
+}
+
+static void *dst_fault_thread(void *arg)
+{
+	struct mig_dest *d = arg;
+	uint64_t addrs[64];
+	struct xev ev;
+	int ret = 0;
+
+	while (!ret) {
+		struct pollfd p[3] = {
+			{ .fd = d->uffd.fd, .events = POLLIN },
+			{ .fd = xport_queue_fd(d->c.x, XQ_URGENT), .events = POLLIN },
+			{ .fd = d->quit_efd, .events = POLLIN },
+		};
+
+		if (poll(p, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			break;
+		}
+		if (p[2].revents)
+			break;
+		if (p[0].revents & POLLIN) {
+			int n = uffd_read_faults(&d->uffd, addrs, 64);
+
+			for (int i = 0; i < n && !ret; i++)
+				ret = dst_handle_fault(d, addrs[i]);
+			if (n < 0)
+				ret = n;
+		}
+		if (!ret && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+			ret = xport_reap(d->c.x, XQ_URGENT, &ev, -1);
+			ret = ret > 0 ? dst_handle_reply(d, &ev) : ret ? ret : -EIO;
+		}
+	}
+	if (ret < 0 && d->present_count < d->c.npages) {
+		pr_err("incoming: post-copy fault path: %s", err_msg(ret));
+		mig_fail(&d->c, ret);
+	}
+	return NULL;
+}
+
+int dst_arm_postcopy(struct mig_dest *d)
+{
+	int ret = uffd_open(&d->uffd);
+
+	if (!ret)
+		ret = uffd_register_missing(&d->uffd, d->c.vm->mem.host, d->c.vm->mem.size);
+	if (!ret && pthread_create(&d->fault_thread, NULL, dst_fault_thread, d))
+		ret = err_set(-EAGAIN, "cannot start the fault thread");
+	if (ret < 0)
+		return ret;
+	d->fault_started = true;
+	pthread_mutex_lock(&d->c.lock);
+	d->uffd_ready = true;
+	pthread_cond_broadcast(&d->c.cond);
+	pthread_mutex_unlock(&d->c.lock);
+	pr_debug("incoming: post-copy armed");
+	return 0;
+}
+
+/* Every page is present: stop faulting and hand RAM back to the kernel. */
+void dst_stop_fault_thread(struct mig_dest *d)
+{
+	uint64_t one = 1;
+
+	if (!d->fault_started)
+		return;
+	if (write(d->quit_efd, &one, sizeof(one)) != sizeof(one))
+		pr_warn("incoming: cannot stop the fault thread");
+	pthread_join(d->fault_thread, NULL);
+	d->fault_started = false;
+	uffd_unregister(&d->uffd);
+	uffd_close(&d->uffd);
+}

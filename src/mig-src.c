@@ -1,0 +1,162 @@
+/*
+ * mig-src.c - the source side of a migration: its context and the thread
+ * that runs the steps in order (handshake, pre-copy, switchover,
+ * post-copy, completion); each step lives in the file named for it.
+ *
+ * Until the destination reports RESUMED the source guest is the live one:
+ * any failure before that stops dirty tracking, resumes the guest if the
+ * engine paused it, and leaves it running untouched.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mig.h"
+
+static int src_run(struct mig_source *s)
+{
+	bool pre = s->p.mode == MIG_MODE_PRE || s->p.mode == MIG_MODE_HYBRID;
+	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	int ret;
+
+	mig_set_state(&s->c, MIG_SETUP);
+	ret = src_handshake(s);
+	if (!ret && pre)
+		ret = src_precopy(s);
+	if (!ret)
+		ret = src_switchover(s);
+	if (!ret && post)
+		ret = src_postcopy(s);
+	if (!ret)
+		ret = src_complete(s);
+	return ret;
+}
+
+static void src_failed(struct mig_source *s, int ret)
+{
+	mig_fail(&s->c, ret);
+	if (s->tracking)
+		dirty_stop(&s->tracker);
+	s->tracking = false;
+	if (!s->resumed_remote && s->paused_by_us) {
+		/* before switchover completed the source guest is the live one */
+		vm_resume(s->c.vm);
+		pr_err("migration failed: %s; the guest keeps running here", s->c.error);
+	} else if (s->resumed_remote) {
+		pr_err("migration failed after the guest resumed at the destination: %s",
+		       s->c.error);
+	} else {
+		pr_err("migration failed: %s; the guest keeps running here", s->c.error);
+	}
+	s->t_end = now_ns();
+	s->record = src_record(s);
+}
+
+static void *mig_source_thread(void *arg)
+{
+	struct mig_source *s = arg;
+	int ret;
+
+	s->t_start = now_ns();
+	err_clear();
+	ret = src_run(s);
+	progress_end(&s->c.progress);
+	if (ret < 0)
+		src_failed(s, ret);
+	else if (!s->p.quiet)
+		pr_info("migration complete: %s, downtime %.3f ms, total %.1f ms",
+			mig_mode_name(s->p.mode), json_real_value(json_object_get(s->record, "downtime_ms")),
+			json_real_value(json_object_get(s->record, "total_ms")));
+	if (s->record && s->p.stats_path[0] && mig_write_json(s->p.stats_path, s->record) < 0)
+		pr_err("%s", err_msg(-EIO));
+	/* breaking the connections ends the request server */
+	xport_shutdown(s->c.x);
+	if (s->urgent_started)
+		pthread_join(s->urgent_thread, NULL);
+	vm_notify(s->c.vm);
+	return NULL;
+}
+
+static void src_free(struct mig_source *s)
+{
+	prepage_destroy(s->pp);
+	bitmap_free(&s->sent);
+	bitmap_free(&s->ever);
+	bitmap_free(&s->populated);
+	bitmap_free(&s->dirty);
+	xport_close(s->c.x);
+	json_decref(s->dest_stats);
+	json_decref(s->record);
+	mig_common_destroy(&s->c);
+	free(s);
+}
+
+int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_params *p)
+{
+	struct mig_source *s;
+	int ret;
+
+	if (vm_get_status(vm) != VM_RUNNING)
+		return err_set(-EINVAL, "the guest is %s; only a running guest can migrate",
+			       vm_status_name(vm_get_status(vm)));
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	mig_common_init(&s->c, "migration");
+	s->p = *p;
+	s->c.vm = vm;
+	s->c.npages = mem_pages(&vm->mem);
+	s->tracker.uffd = s->tracker.pagemap_fd = -1;
+	ret = bitmap_init(&s->sent, s->c.npages);
+	if (!ret)
+		ret = bitmap_init(&s->ever, s->c.npages);
+	if (!ret)
+		ret = bitmap_init(&s->populated, s->c.npages);
+	if (!ret)
+		ret = bitmap_init(&s->dirty, s->c.npages);
+	if (!ret)
+		ret = prepage_create(&s->pp, p->prepaging, s->c.npages, &s->sent);
+	progress_init(&s->c.progress, "source", p->quiet);
+	if (!ret && pthread_create(&s->thread, NULL, mig_source_thread, s))
+		ret = -EAGAIN;
+	if (ret < 0) {
+		src_free(s);
+		return ret;
+	}
+	*out = s;
+	return 0;
+}
+
+enum mig_state mig_source_state(struct mig_source *s)
+{
+	return mig_get_state(&s->c);
+}
+
+json_t *mig_source_query(struct mig_source *s)
+{
+	enum mig_state st = mig_source_state(s);
+
+	if ((st == MIG_COMPLETED || st == MIG_FAILED) && s->record)
+		return json_incref(s->record);
+	return src_record(s);
+}
+
+bool mig_source_lost(struct mig_source *s)
+{
+	return mig_source_state(s) == MIG_FAILED && s->resumed_remote;
+}
+
+void mig_source_destroy(struct mig_source *s)
+{
+	enum mig_state st;
+
+	if (!s)
+		return;
+	/* still running (umig is exiting): break its connections so it fails fast */
+	st = mig_source_state(s);
+	if (st != MIG_COMPLETED && st != MIG_FAILED)
+		xport_shutdown(s->c.x);
+	pthread_join(s->thread, NULL);
+	src_free(s);
+}

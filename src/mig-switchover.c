@@ -1,0 +1,239 @@
+/*
+ * mig-switchover.c - the step where the guest stops at the source and
+ * starts at the destination; both sides.
+ *
+ * Source: pause the guest, collect the last dirty set, then by mode:
+ *   stop-copy  send every page         pre   send the last dirty set
+ *   hybrid     DISCARD the pages written since round 1
+ *   post       nothing
+ * then MARK (pre-copy done for post/hybrid, bulk end otherwise), the
+ * machine state, and wait for RESUMED.  Until RESUMED the source guest is
+ * the live one.
+ *
+ * Destination: apply DISCARDs (once the bulk stream reached the pre-copy
+ * mark, so no older copy of a page can land after its discard), take the
+ * state, wait for the bulk mark, arm userfaultfd for post-copy modes,
+ * load the state, start the vCPU and answer RESUMED.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "mig.h"
+
+/* --- source ------------------------------------------------------------------ */
+
+static int src_send_discards(struct mig_source *s)
+{
+	const struct bitmap *dirty = &s->dirty;
+	uint64_t npages = s->c.npages;
+	struct wbuf w;
+	int ret = 0;
+
+	wbuf_init(&w);
+	for (uint64_t pfn = bitmap_next_set(dirty, 0); pfn < npages && !ret;) {
+		uint64_t end = bitmap_next_clear(dirty, pfn);
+
+		wbuf_put_u64(&w, pfn);
+		wbuf_put_u32(&w, end - pfn);
+		if (w.len >= 12 * 65536) {
+			ret = xport_ctl_send(s->c.x, MSG_DISCARD, w.data, w.len);
+			wbuf_reset(&w);
+		}
+		pfn = end < npages ? bitmap_next_set(dirty, end) : npages;
+	}
+	if (!ret && w.len)
+		ret = xport_ctl_send(s->c.x, MSG_DISCARD, w.data, w.len);
+	ret = ret ? ret : w.err;
+	wbuf_free(&w);
+	return ret;
+}
+
+/* What the mode sends while the guest is stopped; the number of pages sent. */
+static long src_send_remaining(struct mig_source *s)
+{
+	int ret;
+
+	switch (s->p.mode) {
+	case MIG_MODE_STOPCOPY:
+		src_scan_populated(s);
+		return src_send_set(s, NULL, "stop-copy");
+	case MIG_MODE_PRE:
+		return src_send_set(s, &s->dirty, "stop-copy");
+	case MIG_MODE_HYBRID:
+		/* everything went in round 1; what was written since is stale there */
+		bitmap_set_range(&s->sent, 0, s->c.npages);
+		for (uint64_t p = bitmap_next_set(&s->dirty, 0); p < s->c.npages;
+		     p = bitmap_next_set(&s->dirty, p + 1))
+			bitmap_clear(&s->sent, p);
+		ret = src_send_discards(s);
+		return ret < 0 ? ret : 0;
+	case MIG_MODE_POST:
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int src_expect_resumed(struct mig_source *s)
+{
+	struct proto_msg m = { 0 };
+	char text[1100];
+	int ret = xport_ctl_recv(s->c.x, &m, -1);
+
+	if (ret < 0)
+		ret = err_set(ret, "waiting for the destination: %s", err_msg(ret));
+	else if (m.type == MSG_ERROR) {
+		proto_error_text(&m, text, sizeof(text));
+		ret = err_set(-ECONNABORTED, "the destination failed: %s", text);
+	} else if (m.type != MSG_RESUMED)
+		ret = err_set(-EPROTO, "expected RESUMED, got message type %u", m.type);
+	proto_msg_free(&m);
+	return ret;
+}
+
+int src_switchover(struct mig_source *s)
+{
+	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	struct wbuf state;
+	long n;
+	int ret;
+
+	s->t_pause = now_ns();
+	ret = vm_pause(s->c.vm);
+	if (ret < 0)
+		return ret;
+	s->paused_by_us = true;
+	mig_set_state(&s->c, MIG_SWITCHOVER);
+	heartbeat_stats(&s->c.vm->bus, &s->hb_pause);
+	if (s->tracking) {
+		/*
+		 * Add to, never clear, the dirty set: it still holds the set
+		 * pre-copy collected to decide it had converged, which was not
+		 * sent.
+		 */
+		n = dirty_collect(&s->tracker, &s->dirty);
+		dirty_stop(&s->tracker);
+		s->tracking = false;
+		if (n < 0)
+			return n;
+	}
+	n = src_send_remaining(s);
+	if (n < 0)
+		return n;
+	s->remaining_at_stop = n;
+	s->precopy_bytes = xport_bytes(s->c.x, XCH_BULK);
+	ret = xport_mark(s->c.x, post ? MARK_PRECOPY_DONE : MARK_BULK_END, s->rounds);
+	if (!ret)
+		ret = xport_flush(s->c.x);
+	if (ret < 0)
+		return ret;
+	wbuf_init(&state);
+	ret = vm_save_state(s->c.vm, &state);
+	if (!ret)
+		ret = xport_ctl_send(s->c.x, MSG_STATE, state.data, state.len);
+	wbuf_free(&state);
+	if (!ret)
+		ret = src_expect_resumed(s);
+	if (ret < 0)
+		return ret;
+	s->t_resumed = now_ns();
+	s->resumed_remote = true;
+	return 0;
+}
+
+/* --- destination ------------------------------------------------------------------- */
+
+/*
+ * Drop the pages in a DISCARD frame.  Runs must be ascending and disjoint
+ * across all frames, so that however the frames are cut the discards of
+ * one migration touch each page at most once: bitmap work by range, one
+ * madvise and one code invalidation per run.
+ */
+static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
+{
+	struct rbuf r;
+	int ret;
+
+	rbuf_init(&r, m->payload, m->len);
+	while (rbuf_left(&r)) {
+		uint64_t pfn = rbuf_get_u64(&r);
+		uint32_t n = rbuf_get_u32(&r);
+
+		if (!n || pfn >= d->c.npages || n > d->c.npages - pfn)
+			return err_set(-EPROTO, "DISCARD run %llu+%u outside guest RAM",
+				       (unsigned long long)pfn, n);
+		/* ascending and disjoint, so all discards together cost O(RAM) */
+		if (pfn < d->discard_end)
+			return err_set(-EPROTO, "DISCARD run %llu+%u overlaps or precedes an earlier run",
+				       (unsigned long long)pfn, n);
+		d->discard_end = pfn + n;
+		d->present_count -= bitmap_count_range(&d->present, pfn, n);
+		bitmap_clear_range(&d->present, pfn, n);
+		if (madvise(d->c.vm->mem.host + (pfn << PAGE_SHIFT), (size_t)n * PAGE_SIZE, MADV_DONTNEED))
+			return err_set(-errno, "discarding stale pages: %s", strerror(errno));
+		/*
+		 * No translated code may outlive the bytes it came from.  (The
+		 * destination vCPU has not run yet, so this is cheap; it keeps
+		 * discards correct if that ever changes.)
+		 */
+		ret = vcpu_flush_code(d->c.vm->vcpu, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* Read control messages until STATE; apply discards on the way. */
+static int dst_recv_state(struct mig_dest *d, struct proto_msg *state)
+{
+	for (;;) {
+		int ret = xport_ctl_recv(d->c.x, state, -1);
+
+		if (ret < 0)
+			return ret;
+		if (state->type == MSG_STATE)
+			return 0;
+		if (state->type != MSG_DISCARD || d->hello.mode != MIG_MODE_HYBRID)
+			return err_set(-EPROTO, "control channel: unexpected message type %u in %s mode",
+				       state->type, mig_mode_name(d->hello.mode));
+		ret = dst_wait_mark(d, MARK_PRECOPY_DONE);
+		if (!ret)
+			ret = dst_discard(d, state);
+		if (ret < 0)
+			return ret;
+	}
+}
+
+int dst_switchover(struct mig_dest *d)
+{
+	bool post = dst_postcopy_mode(d);
+	struct proto_msg state = { 0 };
+	struct rbuf r;
+	int ret;
+
+	ret = dst_recv_state(d, &state);
+	if (!ret)
+		ret = dst_wait_mark(d, post ? MARK_PRECOPY_DONE : MARK_BULK_END);
+	if (!ret)
+		mig_set_state(&d->c, MIG_SWITCHOVER);
+	if (!ret && post && !d->uffd_ready)
+		ret = dst_arm_postcopy(d);
+	if (!ret) {
+		rbuf_init(&r, state.payload, state.len);
+		ret = vm_load_state(d->c.vm, &r);
+	}
+	proto_msg_free(&state);
+	if (!ret && !post && d->present_count != d->c.npages)
+		ret = err_set(-EPROTO, "the source finished with %llu of %llu pages sent",
+			      (unsigned long long)d->present_count, (unsigned long long)d->c.npages);
+	if (ret < 0)
+		return ret;
+	heartbeat_window(&d->c.vm->bus, true);
+	d->t_resume = now_ns();
+	ret = vm_start(d->c.vm);
+	if (!ret)
+		ret = xport_ctl_send(d->c.x, MSG_RESUMED, NULL, 0);
+	if (!ret && post)
+		mig_set_state(&d->c, MIG_POSTCOPY);
+	return ret;
+}

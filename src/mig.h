@@ -1,0 +1,158 @@
+/*
+ * mig.h - the migration engine's inside: one context object per side and
+ * the steps of a migration, each in the file named for it.
+ *
+ *   mig-state.c        the state machine both sides use (states, legal
+ *                      transitions, the setter that checks and logs them)
+ *   mig-handshake.c    connect/accept, HELLO, version and feature
+ *                      negotiation, admission, the page channels
+ *   mig-pages.c        the source's page sender: runs, zero pages
+ *   mig-precopy.c      pre-copy rounds (source)
+ *   mig-receive.c      the destination's bulk receiver (pre-copy and
+ *                      post-copy pushes land here)
+ *   mig-switchover.c   pause, state, discards, resume: both sides
+ *   mig-postcopy-src.c the post-copy push and the request server
+ *   mig-postcopy-dst.c userfaultfd and the fault path
+ *   mig-complete.c     completion and the statistics records
+ *   mig-src.c          the source context and the thread driving the steps
+ *   mig-dst.c          the destination context and its driver
+ *
+ * Locking: each context's `c.lock` protects the fields marked (L); the
+ * state changes only through mig_set_state(), which broadcasts c.cond.
+ */
+#ifndef UMIG_MIG_H
+#define UMIG_MIG_H
+
+#include <stdatomic.h>
+
+#include "umig/bitmap.h"
+#include "umig/log.h"
+#include "umig/migrate.h"
+#include "umig/prepage.h"
+#include "umig/uffd.h"
+#include "umig/vm.h"
+#include "umig/xport.h"
+
+/* Bounds on waits that involve the peer. */
+#define MIG_CONNECT_TIMEOUT_MS   5000
+#define MIG_HANDSHAKE_TIMEOUT_MS 10000
+
+/* What both contexts start with. */
+struct mig_common {
+	const char *side;            /* "migration" (source) or "incoming" */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum mig_state state;        /* (L) only through mig_set_state() */
+	char error[512];             /* (L) the first failure */
+	struct vm *vm;
+	struct xport *x;
+	uint64_t npages;
+	struct mig_progress progress;
+};
+
+void mig_common_init(struct mig_common *c, const char *side);
+void mig_common_destroy(struct mig_common *c);
+/* Check from -> to, log it, commit it and wake waiters; -EINVAL if illegal. */
+int mig_set_state(struct mig_common *c, enum mig_state to);
+enum mig_state mig_get_state(struct mig_common *c);
+/* Record the first error and move to FAILED (no-op once COMPLETED). */
+void mig_fail(struct mig_common *c, int err);
+
+/* --- source -------------------------------------------------------------- */
+
+struct mig_source {
+	struct mig_common c;
+	struct mig_params p;
+	pthread_t thread, urgent_thread;
+	bool urgent_started;
+	bool resumed_remote;         /* the destination guest runs: no way back */
+	bool paused_by_us;
+
+	struct bitmap sent;          /* post-copy: the page is at (or on its way to) dst */
+	struct bitmap populated;     /* pages that may hold data (mem_scan_populated) */
+	struct bitmap ever;          /* data for this page was sent at least once */
+	struct bitmap dirty;         /* pre-copy: written since it was last sent */
+	struct dirty_tracker tracker;
+	bool tracking;
+	struct prepage *pp;
+
+	/* figures */
+	uint64_t t_start, t_pause, t_resumed, t_end;
+	uint64_t pages_bulk, pages_zero, pages_resent;
+	_Atomic uint64_t pages_urgent, requests;
+	unsigned rounds;
+	bool converged;
+	uint64_t remaining_at_stop;  /* pages sent during the downtime */
+	uint64_t precopy_bytes;
+	struct hb_stats hb_pause;
+	json_t *dest_stats;
+	json_t *record;
+};
+
+int src_handshake(struct mig_source *s);
+/* Pages: send every page set in `set` (NULL: every page) on bulk. */
+long src_send_set(struct mig_source *s, const struct bitmap *set, const char *phase);
+void src_scan_populated(struct mig_source *s);
+bool src_page_zero(struct mig_source *s, uint64_t pfn);
+
+/* A run being gathered before it is pushed. */
+struct run_acc {
+	uint32_t enc;
+	uint64_t pfn;
+	uint32_t n;
+};
+int src_acc_add(struct mig_source *s, struct run_acc *a, uint64_t pfn);
+int src_acc_flush(struct mig_source *s, struct run_acc *a);
+
+int src_precopy(struct mig_source *s);
+int src_switchover(struct mig_source *s);
+int src_postcopy(struct mig_source *s);
+int src_complete(struct mig_source *s);
+json_t *src_record(struct mig_source *s);
+
+/* --- destination ------------------------------------------------------------- */
+
+struct mig_dest {
+	struct mig_common c;
+	struct mig_dest_opts o;
+	struct proto_hello hello;
+
+	int bulk_mark;               /* (L) last MARK_PRECOPY_DONE / MARK_BULK_END seen */
+	bool bulk_failed;            /* (L) */
+	bool uffd_ready;             /* (L) post-copy placement may start */
+	uint64_t discard_end;        /* DISCARD runs so far end here (they ascend) */
+
+	struct bitmap present, requested;
+	_Atomic uint64_t present_count;
+	uint64_t *fault_ns;          /* when each page's fault was read (0 = none) */
+	struct uffd uffd;
+	int quit_efd;
+	pthread_t bulk_thread, fault_thread, complete_thread;
+	bool bulk_started, fault_started, complete_started;
+	struct lat_hist lat;
+
+	/* figures */
+	uint64_t t_resume, t_complete;
+	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
+	unsigned rounds;
+	json_t *record;
+	bool vm_handed;              /* the caller owns c.vm */
+};
+
+static inline bool dst_postcopy_mode(const struct mig_dest *d)
+{
+	return d->hello.mode == MIG_MODE_POST || d->hello.mode == MIG_MODE_HYBRID;
+}
+
+int dst_handshake(struct mig_dest *d, int lfd);
+int dst_start_receiver(struct mig_dest *d);
+int dst_wait_mark(struct mig_dest *d, int mark);
+void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n);
+int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post);
+int dst_arm_postcopy(struct mig_dest *d);
+void dst_stop_fault_thread(struct mig_dest *d);
+int dst_switchover(struct mig_dest *d);
+int dst_start_completion(struct mig_dest *d);
+json_t *dst_figures(struct mig_dest *d);
+
+#endif
