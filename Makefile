@@ -62,6 +62,7 @@ LIB_SRCS := \
 	src/mig-ctl.c \
 	src/mig-dst.c \
 	src/mig-handshake.c \
+	src/mig-options.c \
 	src/mig-pages.c \
 	src/mig-postcopy-dst.c \
 	src/mig-postcopy-src.c \

@@ -24,8 +24,8 @@
 #include "umig/cli.h"
 #include "umig/control.h"
 #include "umig/log.h"
+#include "umig/migopts.h"
 #include "umig/migrate.h"
-#include "umig/prepage.h"
 #include "umig/snapshot.h"
 #include "umig/vm.h"
 
@@ -164,45 +164,16 @@ static int cli_snapshot(struct vm *vm, const char *path)
 
 int cli_parse_mig_option(const char *verb, int opt, const char *arg, struct mig_params *p)
 {
-	struct prepage *pp;
-	struct bitmap b = { 0 };
-	uint64_t v;
+	int ret = migopt_parse(p, opt, arg);
 
-	switch (opt) {
-	case CLI_OPT_MODE:
-		if (mig_mode_parse(arg, &p->mode))
-			return -cli_usage_error(verb, "--mode: %s", err_msg(-EINVAL));
-		return 1;
-	case CLI_OPT_PREPAGING:
-		if (bitmap_init(&b, 1) || prepage_create(&pp, arg, 1, &b)) {
-			bitmap_free(&b);
-			return -cli_usage_error(verb, "--prepaging: unknown policy '%s' (%s)", arg,
-						prepage_names());
-		}
-		prepage_destroy(pp);
-		bitmap_free(&b);
-		snprintf(p->prepaging, sizeof(p->prepaging), "%s", arg);
-		return 1;
-	case CLI_OPT_DOWNTIME:
-		if (parse_u64(arg, &v) || v > 3600000)
-			return -cli_usage_error(verb, "--downtime-limit: '%s' is not milliseconds", arg);
-		p->downtime_limit_ms = v;
-		return 1;
-	case CLI_OPT_ROUNDS:
-		if (parse_u64(arg, &v) || v == 0 || v > 10000)
-			return -cli_usage_error(verb, "--max-rounds: '%s' is not 1..10000", arg);
-		p->max_rounds = v;
-		return 1;
-	case CLI_OPT_STATS:
-		if (strlen(arg) >= sizeof(p->stats_path))
-			return -cli_usage_error(verb, "--stats: path too long");
-		strcpy(p->stats_path, arg);
-		return 1;
-	case CLI_OPT_QUIET:
-		p->quiet = true;
-		return 1;
-	}
-	return 0;
+	if (ret < 0)
+		return -cli_usage_error(verb, "%s", err_msg(ret));
+	return ret;
+}
+
+int cli_mig_longopts(const struct option *own, struct option *out)
+{
+	return migopt_longopts(own, out, CLI_MAX_OPTS);
 }
 
 static int cli_serve_loop(struct vm *vm, struct control *ctl, struct mig_ctl *mig,

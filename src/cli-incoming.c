@@ -12,6 +12,7 @@
 #include "umig/migrate.h"
 #include "umig/util.h"
 #include "umig/vm.h"
+#include "umig/xport.h"
 
 static const char incoming_help[] =
 "usage: umig incoming --listen HOST:PORT [options]\n"
@@ -29,6 +30,7 @@ static const char incoming_help[] =
 "  --stats FILE           write the statistics record (docs/metrics.md)\n"
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
 "  --backend NAME         vCPU backend (default unicorn)\n"
+"  --transport NAME       page transport to accept: tcp (default tcp)\n"
 "  --quiet                no progress line\n"
 "  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -42,6 +44,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "console", required_argument, NULL, 'o' },
 		{ "stats", required_argument, NULL, 's' },
 		{ "backend", required_argument, NULL, 'b' },
+		{ "transport", required_argument, NULL, 'T' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeline", required_argument, NULL, 't' },
@@ -64,6 +67,11 @@ int cmd_incoming(int argc, char **argv)
 		case 'o': console = optarg; break;
 		case 's': o.stats_path = optarg; break;
 		case 'b': o.backend = optarg; break;
+		case 'T':
+			if (xport_known(optarg) < 0)
+				return cli_usage_error("incoming", "--transport: %s", err_msg(-ENOENT));
+			o.transport = optarg;
+			break;
 		case 'q': o.quiet = true; break;
 		case 't': so.timeline_path = optarg; break;
 		case 'm':

@@ -16,6 +16,7 @@
 
 #include "umig/cli.h"
 #include "umig/log.h"
+#include "umig/migopts.h"
 #include "umig/migrate.h"
 #include "umig/util.h"
 
@@ -32,8 +33,8 @@ static const char migrate_help[] =
 "options:\n"
 "  --control PATH         the source umig's control socket (required)\n"
 "  --to HOST:PORT         the destination (required)\n"
-CLI_MIG_OPTIONS_HELP
-"  -h, --help             this text\n";
+"  -h, --help             this text\n"
+"migration options (also on 'umig run --migrate-to' and the control socket):\n";
 
 /* One request/reply on an open connection; returns the reply object. */
 static json_t *mc_call(int fd, json_t *req)
@@ -107,20 +108,22 @@ static int mc_follow(int fd, bool quiet)
 
 int cmd_migrate(int argc, char **argv)
 {
-	static const struct option opts[] = {
+	static const struct option own[] = {
 		{ "control", required_argument, NULL, 'c' },
 		{ "to", required_argument, NULL, 't' },
-		CLI_MIG_OPTIONS,
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
+	struct option opts[CLI_MAX_OPTS];
 	const char *control = NULL, *to = NULL;
 	char stats_abs[PATH_MAX];
 	struct mig_params p;
-	json_t *req, *r;
+	json_t *req, *r, *args;
 	int opt, ret, fd;
 
 	mig_params_default(&p);
+	if (cli_mig_longopts(own, opts) < 0)
+		return EXIT_FAILURE_UMIG;
 	/* the source may close the socket as it exits: an error, not a signal */
 	signal(SIGPIPE, SIG_IGN);
 	opterr = 0;
@@ -128,7 +131,7 @@ int cmd_migrate(int argc, char **argv)
 		switch (opt) {
 		case 'c': control = optarg; break;
 		case 't': to = optarg; break;
-		case 'h': fputs(migrate_help, stdout); return 0;
+		case 'h': fputs(migrate_help, stdout); migopt_help(stdout); return 0;
 		default:
 			ret = cli_parse_mig_option("migrate", opt, optarg, &p);
 			if (ret < 0)
@@ -157,11 +160,11 @@ int cmd_migrate(int argc, char **argv)
 		pr_err("%s", err_msg(fd));
 		return EXIT_FAILURE_UMIG;
 	}
-	req = json_pack("{s:s, s:{s:s, s:s, s:s, s:I, s:I, s:s, s:b}}", "execute", "migrate",
-			"arguments", "to", to, "mode", mig_mode_name(p.mode), "prepaging", p.prepaging,
-			"downtime_limit_ms", (json_int_t)p.downtime_limit_ms,
-			"max_rounds", (json_int_t)p.max_rounds, "stats", p.stats_path,
-			"quiet", 1);
+	args = migopt_to_json(&p);
+	json_object_set_new(args, "to", json_string(to));
+	/* the progress line is this process's; the source stays quiet */
+	json_object_set_new(args, "quiet", json_true());
+	req = json_pack("{s:s, s:o}", "execute", "migrate", "arguments", args);
 	r = mc_call(fd, req);
 	if (!json_object_get(r, "return")) {
 		pr_err("migrate: %s", r ? json_string_value(json_object_get(json_object_get(r, "error"), "desc"))

@@ -8,6 +8,7 @@
 
 #include "umig/cli.h"
 #include "umig/log.h"
+#include "umig/migopts.h"
 #include "umig/migrate.h"
 #include "umig/vm.h"
 
@@ -35,8 +36,7 @@ static const char run_help[] =
 "scripted migration (without a control socket; see also 'umig migrate'):\n"
 "  --migrate-to HOST:PORT migrate to 'umig incoming' at HOST:PORT ...\n"
 "  --migrate-after SECS   ... this many seconds after boot (default 1)\n"
-CLI_MIG_OPTIONS_HELP
-"umig exits 0 once the guest runs at the destination.\n";
+"and the migration options (also on 'umig migrate' and the control socket):\n";
 
 enum { OPT_MEM = 256, OPT_CMDLINE, OPT_CONSOLE, OPT_CONTROL, OPT_SNAPSHOT,
        OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG, OPT_MIGRATE_TO, OPT_MIGRATE_AFTER, OPT_TIMELINE };
@@ -53,7 +53,6 @@ static const struct option run_options[] = {
 	{ "timeline", required_argument, NULL, OPT_TIMELINE },
 	{ "migrate-to", required_argument, NULL, OPT_MIGRATE_TO },
 	{ "migrate-after", required_argument, NULL, OPT_MIGRATE_AFTER },
-	CLI_MIG_OPTIONS,
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 }
 };
@@ -64,14 +63,17 @@ int cmd_run(int argc, char **argv)
 	struct serve_opts so = { .snapshot_after = 1.0, .migrate_after = 1.0 };
 	const char *cmdline = "", *console = NULL;
 	bool after_given = false, mig_given = false;
+	struct option longopts[CLI_MAX_OPTS];
 	struct mig_params mp;
 	struct vm *vm;
 	int opt, ret;
 
 	mig_params_default(&mp);
+	if (cli_mig_longopts(run_options, longopts) < 0)
+		return EXIT_FAILURE_UMIG;
 
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "h", run_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case OPT_MEM:
 			if (parse_size(optarg, &cfg.mem_size))
@@ -99,7 +101,11 @@ int cmd_run(int argc, char **argv)
 				return cli_usage_error("run", "--migrate-after: '%s' is not a number of seconds", optarg);
 			mig_given = true;
 			break;
-		case 'h': fputs(run_help, stdout); return 0;
+		case 'h':
+			fputs(run_help, stdout);
+			migopt_help(stdout);
+			puts("umig exits 0 once the guest runs at the destination.");
+			return 0;
 		default:
 			ret = cli_parse_mig_option("run", opt, optarg, &mp);
 			if (ret < 0)

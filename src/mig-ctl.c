@@ -11,6 +11,7 @@
 
 #include "umig/control.h"
 #include "umig/log.h"
+#include "umig/migopts.h"
 #include "umig/migrate.h"
 #include "umig/vm.h"
 
@@ -49,33 +50,19 @@ int mig_ctl_start(struct mig_ctl *m, const struct mig_params *p)
 static int cmd_migrate(struct control *c, json_t *args, json_t **res, void *opaque)
 {
 	struct mig_ctl *m = opaque;
-	const char *to = NULL, *mode = "post", *pp = NULL, *stats = NULL;
-	json_int_t dl = -1, rounds = -1;
+	const char *to = NULL;
 	struct mig_params p;
-	int quiet = 1, ret;
+	int ret;
 
 	mig_params_default(&p);
-	if (!args || json_unpack(args, "{s:s, s?s, s?s, s?I, s?I, s?s, s?b}",
-				 "to", &to, "mode", &mode, "prepaging", &pp,
-				 "downtime_limit_ms", &dl, "max_rounds", &rounds,
-				 "stats", &stats, "quiet", &quiet))
+	p.quiet = true;
+	if (!args || json_unpack(args, "{s:s}", "to", &to))
 		return err_set(-EINVAL, "arguments: {\"to\": \"HOST:PORT\", \"mode\": \"post|pre|hybrid|stop-copy\", ...} (docs/control.md)");
 	if (parse_hostport(to, p.host, sizeof(p.host), &p.port))
 		return err_set(-EINVAL, "'to': '%s' is not HOST:PORT", to);
-	ret = mig_mode_parse(mode, &p.mode);
+	ret = migopt_from_json(&p, args);
 	if (ret < 0)
 		return ret;
-	if (pp)
-		snprintf(p.prepaging, sizeof(p.prepaging), "%s", pp);
-	if (dl >= 0)
-		p.downtime_limit_ms = dl;
-	if (rounds == 0 || rounds > 10000)
-		return err_set(-EINVAL, "max_rounds must be 1..10000");
-	if (rounds > 0)
-		p.max_rounds = rounds;
-	if (stats)
-		snprintf(p.stats_path, sizeof(p.stats_path), "%s", stats);
-	p.quiet = quiet;
 	ret = mig_ctl_start(m, &p);
 	if (ret < 0)
 		return ret;

@@ -290,6 +290,14 @@ const char *prepage_names(void)
 	return "linear, bubble, bubble-dir";
 }
 
+bool prepage_known(const char *name)
+{
+	for (size_t i = 0; name && i < ARRAY_SIZE(prepage_policies); i++)
+		if (!strcmp(prepage_policies[i].name, name))
+			return true;
+	return false;
+}
+
 int prepage_create(struct prepage **out, const char *name, uint64_t npages,
 		   struct bitmap *sent)
 {

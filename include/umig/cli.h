@@ -9,6 +9,7 @@
 #ifndef UMIG_CLI_H
 #define UMIG_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -43,27 +44,15 @@ struct serve_opts {
 	const char *timeline_path;   /* heartbeat samples written at exit */
 };
 
-/* Shared migration options (--mode, --prepaging, ...): 1 handled, 0 not ours, <0 usage. */
+/*
+ * The migration options (migopts.h) on a verb's command line: 1 handled,
+ * 0 not a migration option, < 0 a usage error already printed (negated
+ * exit status).
+ */
 int cli_parse_mig_option(const char *verb, int opt, const char *arg, struct mig_params *p);
-#define CLI_MIG_OPTIONS_HELP \
-"  --mode post|pre|hybrid|stop-copy   migration mode (default post)\n" \
-"  --prepaging POLICY     post-copy push order: linear, bubble, bubble-dir\n" \
-"                         (default bubble)\n" \
-"  --downtime-limit MS    pre-copy stops when the rest fits MS (default 300)\n" \
-"  --max-rounds N         pre-copy rounds before stop-and-copy (default 30)\n" \
-"  --stats FILE           write the statistics record (docs/metrics.md)\n" \
-"  --quiet                no progress line\n"
-enum {
-	CLI_OPT_MODE = 1000, CLI_OPT_PREPAGING, CLI_OPT_DOWNTIME, CLI_OPT_ROUNDS,
-	CLI_OPT_STATS, CLI_OPT_QUIET,
-};
-#define CLI_MIG_OPTIONS \
-	{ "mode", required_argument, NULL, CLI_OPT_MODE }, \
-	{ "prepaging", required_argument, NULL, CLI_OPT_PREPAGING }, \
-	{ "downtime-limit", required_argument, NULL, CLI_OPT_DOWNTIME }, \
-	{ "max-rounds", required_argument, NULL, CLI_OPT_ROUNDS }, \
-	{ "stats", required_argument, NULL, CLI_OPT_STATS }, \
-	{ "quiet", no_argument, NULL, CLI_OPT_QUIET }
+/* A verb's getopt table: its own options followed by every migration option. */
+#define CLI_MAX_OPTS 64
+int cli_mig_longopts(const struct option *own, struct option *out);
 
 /* Connect to a umig control socket; fd or -errno (err_msg says why). */
 int cli_ctl_connect(const char *path);

@@ -22,6 +22,7 @@
 #ifndef UMIG_PREPAGE_H
 #define UMIG_PREPAGE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "umig/bitmap.h"
@@ -51,6 +52,7 @@ void prepage_destroy(struct prepage *p);
 /* Next page to push (not set in sent), or npages when none is left. */
 uint64_t prepage_next(struct prepage *p);
 void prepage_fault(struct prepage *p, uint64_t pfn);
+bool prepage_known(const char *name);
 /* "linear, bubble, bubble-dir" */
 const char *prepage_names(void);
 

@@ -1,0 +1,236 @@
+/*
+ * mig-options.c - the table of migration options (migopts.h).
+ *
+ * Adding an option is one row here: its command-line name, its name on
+ * the control socket, the unit shown in --help, and a setter that takes
+ * a string (JSON numbers and booleans are turned into the same strings,
+ * so both front ends go through the same checks).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "umig/log.h"
+#include "umig/migopts.h"
+#include "umig/prepage.h"
+#include "umig/util.h"
+#include "umig/xport.h"
+
+struct migopt {
+	const char *name;   /* --name */
+	const char *json;   /* member of the control socket's "migrate" */
+	const char *arg;    /* NULL: a flag */
+	const char *help;
+	int (*set)(struct mig_params *p, const char *v);
+	json_t *(*get)(const struct mig_params *p);
+};
+
+static int set_mode(struct mig_params *p, const char *v)
+{
+	return mig_mode_parse(v, &p->mode);
+}
+
+static json_t *get_mode(const struct mig_params *p)
+{
+	return json_string(mig_mode_name(p->mode));
+}
+
+static int set_string(char *dst, size_t cap, const char *v, const char *what)
+{
+	if (strlen(v) >= cap)
+		return err_set(-EINVAL, "%s: '%s' is too long", what, v);
+	strcpy(dst, v);
+	return 0;
+}
+
+static int set_transport(struct mig_params *p, const char *v)
+{
+	int ret = xport_known(v);
+
+	return ret < 0 ? ret : set_string(p->transport, sizeof(p->transport), v, "transport");
+}
+
+static json_t *get_transport(const struct mig_params *p)
+{
+	return json_string(p->transport);
+}
+
+static int set_prepaging(struct mig_params *p, const char *v)
+{
+	if (!prepage_known(v))
+		return err_set(-EINVAL, "unknown pre-paging policy '%s' (%s)", v, prepage_names());
+	return set_string(p->prepaging, sizeof(p->prepaging), v, "prepaging");
+}
+
+static json_t *get_prepaging(const struct mig_params *p)
+{
+	return json_string(p->prepaging);
+}
+
+static int set_downtime(struct mig_params *p, const char *v)
+{
+	uint64_t ms;
+
+	if (parse_u64(v, &ms) || ms > 3600000)
+		return err_set(-EINVAL, "'%s' is not milliseconds (0..3600000)", v);
+	p->downtime_limit_ms = ms;
+	return 0;
+}
+
+static json_t *get_downtime(const struct mig_params *p)
+{
+	return json_integer(p->downtime_limit_ms);
+}
+
+static int set_rounds(struct mig_params *p, const char *v)
+{
+	uint64_t n;
+
+	if (parse_u64(v, &n) || n == 0 || n > 10000)
+		return err_set(-EINVAL, "'%s' is not a round count (1..10000)", v);
+	p->max_rounds = n;
+	return 0;
+}
+
+static json_t *get_rounds(const struct mig_params *p)
+{
+	return json_integer(p->max_rounds);
+}
+
+static int set_stats(struct mig_params *p, const char *v)
+{
+	return set_string(p->stats_path, sizeof(p->stats_path), v, "stats");
+}
+
+static json_t *get_stats(const struct mig_params *p)
+{
+	return json_string(p->stats_path);
+}
+
+static int set_quiet(struct mig_params *p, const char *v)
+{
+	p->quiet = strcmp(v, "false") != 0;
+	return 0;
+}
+
+static json_t *get_quiet(const struct mig_params *p)
+{
+	return json_boolean(p->quiet);
+}
+
+static const struct migopt migopts[] = {
+	{ "mode", "mode", "MODE", "post|pre|hybrid|stop-copy (default post)", set_mode, get_mode },
+	{ "transport", "transport", "NAME", "page transport: tcp (default tcp)", set_transport,
+	  get_transport },
+	{ "prepaging", "prepaging", "POLICY",
+	  "post-copy push order: linear, bubble, bubble-dir (default bubble)", set_prepaging,
+	  get_prepaging },
+	{ "downtime-limit", "downtime_limit_ms", "MS",
+	  "pre-copy stops when the rest fits MS milliseconds (default 300)", set_downtime,
+	  get_downtime },
+	{ "max-rounds", "max_rounds", "N", "pre-copy rounds before stop-and-copy, 1..10000 (default 30)",
+	  set_rounds, get_rounds },
+	{ "stats", "stats", "FILE", "write the statistics record (docs/metrics.md)", set_stats,
+	  get_stats },
+	{ "quiet", "quiet", NULL, "no progress line", set_quiet, get_quiet },
+};
+
+size_t migopt_count(void)
+{
+	return ARRAY_SIZE(migopts);
+}
+
+int migopt_longopts(const struct option *own, struct option *out, size_t cap)
+{
+	size_t n = 0;
+
+	for (; own[n].name; n++) {
+		if (n + 1 >= cap)
+			return -ENOSPC;
+		out[n] = own[n];
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(migopts); i++, n++) {
+		if (n + 1 >= cap)
+			return -ENOSPC;
+		out[n] = (struct option){ migopts[i].name,
+					  migopts[i].arg ? required_argument : no_argument, NULL,
+					  (int)(MIGOPT_BASE + i) };
+	}
+	out[n] = (struct option){ 0 };
+	return 0;
+}
+
+int migopt_parse(struct mig_params *p, int opt, const char *arg)
+{
+	const struct migopt *o;
+	int ret;
+
+	if (opt < MIGOPT_BASE || opt >= MIGOPT_BASE + (int)ARRAY_SIZE(migopts))
+		return 0;
+	o = &migopts[opt - MIGOPT_BASE];
+	ret = o->set(p, o->arg ? arg : "true");
+	if (ret < 0)
+		return err_set(-EINVAL, "--%s: %s", o->name, err_msg(ret));
+	return 1;
+}
+
+/* A JSON member as the string the command line would have given. */
+static int json_as_arg(json_t *v, char *buf, size_t cap)
+{
+	if (json_is_string(v))
+		snprintf(buf, cap, "%s", json_string_value(v));
+	else if (json_is_integer(v) && json_integer_value(v) >= 0)
+		snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+	else if (json_is_boolean(v))
+		snprintf(buf, cap, "%s", json_is_true(v) ? "true" : "false");
+	else
+		return -EINVAL;
+	return 0;
+}
+
+int migopt_from_json(struct mig_params *p, json_t *args)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(args, key, v) {
+		const struct migopt *o = NULL;
+		char buf[1100];
+		int ret;
+
+		if (!strcmp(key, "to"))
+			continue;
+		for (size_t i = 0; i < ARRAY_SIZE(migopts) && !o; i++)
+			if (!strcmp(key, migopts[i].json))
+				o = &migopts[i];
+		if (!o)
+			return err_set(-EINVAL, "unknown migrate argument '%s' (docs/control.md)", key);
+		if (json_as_arg(v, buf, sizeof(buf)) < 0 || (!o->arg && !json_is_boolean(v)))
+			return err_set(-EINVAL, "'%s': wrong type (%s)", key,
+				       o->arg ? o->arg : "true or false");
+		ret = o->set(p, buf);
+		if (ret < 0)
+			return err_set(-EINVAL, "'%s': %s", key, err_msg(ret));
+	}
+	return 0;
+}
+
+json_t *migopt_to_json(const struct mig_params *p)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; i < ARRAY_SIZE(migopts); i++)
+		json_object_set_new(o, migopts[i].json, migopts[i].get(p));
+	return o;
+}
+
+void migopt_help(FILE *out)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(migopts); i++) {
+		char lhs[64];
+
+		snprintf(lhs, sizeof(lhs), "--%s%s%s", migopts[i].name, migopts[i].arg ? " " : "",
+			 migopts[i].arg ? migopts[i].arg : "");
+		fprintf(out, "  %-22s %s\n", lhs, migopts[i].help);
+	}
+}
