@@ -71,6 +71,8 @@ static void migrate_mode(const char *mode)
 	assert_non_null(rec);
 	assert_string_equal(json_string_value(json_object_get(rec, "mode")), mode);
 	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
+	/* two umigs of this version speak the newest protocol */
+	assert_int_equal(json_integer_value(json_object_get(rec, "protocol_version")), 2);
 	static const char *const keys[] = {
 		"ram_bytes", "total_ms", "downtime_ms", "blackout_ms", "wire_bytes",
 		"pages_bulk", "pages_urgent", "pages_zero", "pages_resent", "rounds",
