@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "umig/cli.h"
@@ -104,6 +105,22 @@ int cmd_incoming(int argc, char **argv)
 	}
 	so.incoming = d;
 	ret = cli_serve_vm(vm, &so);
+	if (mig_dest_pages_missing(d)) {
+		/*
+		 * Never free the migration here: closing userfaultfd would wake
+		 * the blocked vCPU into zero-filled pages.  The guest stays
+		 * stopped in the kernel until the process is gone.
+		 */
+		json_t *rec = mig_dest_query(d);
+
+		json_object_set_new(rec, "status", json_string("lost"));
+		mig_write_json(o.stats_path, rec);
+		json_decref(rec);
+		pr_err("incoming: the guest is stopped for good: %llu pages never arrived",
+		       (unsigned long long)mig_dest_pages_absent(d));
+		fflush(NULL);
+		_exit(EXIT_FAILURE_UMIG);
+	}
 	/* the guest may exit before the last pages arrive: finish the record */
 	if (mig_dest_finish(d, 60) < 0 && ret != EXIT_FAILURE_UMIG)
 		pr_warn("incoming: %s", err_msg(-ETIMEDOUT));

@@ -108,6 +108,16 @@ enum mig_state mig_dest_state(struct mig_dest *d)
 	return mig_get_state(&d->c);
 }
 
+bool mig_dest_pages_missing(struct mig_dest *d)
+{
+	return d->fault_started && d->vm_handed && d->present_count < d->c.npages;
+}
+
+uint64_t mig_dest_pages_absent(struct mig_dest *d)
+{
+	return d->c.npages - d->present_count;
+}
+
 json_t *mig_dest_query(struct mig_dest *d)
 {
 	json_t *r = d->record && mig_dest_state(d) == MIG_COMPLETED ?

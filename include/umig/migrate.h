@@ -132,6 +132,14 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 /* Wait (bounded) for completion, write the statistics; 0 or -errno. */
 int mig_dest_finish(struct mig_dest *d, int timeout_s);
 enum mig_state mig_dest_state(struct mig_dest *d);
+/*
+ * True while the guest runs here under userfaultfd with pages that have
+ * not arrived.  Tearing userfaultfd down then would let the vCPU read
+ * those pages as zeroes, so a caller that must give up exits the process
+ * without freeing the migration (the vCPU stays blocked in the kernel).
+ */
+bool mig_dest_pages_missing(struct mig_dest *d);
+uint64_t mig_dest_pages_absent(struct mig_dest *d);
 json_t *mig_dest_query(struct mig_dest *d);
 void mig_dest_free(struct mig_dest *d);
 
