@@ -61,7 +61,9 @@ LIB_SRCS := \
 	src/mig-complete.c \
 	src/mig-ctl.c \
 	src/mig-dst.c \
+	src/mig-handover.c \
 	src/mig-handshake.c \
+	src/mig-keepalive.c \
 	src/mig-options.c \
 	src/mig-pages.c \
 	src/mig-postcopy-dst.c \

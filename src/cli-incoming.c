@@ -32,6 +32,7 @@ static const char incoming_help[] =
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
 "  --backend NAME         vCPU backend (default unicorn)\n"
 "  --transport NAME       page transport to accept: tcp (default tcp)\n"
+"  --peer-timeout MS      a source silent for MS milliseconds is gone (default 5000)\n"
 "  --quiet                no progress line\n"
 "  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -46,6 +47,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "stats", required_argument, NULL, 's' },
 		{ "backend", required_argument, NULL, 'b' },
 		{ "transport", required_argument, NULL, 'T' },
+		{ "peer-timeout", required_argument, NULL, 'P' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeline", required_argument, NULL, 't' },
@@ -68,6 +70,14 @@ int cmd_incoming(int argc, char **argv)
 		case 'o': console = optarg; break;
 		case 's': o.stats_path = optarg; break;
 		case 'b': o.backend = optarg; break;
+		case 'P': {
+			uint64_t ms;
+
+			if (parse_u64(optarg, &ms) || ms < 200 || ms > 3600000)
+				return cli_usage_error("incoming", "--peer-timeout: '%s' is not milliseconds (200..3600000)", optarg);
+			o.peer_timeout_ms = ms;
+			break;
+		}
 		case 'T':
 			if (xport_known(optarg) < 0)
 				return cli_usage_error("incoming", "--transport: %s", err_msg(-ENOENT));

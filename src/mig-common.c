@@ -20,6 +20,7 @@ void mig_params_default(struct mig_params *p)
 	strcpy(p->prepaging, "bubble");
 	p->downtime_limit_ms = 300;
 	p->max_rounds = 30;
+	p->peer_timeout_ms = MIG_PEER_TIMEOUT_DEFAULT_MS;
 }
 
 void lat_init(struct lat_hist *h)

@@ -66,16 +66,17 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 		return -ENOMEM;
 	mig_common_init(&d->c, "incoming");
 	d->o = *o;
+	d->c.peer_timeout_ms = o->peer_timeout_ms ? o->peer_timeout_ms : MIG_PEER_TIMEOUT_DEFAULT_MS;
 	d->uffd.fd = -1;
+	d->lfd = -1;
 	d->quit_efd = eventfd(0, EFD_CLOEXEC);
 	lat_init(&d->lat);
 	*out = d;
-	lfd = xconn_tcp_listen(o->host, o->port);
+	d->lfd = lfd = xconn_tcp_listen(o->host, o->port);
 	if (lfd < 0)
 		return lfd;
 	pr_info("waiting for a migration on %s:%u", o->host, o->port);
 	ret = dst_run(d, lfd);
-	close(lfd);
 	if (ret < 0) {
 		pr_err("incoming: migration failed: %s", err_msg(ret));
 		if (d->c.x && mig_get_state(&d->c) != MIG_FAILED)
@@ -136,6 +137,7 @@ void mig_dest_free(struct mig_dest *d)
 	mig_fail(&d->c, -ECANCELED);  /* no-op once completed; wakes every waiter */
 	if (write(d->quit_efd, &one, sizeof(one)) != sizeof(one))
 		pr_debug("incoming: quit eventfd write failed");
+	mig_keepalive_stop(&d->c);
 	xport_shutdown(d->c.x);
 	if (d->complete_started)
 		pthread_join(d->complete_thread, NULL);
@@ -143,6 +145,10 @@ void mig_dest_free(struct mig_dest *d)
 		pthread_join(d->fault_thread, NULL);
 	if (d->bulk_started)
 		pthread_join(d->bulk_thread, NULL);
+	if (d->rendezvous_started)
+		pthread_join(d->rendezvous_thread, NULL);
+	if (d->lfd >= 0)
+		close(d->lfd);
 	uffd_close(&d->uffd);
 	xport_close(d->c.x);
 	bitmap_free(&d->present);

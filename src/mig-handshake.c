@@ -97,6 +97,8 @@ int src_handshake(struct mig_source *s)
 	if (ret < 0)
 		return ret;
 	s->c.x->npages = s->c.npages;
+	s->c.x->peer_timeout_ms = s->c.peer_timeout_ms;
+	xconn_tcp_set_user_timeout(s->c.x->ctl, s->c.peer_timeout_ms);
 	wbuf_init(&w);
 	proto_encode_hello(&w, &h);
 	ret = src_send_encoded(s, MSG_HELLO, &w);
@@ -116,7 +118,8 @@ int src_handshake(struct mig_source *s)
 		return ret;
 	pr_debug("migration: protocol version %u, features %#llx", s->c.x->version,
 		 (unsigned long long)s->c.x->features);
-	return xport_connect_data(s->c.x, s->p.host, s->p.port, MIG_CONNECT_TIMEOUT_MS);
+	ret = xport_connect_data(s->c.x, s->p.host, s->p.port, MIG_CONNECT_TIMEOUT_MS);
+	return ret < 0 ? ret : mig_keepalive_start(&s->c);
 }
 
 /* --- destination --------------------------------------------------------------- */
@@ -187,6 +190,8 @@ int dst_handshake(struct mig_dest *d, int lfd)
 		goto refuse;
 	d->c.npages = mem_pages(&d->c.vm->mem);
 	d->c.x->npages = d->c.npages;
+	d->c.x->peer_timeout_ms = d->c.peer_timeout_ms;
+	xconn_tcp_set_user_timeout(d->c.x->ctl, d->c.peer_timeout_ms);
 	ack[0] = d->hello.features & FEAT_HELLO2;
 	ret = xport_ctl_send(d->c.x, MSG_HELLO_ACK, ack, 8);
 	if (!ret && (d->hello.features & FEAT_HELLO2))
@@ -196,7 +201,8 @@ int dst_handshake(struct mig_dest *d, int lfd)
 		goto refuse;
 	pr_debug("incoming: protocol version %u, features %#llx", d->c.x->version,
 		 (unsigned long long)d->c.x->features);
-	return xport_accept_data(d->c.x, lfd, MIG_HANDSHAKE_TIMEOUT_MS);
+	ret = xport_accept_data(d->c.x, lfd, MIG_HANDSHAKE_TIMEOUT_MS);
+	return ret < 0 ? ret : mig_keepalive_start(&d->c);
 refuse:
 	proto_msg_free(&m);
 	pr_err("incoming: refusing the migration: %s", err_msg(ret));

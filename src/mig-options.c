@@ -97,6 +97,21 @@ static json_t *get_rounds(const struct mig_params *p)
 	return json_integer(p->max_rounds);
 }
 
+static int set_peer_timeout(struct mig_params *p, const char *v)
+{
+	uint64_t ms;
+
+	if (parse_u64(v, &ms) || ms < 200 || ms > 3600000)
+		return err_set(-EINVAL, "'%s' is not milliseconds (200..3600000)", v);
+	p->peer_timeout_ms = ms;
+	return 0;
+}
+
+static json_t *get_peer_timeout(const struct mig_params *p)
+{
+	return json_integer(p->peer_timeout_ms);
+}
+
 static int set_stats(struct mig_params *p, const char *v)
 {
 	return set_string(p->stats_path, sizeof(p->stats_path), v, "stats");
@@ -130,6 +145,9 @@ static const struct migopt migopts[] = {
 	  get_downtime },
 	{ "max-rounds", "max_rounds", "N", "pre-copy rounds before stop-and-copy, 1..10000 (default 30)",
 	  set_rounds, get_rounds },
+	{ "peer-timeout", "peer_timeout_ms", "MS",
+	  "a peer silent for MS milliseconds is gone (default 5000)", set_peer_timeout,
+	  get_peer_timeout },
 	{ "stats", "stats", "FILE", "write the statistics record (docs/metrics.md)", set_stats,
 	  get_stats },
 	{ "quiet", "quiet", NULL, "no progress line", set_quiet, get_quiet },

@@ -39,10 +39,11 @@ static void src_failed(struct mig_source *s, int ret)
 	if (s->tracking)
 		dirty_stop(&s->tracker);
 	s->tracking = false;
-	if (!s->resumed_remote && s->paused_by_us) {
-		/* before switchover completed the source guest is the live one */
+	if (!s->resumed_remote && s->paused_by_us && !s->committed) {
+		/* before the commit the source guest is the live one */
 		vm_resume(s->c.vm);
 		pr_err("migration failed: %s; the guest keeps running here", s->c.error);
+		src_abort_destination(s);
 	} else if (s->resumed_remote) {
 		pr_err("migration failed after the guest resumed at the destination: %s",
 		       s->c.error);
@@ -70,6 +71,7 @@ static void *mig_source_thread(void *arg)
 			json_real_value(json_object_get(s->record, "total_ms")));
 	if (s->record && s->p.stats_path[0] && mig_write_json(s->p.stats_path, s->record) < 0)
 		pr_err("%s", err_msg(-EIO));
+	mig_keepalive_stop(&s->c);
 	/* breaking the connections ends the request server */
 	xport_shutdown(s->c.x);
 	if (s->urgent_started)
@@ -107,6 +109,7 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 	s->p = *p;
 	s->c.vm = vm;
 	s->c.npages = mem_pages(&vm->mem);
+	s->c.peer_timeout_ms = p->peer_timeout_ms ? p->peer_timeout_ms : MIG_PEER_TIMEOUT_DEFAULT_MS;
 	s->tracker.uffd = s->tracker.pagemap_fd = -1;
 	ret = bitmap_init(&s->sent, s->c.npages);
 	if (!ret)
@@ -140,6 +143,23 @@ json_t *mig_source_query(struct mig_source *s)
 	if ((st == MIG_COMPLETED || st == MIG_FAILED) && s->record)
 		return json_incref(s->record);
 	return src_record(s);
+}
+
+int mig_source_resolve(struct mig_source *s, int owner)
+{
+	int ret = 0;
+
+	if (owner != MIG_OWNER_SOURCE && owner != MIG_OWNER_DEST)
+		return err_set(-EINVAL, "owner must be 'source' or 'destination'");
+	pthread_mutex_lock(&s->c.lock);
+	if (s->c.state != MIG_UNKNOWN)
+		ret = err_set(-EINVAL, "the migration is %s, not outcome-unknown: there is nothing "
+			      "to resolve", mig_state_name(s->c.state));
+	else
+		s->resolve_owner = owner;
+	pthread_cond_broadcast(&s->c.cond);
+	pthread_mutex_unlock(&s->c.lock);
+	return ret;
 }
 
 bool mig_source_lost(struct mig_source *s)

@@ -3,6 +3,7 @@
  * which state may follow which; both sides use it.
  *
  *   idle -> setup -> [precopy] -> switchover -> [postcopy] -> completed
+ *   switchover <-> outcome-unknown (the commit or its answer was lost)
  *   any state before completed -> failed
  *
  * precopy is entered by pre-copy and hybrid, postcopy by post-copy and
@@ -24,7 +25,9 @@ static const unsigned mig_next[] = {
 	[MIG_IDLE] = S(MIG_SETUP) | S(MIG_FAILED),
 	[MIG_SETUP] = S(MIG_PRECOPY) | S(MIG_SWITCHOVER) | S(MIG_FAILED),
 	[MIG_PRECOPY] = S(MIG_SWITCHOVER) | S(MIG_FAILED),
-	[MIG_SWITCHOVER] = S(MIG_POSTCOPY) | S(MIG_COMPLETED) | S(MIG_FAILED),
+	[MIG_SWITCHOVER] = S(MIG_POSTCOPY) | S(MIG_UNKNOWN) | S(MIG_COMPLETED) | S(MIG_FAILED),
+	/* resolved: back to finishing the switchover, or the source keeps it */
+	[MIG_UNKNOWN] = S(MIG_SWITCHOVER) | S(MIG_POSTCOPY) | S(MIG_COMPLETED) | S(MIG_FAILED),
 	[MIG_POSTCOPY] = S(MIG_COMPLETED) | S(MIG_FAILED),
 	[MIG_COMPLETED] = 0,
 	[MIG_FAILED] = 0,
@@ -35,6 +38,7 @@ const char *mig_state_name(enum mig_state s)
 	static const char *const n[] = {
 		[MIG_IDLE] = "idle", [MIG_SETUP] = "setup", [MIG_PRECOPY] = "precopy",
 		[MIG_SWITCHOVER] = "switchover", [MIG_POSTCOPY] = "postcopy",
+		[MIG_UNKNOWN] = "outcome-unknown",
 		[MIG_COMPLETED] = "completed", [MIG_FAILED] = "failed",
 	};
 

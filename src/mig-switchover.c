@@ -7,13 +7,14 @@
  *   hybrid     DISCARD the pages written since round 1
  *   post       nothing
  * then MARK (pre-copy done for post/hybrid, bulk end otherwise), the
- * machine state, and wait for RESUMED.  Until RESUMED the source guest is
- * the live one.
+ * machine state, and the handover (mig-handover.c): READY, COMMIT,
+ * RESUMED.  Until COMMIT leaves the source guest is the live one.
  *
  * Destination: apply DISCARDs (once the bulk stream reached the pre-copy
  * mark, so no older copy of a page can land after its discard), take the
  * state, wait for the bulk mark, arm userfaultfd for post-copy modes,
- * load the state, start the vCPU and answer RESUMED.
+ * load the state, report READY and wait for COMMIT, then start the vCPU
+ * and answer RESUMED.
  */
 #include <errno.h>
 #include <string.h>
@@ -74,23 +75,6 @@ static long src_send_remaining(struct mig_source *s)
 	return -EINVAL;
 }
 
-static int src_expect_resumed(struct mig_source *s)
-{
-	struct proto_msg m = { 0 };
-	char text[1100];
-	int ret = xport_ctl_recv(s->c.x, &m, -1);
-
-	if (ret < 0)
-		ret = err_set(ret, "waiting for the destination: %s", err_msg(ret));
-	else if (m.type == MSG_ERROR) {
-		proto_error_text(&m, text, sizeof(text));
-		ret = err_set(-ECONNABORTED, "the destination failed: %s", text);
-	} else if (m.type != MSG_RESUMED)
-		ret = err_set(-EPROTO, "expected RESUMED, got message type %u", m.type);
-	proto_msg_free(&m);
-	return ret;
-}
-
 int src_switchover(struct mig_source *s)
 {
 	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
@@ -132,8 +116,9 @@ int src_switchover(struct mig_source *s)
 	if (!ret)
 		ret = xport_ctl_send(s->c.x, MSG_STATE, state.data, state.len);
 	wbuf_free(&state);
+	s->state_sent = true;
 	if (!ret)
-		ret = src_expect_resumed(s);
+		ret = src_handover(s);
 	if (ret < 0)
 		return ret;
 	s->t_resumed = now_ns();
@@ -187,7 +172,7 @@ static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
 static int dst_recv_state(struct mig_dest *d, struct proto_msg *state)
 {
 	for (;;) {
-		int ret = xport_ctl_recv(d->c.x, state, -1);
+		int ret = mig_ctl_recv(&d->c, state, "the machine state");
 
 		if (ret < 0)
 			return ret;
@@ -228,12 +213,21 @@ int dst_switchover(struct mig_dest *d)
 			      (unsigned long long)d->present_count, (unsigned long long)d->c.npages);
 	if (ret < 0)
 		return ret;
+	ret = dst_handover(d);
+	if (ret < 0)
+		return ret;
 	heartbeat_window(&d->c.vm->bus, true);
-	d->t_resume = now_ns();
 	ret = vm_start(d->c.vm);
-	if (!ret)
-		ret = xport_ctl_send(d->c.x, MSG_RESUMED, NULL, 0);
-	if (!ret && post)
+	if (ret < 0)
+		return ret;
+	d->t_resume = now_ns();
+	/*
+	 * After a commit the guest is ours whatever happens to RESUMED: a
+	 * source that misses it redelivers the commit and hears it then.
+	 */
+	if (xport_ctl_send(d->c.x, MSG_RESUMED, NULL, 0) < 0 && !d->decision)
+		return err_set(-EPIPE, "the control connection broke as the guest started");
+	if (post)
 		mig_set_state(&d->c, MIG_POSTCOPY);
-	return ret;
+	return 0;
 }

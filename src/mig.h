@@ -11,6 +11,7 @@
  *   mig-receive.c      the destination's bulk receiver (pre-copy and
  *                      post-copy pushes land here)
  *   mig-switchover.c   pause, state, discards, resume: both sides
+ *   mig-handover.c     the commit point: READY, COMMIT, RESOLVE
  *   mig-postcopy-src.c the post-copy push and the request server
  *   mig-postcopy-dst.c userfaultfd and the fault path
  *   mig-complete.c     completion and the statistics records
@@ -48,6 +49,11 @@ struct mig_common {
 	struct xport *x;
 	uint64_t npages;
 	struct mig_progress progress;
+	unsigned peer_timeout_ms;
+	/* keepalive (mig-keepalive.c) */
+	pthread_t ka_thread;
+	bool ka_started;
+	int ka_efd;                  /* written to stop the keepalive thread */
 };
 
 void mig_common_init(struct mig_common *c, const char *side);
@@ -58,6 +64,24 @@ enum mig_state mig_get_state(struct mig_common *c);
 /* Record the first error and move to FAILED (no-op once COMPLETED). */
 void mig_fail(struct mig_common *c, int err);
 
+/*
+ * Keepalive (mig-keepalive.c): with FEAT_KEEPALIVE each side sends PING
+ * on control every peer_timeout / 5, and every control receive is bounded
+ * by the peer timeout, so a peer that vanishes without a reset (a dead
+ * host, a partition) is noticed within it.
+ */
+int mig_keepalive_start(struct mig_common *c);
+void mig_keepalive_stop(struct mig_common *c);
+/*
+ * The next control message that is not a PING, within the peer timeout
+ * when keepalives were negotiated (otherwise unbounded).  -ETIMEDOUT with
+ * a message naming `what` was awaited; ERROR frames are returned as
+ * messages, for the caller to judge.
+ */
+int mig_ctl_recv(struct mig_common *c, struct proto_msg *m, const char *what);
+/* Like mig_ctl_recv, but ERROR and any type other than `type` are failures. */
+int mig_ctl_expect(struct mig_common *c, struct proto_msg *m, uint16_t type, const char *what);
+
 /* --- source -------------------------------------------------------------- */
 
 struct mig_source {
@@ -67,6 +91,11 @@ struct mig_source {
 	bool urgent_started;
 	bool resumed_remote;         /* the destination guest runs: no way back */
 	bool paused_by_us;
+	bool state_sent;             /* the destination may hold READY */
+	bool committed;              /* COMMIT left: the source never resumes its copy */
+	bool resolved_by_reconnect;  /* the commit was acknowledged on a new connection */
+	int resolve_owner;           /* (L) the operator's decision, MIG_OWNER_* */
+	char unknown_why[256];       /* (L) why the outcome became unknown */
 
 	struct bitmap sent;          /* post-copy: the page is at (or on its way to) dst */
 	struct bitmap populated;     /* pages that may hold data (mem_scan_populated) */
@@ -77,7 +106,7 @@ struct mig_source {
 	struct prepage *pp;
 
 	/* figures */
-	uint64_t t_start, t_pause, t_resumed, t_end;
+	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
 	uint64_t pages_bulk, pages_zero, pages_resent;
 	_Atomic uint64_t pages_urgent, requests;
 	unsigned rounds;
@@ -106,6 +135,8 @@ int src_acc_flush(struct mig_source *s, struct run_acc *a);
 
 int src_precopy(struct mig_source *s);
 int src_switchover(struct mig_source *s);
+int src_handover(struct mig_source *s);
+void src_abort_destination(struct mig_source *s);
 int src_postcopy(struct mig_source *s);
 int src_complete(struct mig_source *s);
 json_t *src_record(struct mig_source *s);
@@ -121,6 +152,10 @@ struct mig_dest {
 	bool bulk_failed;            /* (L) */
 	bool uffd_ready;             /* (L) post-copy placement may start */
 	uint64_t discard_end;        /* DISCARD runs so far end here (they ascend) */
+	int decision;                /* (L) RESOLVE_COMMIT / RESOLVE_ABORT, 0 = none yet */
+	int lfd;                     /* the listening socket, kept for reconnections */
+	pthread_t rendezvous_thread;
+	bool rendezvous_started;
 
 	struct bitmap present, requested;
 	_Atomic uint64_t present_count;
@@ -152,6 +187,7 @@ int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post);
 int dst_arm_postcopy(struct mig_dest *d);
 void dst_stop_fault_thread(struct mig_dest *d);
 int dst_switchover(struct mig_dest *d);
+int dst_handover(struct mig_dest *d);
 int dst_start_completion(struct mig_dest *d);
 json_t *dst_figures(struct mig_dest *d);
 

@@ -108,6 +108,8 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	case MSG_HELLO2_ACK: return len == 16;
 	case MSG_ERROR: return len >= 4 && len <= 4 + 1024;
 	case MSG_RESUMED: return len == 0;
+	case MSG_READY: case MSG_COMMIT: case MSG_ABORT: case MSG_PING: return len == 0;
+	case MSG_RESOLVE: return len == 4;
 	case MSG_STATE: return len > 0 && len <= (1u << 20);
 	case MSG_DISCARD: return len % 12 == 0;
 	case MSG_SRC_STATS: case MSG_COMPLETE: return len <= (1u << 20);

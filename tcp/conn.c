@@ -131,6 +131,18 @@ static const struct xconn_ops tcp_ops = {
 	.close = tcp_close,
 };
 
+void xconn_tcp_set_user_timeout(struct xconn *x, unsigned ms)
+{
+	int fd = tx(x)->fd, one = 1, idle = MAX(ms / 2000, 1u), intvl = 1, cnt = 3;
+
+	/* unacknowledged data, or an unanswered zero window, for ms ends the connection */
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 void xconn_tcp_set_channel(struct xconn *x, enum xport_channel ch)
 {
 	struct tcp_conn *t = tx(x);

@@ -43,6 +43,8 @@ static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, in
 
 	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
 		ret = xconn_tcp_connect(&tp(x)->c[ch], host, port, ch, timeout_ms);
+		if (!ret && x->peer_timeout_ms)
+			xconn_tcp_set_user_timeout(tp(x)->c[ch], x->peer_timeout_ms);
 		if (!ret)
 			ret = proto_send_greeting(tp(x)->c[ch], x->session);
 	}
@@ -69,6 +71,8 @@ static int tcp_accept_data(struct xport *x, int listen_fd, int timeout_ms)
 				      xport_channel_name(c));
 		if (!ret)
 			xconn_tcp_set_channel(*conn, c);
+		if (!ret && x->peer_timeout_ms)
+			xconn_tcp_set_user_timeout(*conn, x->peer_timeout_ms);
 	}
 	return ret;
 }

@@ -88,12 +88,187 @@ static void test_source_killed_during_postcopy(void **state)
 	t_tmpdir_free(dir);
 }
 
+/* --- the handover under a fault-injecting proxy ---------------------------- */
+
+struct rig {
+	char *dir;
+	pid_t proxy, dst, src;
+	char listen[32], via[32];
+};
+
+static void rig_start(struct rig *g, const char *mode, const char *const *rules)
+{
+	int dport = t_port(), pport = t_port();
+	char lp[16], dp[16];
+	char *pa[16] = { "python3", "tests/faultproxy.py", "--lifetime=120", lp, dp };
+	int n = 5;
+
+	memset(g, 0, sizeof(*g));
+	g->dir = t_tmpdir();
+	snprintf(lp, sizeof(lp), "%d", pport);
+	snprintf(dp, sizeof(dp), "%d", dport);
+	for (; rules && *rules && n < 15; rules++)
+		pa[n++] = (char *)*rules;
+	pa[n] = NULL;
+	g->proxy = t_spawn(pa, t_path(g->dir, "proxy.out"), NULL);
+	assert_true(t_wait_for_text(t_path(g->dir, "proxy.out"), "ready", 10000));
+	snprintf(g->listen, sizeof(g->listen), "127.0.0.1:%d", dport);
+	snprintf(g->via, sizeof(g->via), "127.0.0.1:%d", pport);
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", g->listen, "--quiet",
+		       "--peer-timeout", "1000", NULL };
+	g->dst = t_spawn(da, t_path(g->dir, "dst.out"), t_path(g->dir, "dst.err"));
+	usleep(300000);
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
+		       "--cmdline", "wss=32 passes=24", "--migrate-to", g->via,
+		       "--migrate-after", "0.7", "--mode", (char *)mode, "--peer-timeout", "1000",
+		       "--stats", (char *)t_path(g->dir, "src.json"), "--quiet", NULL };
+	g->src = t_spawn(sa, t_path(g->dir, "src.out"), t_path(g->dir, "src.err"));
+}
+
+static void rig_stop(struct rig *g)
+{
+	t_kill(g->src);
+	t_kill(g->dst);
+	t_kill(g->proxy);
+	t_tmpdir_free(g->dir);
+}
+
+static char *rig_file(struct rig *g, const char *name)
+{
+	char *s = t_read_file(t_path(g->dir, name));
+
+	return s ? s : strdup("");
+}
+
+static void rig_dump(struct rig *g, int src, int dst)
+{
+	char *f[] = { rig_file(g, "src.err"), rig_file(g, "dst.err"), rig_file(g, "proxy.out"),
+		      rig_file(g, "src.out"), rig_file(g, "dst.out") };
+
+	fprintf(stderr, "source %d, destination %d\n-- src err:\n%s-- dst err:\n%s-- proxy:\n%s"
+		"-- src out:\n%s-- dst out:\n%s", src, dst, f[0], f[1], f[2], f[3], f[4]);
+	for (int i = 0; i < 5; i++)
+		free(f[i]);
+}
+
+/* The guest finished at exactly one place, clean. */
+static void assert_ran_only_at(struct rig *g, const char *where)
+{
+	char *so = rig_file(g, "src.out"), *dout = rig_file(g, "dst.out");
+	const char *done = "memverify: done passes=24 mismatches=0";
+
+	assert_null(strstr(so, "MISMATCH"));
+	assert_null(strstr(dout, "MISMATCH"));
+	if (!strcmp(where, "source")) {
+		assert_non_null(strstr(so, done));
+		assert_null(strstr(dout, "memverify:"));
+	} else {
+		assert_non_null(strstr(dout, done));
+		assert_null(strstr(so, "done"));
+	}
+	free(so);
+	free(dout);
+}
+
+/*
+ * RESUMED is lost and the link partitions for longer than the peer
+ * timeout: the destination runs the guest (it had the commit), the source
+ * holds its copy paused, redelivers the commit once the link is back and
+ * exits 0.  Never two running copies.
+ */
+static void handover_resumed_lost(const char *mode)
+{
+	static const char *const rules[] = { "control:d2s:type=18:drop=3", NULL };
+	struct rig g;
+	int src, dst;
+	char *e;
+
+	rig_start(&g, mode, rules);
+	src = t_wait(g.src, 90);
+	dst = t_wait(g.dst, 90);
+	if (src || dst)
+		rig_dump(&g, src, dst);
+	assert_int_equal(src, 0);
+	assert_int_equal(dst, 0);
+	e = rig_file(&g, "src.err");
+	assert_non_null(strstr(e, "outcome unknown"));
+	assert_non_null(strstr(e, "acknowledged the commit"));
+	free(e);
+	assert_ran_only_at(&g, "destination");
+	rig_stop(&g);
+}
+
+static void test_resumed_lost_pre(void **s) { handover_resumed_lost("pre"); }
+static void test_resumed_lost_stop_copy(void **s) { handover_resumed_lost("stop-copy"); }
+
+/*
+ * COMMIT itself is lost in a partition: both sides hold the guest paused
+ * (outcome unknown), and the redelivered commit settles it when the link
+ * returns: the guest runs at the destination only.
+ */
+static void test_commit_lost_pre(void **state)
+{
+	static const char *const rules[] = { "control:s2d:type=65:drop=3", NULL };
+	struct rig g;
+	int src, dst;
+	char *e;
+
+	rig_start(&g, "pre", rules);
+	src = t_wait(g.src, 90);
+	dst = t_wait(g.dst, 90);
+	if (src || dst)
+		rig_dump(&g, src, dst);
+	assert_int_equal(src, 0);
+	assert_int_equal(dst, 0);
+	e = rig_file(&g, "dst.err");
+	assert_non_null(strstr(e, "outcome unknown"));
+	assert_non_null(strstr(e, "redelivered the commit"));
+	free(e);
+	assert_ran_only_at(&g, "destination");
+	rig_stop(&g);
+}
+
+/*
+ * READY is lost: the source never committed, so after the peer timeout it
+ * resumes its guest and tells the destination to drop its copy once the
+ * link is back; the destination never runs it.
+ */
+static void test_ready_lost_pre(void **state)
+{
+	static const char *const rules[] = { "control:d2s:type=64:drop=3", NULL };
+	struct rig g;
+	int src, dst;
+	char *e;
+
+	rig_start(&g, "pre", rules);
+	src = t_wait(g.src, 90);
+	dst = t_wait(g.dst, 90);
+	if (src || dst != 125)
+		rig_dump(&g, src, dst);
+	assert_int_equal(src, 0);
+	assert_int_equal(dst, 125);
+	e = rig_file(&g, "src.err");
+	assert_non_null(strstr(e, "keeps running here"));
+	free(e);
+	e = rig_file(&g, "dst.err");
+	assert_non_null(strstr(e, "dropped"));
+	free(e);
+	assert_ran_only_at(&g, "source");
+	rig_stop(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_source_killed_during_postcopy),
+		cmocka_unit_test(test_resumed_lost_pre),
+		cmocka_unit_test(test_resumed_lost_stop_copy),
+		cmocka_unit_test(test_commit_lost_pre),
+		cmocka_unit_test(test_ready_lost_pre),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	if (getenv("T_FILTER"))
+		cmocka_set_test_filter(getenv("T_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

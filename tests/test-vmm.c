@@ -117,9 +117,9 @@ static int last_pass(const char *out)
 #define SNAP_PASSES 20
 #define SNAP_CMDLINE "wss=16 passes=20"
 #else
-#define SNAP_AFTER "0.8"
-#define SNAP_PASSES 40
-#define SNAP_CMDLINE "wss=16 passes=40"
+#define SNAP_AFTER "2"
+#define SNAP_PASSES 80
+#define SNAP_CMDLINE "wss=16 passes=80"
 #endif
 
 static void test_snapshot_restore_continues_exactly(void **state)

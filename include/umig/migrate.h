@@ -37,6 +37,7 @@ enum mig_state {
 	MIG_PRECOPY,
 	MIG_SWITCHOVER,
 	MIG_POSTCOPY,
+	MIG_UNKNOWN,      /* the commit's outcome is not known: both hold the guest paused */
 	MIG_COMPLETED,
 	MIG_FAILED,
 };
@@ -53,10 +54,12 @@ struct mig_params {
 	char prepaging[32];          /* post-copy policy name (prepage.h) */
 	uint64_t downtime_limit_ms;  /* pre-copy convergence target */
 	unsigned max_rounds;         /* pre-copy rounds before giving up */
+	unsigned peer_timeout_ms;    /* a silent peer is gone after this long */
 	char stats_path[1024];       /* "" = none */
 	bool quiet;                  /* no progress line */
 };
 
+#define MIG_PEER_TIMEOUT_DEFAULT_MS 5000
 void mig_params_default(struct mig_params *p);
 
 /* Fault service latency samples (microseconds), thread-safe. */
@@ -86,6 +89,9 @@ void progress_update(struct mig_progress *pr, const char *phase, uint64_t done,
 		     uint64_t total, uint64_t bytes, uint64_t faults, bool force);
 void progress_end(struct mig_progress *pr);
 
+/* Who owns the guest, as an operator decides it (migrate-resolve). */
+enum { MIG_OWNER_SOURCE = 1, MIG_OWNER_DEST = 2 };
+
 /* --- source ------------------------------------------------------------- */
 
 struct mig_source;
@@ -94,6 +100,12 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 enum mig_state mig_source_state(struct mig_source *s);
 /* The statistics record so far (a new reference). */
 json_t *mig_source_query(struct mig_source *s);
+/*
+ * The operator settles an unknown outcome: owner MIG_OWNER_SOURCE resumes
+ * the guest here, MIG_OWNER_DEST lets it go.  -EINVAL unless the outcome
+ * is unknown.
+ */
+int mig_source_resolve(struct mig_source *s, int owner);
 /* Wait for the migration thread; free everything. */
 void mig_source_destroy(struct mig_source *s);
 
@@ -120,6 +132,7 @@ struct mig_dest_opts {
 	const char *backend;
 	const char *transport;       /* page transport, NULL = tcp */
 	uint64_t expect_ram;         /* 0 = accept the source's size */
+	unsigned peer_timeout_ms;    /* 0 = the default */
 	bool quiet;
 };
 

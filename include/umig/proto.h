@@ -60,6 +60,12 @@ enum proto_type {
 	MSG_PAGES = 32,     /* u64 first pfn, u32 n, u32 0, n * 4096 bytes */
 	MSG_ZERO = 33,      /* u64 first pfn, u32 n, u32 0: n zero pages */
 	MSG_MARK = 34,      /* u32 mark (enum proto_mark), u32 round */
+	/* handover and liveness (FEAT_COMMIT, FEAT_KEEPALIVE) */
+	MSG_READY = 64,     /* dst -> src: everything is loaded; runs only on COMMIT */
+	MSG_COMMIT = 65,    /* src -> dst: the guest is yours; the source never resumes it */
+	MSG_ABORT = 66,     /* src -> dst: the source keeps the guest; drop yours */
+	MSG_PING = 67,      /* both: keepalive on control, empty */
+	MSG_RESOLVE = 68,   /* src -> dst, on a new control connection: u32 decision */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -81,8 +87,14 @@ enum proto_mark {
  */
 #define FEAT_HELLO2        (1ull << 0)  /* HELLO2 follows the first HELLO_ACK */
 #define FEAT_MSTATE2       (1ull << 1)  /* machine state record v2 (N vCPUs) */
+#define FEAT_COMMIT        (1ull << 2)  /* READY / COMMIT handover, RESOLVE */
+#define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 /* every feature this umig knows */
-#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2)
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_COMMIT | FEAT_KEEPALIVE)
+
+/* RESOLVE decisions */
+#define RESOLVE_COMMIT 1
+#define RESOLVE_ABORT  2
 
 struct proto_hello2 {
 	uint16_t min_version, max_version;

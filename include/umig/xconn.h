@@ -86,6 +86,12 @@ int xconn_tcp_listen(const char *host, uint16_t port);
 /* Accept one connection within timeout_ms (-ETIMEDOUT; -1 = no bound). */
 int xconn_tcp_accept(struct xconn **out, int listen_fd, enum xport_channel ch,
 		     int timeout_ms);
+/*
+ * Let the kernel end the connection when sent data (or a zero-window
+ * probe) stays unacknowledged for ms (TCP_USER_TIMEOUT), and probe an
+ * idle connection (TCP keepalive), so no send waits on a vanished peer.
+ */
+void xconn_tcp_set_user_timeout(struct xconn *c, unsigned ms);
 /* Re-tune an accepted connection once its channel is known. */
 void xconn_tcp_set_channel(struct xconn *c, enum xport_channel ch);
 

@@ -110,6 +110,7 @@ struct xport {
 	uint64_t session;
 	bool source;                 /* this end sends the guest */
 	uint64_t npages;             /* guest pages: every run is checked against it */
+	unsigned peer_timeout_ms;    /* TCP_USER_TIMEOUT of every connection (0: none) */
 	unsigned version;            /* negotiated protocol version */
 	uint64_t features;           /* negotiated feature bits */
 	void *priv;                  /* the implementation's page channels */

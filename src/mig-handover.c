@@ -1,0 +1,312 @@
+/*
+ * mig-handover.c - who owns the guest, and the moment that changes: the
+ * commit point of the switchover, on both sides (FEAT_COMMIT).
+ *
+ *   source                                 destination
+ *   STATE (guest paused here)      ---->   loads RAM and state
+ *                                  <----   READY      (nothing runs yet)
+ *   COMMIT (the source never
+ *   resumes its copy after this)   ---->   starts the vCPU
+ *                                  <----   RESUMED
+ *
+ * Before COMMIT leaves, any failure leaves the guest with the source,
+ * which resumes it and tells the destination ABORT (best effort).  After
+ * READY leaves, the destination never drops its copy unless the source
+ * says ABORT, and never runs it without COMMIT.  When the commit or its
+ * answer is lost, neither side can know what the other did: both hold the
+ * guest paused and say so (outcome-unknown, the one deliberate unbounded
+ * hold), and the source, which made the decision, redelivers it by
+ * reconnecting to the destination (RESOLVE) until it is acknowledged, or
+ * until the operator decides (migrate-resolve).  The destination keeps
+ * its listening socket for these reconnections for as long as it runs.
+ *
+ * A reconnection that reaches the host but finds no session to answer
+ * (refused, closed before the greeting, "unknown session") means the
+ * destination died; silence means a partition.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mig.h"
+
+#define RESOLVE_BACKOFF_MIN_MS 200
+#define RESOLVE_BACKOFF_MAX_MS 2000
+#define RESOLVE_ANSWER_MS      5000
+#define RESOLVE_ABORT_TRY_NS   (20 * 1000000000ull)
+
+/* --- source -------------------------------------------------------------- */
+
+/*
+ * Ask the destination on a new control connection whether it runs the
+ * guest, delivering `decision` on the way: 1 it runs (after COMMIT) or it
+ * dropped its copy (after ABORT), 0 no answer (partition), -ESRCH nothing
+ * there knows this migration (the destination died).
+ */
+static int src_ask(struct mig_source *s, uint32_t decision)
+{
+	struct proto_msg m = { 0 };
+	struct xport *x = NULL;
+	uint8_t b[4] = { decision };
+	int ret;
+
+	ret = xport_connect(&x, s->p.transport, s->p.host, s->p.port, s->c.x->session,
+			    RESOLVE_BACKOFF_MAX_MS);
+	if (ret == -ECONNREFUSED)
+		return -ESRCH;
+	if (ret < 0)
+		return 0;
+	ret = xport_ctl_send(x, MSG_RESOLVE, b, sizeof(b));
+	if (!ret)
+		ret = xport_ctl_recv(x, &m, MIN(RESOLVE_ANSWER_MS, s->c.peer_timeout_ms));
+	if (!ret && m.type == MSG_RESUMED)
+		ret = 1;
+	else if (!ret && m.type == MSG_ERROR)
+		ret = decision == RESOLVE_ABORT ? 1 : -ESRCH;
+	else if (ret == -EPIPE || ret == -ECONNRESET)
+		ret = -ESRCH;   /* closed before answering: no umig session there */
+	else
+		ret = 0;
+	proto_msg_free(&m);
+	xport_close(x);
+	return ret;
+}
+
+/* Wait ms, or less when the operator decides (migrate-resolve). */
+static void src_backoff(struct mig_source *s, unsigned ms)
+{
+	uint64_t deadline = now_ns() + ms * 1000000ull;
+	struct timespec ts = { .tv_sec = deadline / 1000000000ull, .tv_nsec = deadline % 1000000000ull };
+
+	pthread_mutex_lock(&s->c.lock);
+	if (!s->resolve_owner)
+		pthread_cond_timedwait(&s->c.cond, &s->c.lock, &ts);
+	pthread_mutex_unlock(&s->c.lock);
+}
+
+/*
+ * The commit left but its answer did not come: hold the guest paused and
+ * redeliver the commit until the destination acknowledges it.  0 when the
+ * destination runs the guest; -ECANCELED when the operator gave it back.
+ */
+static int src_resolve(struct mig_source *s, int why)
+{
+	unsigned backoff = RESOLVE_BACKOFF_MIN_MS;
+	bool said_dead = false;
+
+	pthread_mutex_lock(&s->c.lock);
+	snprintf(s->unknown_why, sizeof(s->unknown_why), "%s", err_msg(why));
+	pthread_mutex_unlock(&s->c.lock);
+	mig_set_state(&s->c, MIG_UNKNOWN);
+	pr_err("migration: the commit was sent but not acknowledged (%s); the guest stays "
+	       "paused here until the destination answers (outcome unknown)", s->unknown_why);
+	mig_keepalive_stop(&s->c);
+	xport_shutdown(s->c.x);
+	/* deliberately unbounded (docs/protocol.md); each attempt is bounded */
+	for (;;) {
+		int owner, ret;
+
+		pthread_mutex_lock(&s->c.lock);
+		owner = s->resolve_owner;
+		pthread_mutex_unlock(&s->c.lock);
+		if (owner == MIG_OWNER_SOURCE) {
+			s->committed = false;
+			return err_set(-ECANCELED, "the operator gave the guest back to the source");
+		}
+		if (owner == MIG_OWNER_DEST) {
+			pr_warn("migration: the operator says the guest runs at the destination");
+			break;
+		}
+		ret = src_ask(s, RESOLVE_COMMIT);
+		if (ret == 1) {
+			pr_info("migration: the destination acknowledged the commit; the guest runs there");
+			break;
+		}
+		if (ret == -ESRCH && !said_dead) {
+			pr_err("migration: the destination has no session for this migration: it died after "
+			       "the commit; the guest stays paused here (decide with migrate-resolve)");
+			said_dead = true;
+		}
+		src_backoff(s, backoff);
+		backoff = MIN(backoff * 2, RESOLVE_BACKOFF_MAX_MS);
+	}
+	s->resolved_by_reconnect = true;
+	mig_set_state(&s->c, MIG_SWITCHOVER);
+	return 0;
+}
+
+/* The guest stays here: tell a destination that may hold READY to drop it. */
+void src_abort_destination(struct mig_source *s)
+{
+	if (!s->c.x || !(s->c.x->features & FEAT_COMMIT) || !s->state_sent)
+		return;
+	/*
+	 * In band first; but a destination that already gave up on this
+	 * connection reads it no more, so the decision also goes on new
+	 * connections, with backoff, for a bounded while, until one is
+	 * answered (or nothing there knows the session: it is gone).
+	 */
+	xport_ctl_send(s->c.x, MSG_ABORT, NULL, 0);
+	for (uint64_t end = now_ns() + RESOLVE_ABORT_TRY_NS; now_ns() < end;) {
+		if (src_ask(s, RESOLVE_ABORT) != 0)
+			return;
+		usleep(RESOLVE_BACKOFF_MAX_MS * 1000);
+	}
+	pr_warn("migration: could not tell the destination to drop its paused copy; "
+		"it holds it until it hears from this source or is stopped");
+}
+
+int src_handover(struct mig_source *s)
+{
+	struct proto_msg m = { 0 };
+	int ret;
+
+	if (!(s->c.x->features & FEAT_COMMIT)) {
+		/* version 1: the destination runs the guest when the state arrives */
+		ret = mig_ctl_expect(&s->c, &m, MSG_RESUMED, "RESUMED");
+		proto_msg_free(&m);
+		return ret;
+	}
+	ret = mig_ctl_expect(&s->c, &m, MSG_READY, "READY");
+	if (ret < 0)
+		goto out;   /* nothing committed: the guest is still ours */
+	s->t_ready = now_ns();
+	s->committed = true;
+	ret = xport_ctl_send(s->c.x, MSG_COMMIT, NULL, 0);
+	if (!ret)
+		ret = mig_ctl_expect(&s->c, &m, MSG_RESUMED, "RESUMED");
+	if (ret == -ECONNABORTED) {
+		/* the destination said it will not run the guest: take it back */
+		s->committed = false;
+	} else if (ret < 0) {
+		ret = src_resolve(s, ret);
+	}
+out:
+	proto_msg_free(&m);
+	return ret;
+}
+
+/* --- destination ------------------------------------------------------------ */
+
+static void dst_decide(struct mig_dest *d, int decision)
+{
+	pthread_mutex_lock(&d->c.lock);
+	if (!d->decision)
+		d->decision = decision;
+	pthread_cond_broadcast(&d->c.cond);
+	pthread_mutex_unlock(&d->c.lock);
+}
+
+/* Serve one reconnection: RESOLVE from the source of this migration. */
+static void dst_serve_resolve(struct mig_dest *d, struct xport *x)
+{
+	struct proto_msg m = { 0 };
+	struct rbuf r;
+	uint32_t decision;
+	int ret = xport_ctl_recv(x, &m, RESOLVE_ANSWER_MS);
+
+	if (ret < 0 || m.type != MSG_RESOLVE)
+		goto out;
+	if (x->session != d->c.x->session) {
+		xport_ctl_error(x, ESRCH, "unknown session");
+		goto out;
+	}
+	rbuf_init(&r, m.payload, m.len);
+	decision = rbuf_get_u32(&r);
+	if (decision != RESOLVE_COMMIT && decision != RESOLVE_ABORT) {
+		xport_ctl_error(x, EPROTO, "RESOLVE: unknown decision");
+		goto out;
+	}
+	dst_decide(d, decision);
+	if (decision == RESOLVE_ABORT || d->decision == RESOLVE_ABORT) {
+		xport_ctl_error(x, ECANCELED, "the guest was dropped here");
+		goto out;
+	}
+	/* bounded: the vCPU starts right after the decision */
+	for (int i = 0; i < 100 && !d->t_resume; i++)
+		usleep(10000);
+	if (d->t_resume)
+		xport_ctl_send(x, MSG_RESUMED, NULL, 0);
+out:
+	proto_msg_free(&m);
+}
+
+static void *dst_rendezvous_thread(void *arg)
+{
+	struct mig_dest *d = arg;
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = d->lfd, .events = POLLIN },
+			{ .fd = d->quit_efd, .events = POLLIN },
+		};
+		struct xport *x = NULL;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		if (p[1].revents)
+			return NULL;
+		if (xport_accept(&x, d->o.transport, d->lfd, 0) == 0)
+			dst_serve_resolve(d, x);
+		xport_close(x);
+	}
+}
+
+static int dst_start_rendezvous(struct mig_dest *d)
+{
+	if (d->rendezvous_started)
+		return 0;
+	if (pthread_create(&d->rendezvous_thread, NULL, dst_rendezvous_thread, d))
+		return err_set(-EAGAIN, "cannot start the reconnection listener");
+	d->rendezvous_started = true;
+	return 0;
+}
+
+/* The link failed after READY: hold the guest paused until the source decides. */
+static int dst_await_decision(struct mig_dest *d, int why)
+{
+	mig_set_state(&d->c, MIG_UNKNOWN);
+	pr_err("incoming: the link failed after READY (%s); the guest stays paused here until "
+	       "the source says who owns it (outcome unknown)", err_msg(why));
+	mig_keepalive_stop(&d->c);
+	pthread_mutex_lock(&d->c.lock);
+	/* deliberately unbounded (docs/protocol.md): only the source's decision ends it */
+	while (!d->decision)
+		pthread_cond_wait(&d->c.cond, &d->c.lock);
+	pthread_mutex_unlock(&d->c.lock);
+	if (d->decision == RESOLVE_ABORT)
+		return err_set(-ECANCELED, "the source kept the guest; the copy here was dropped");
+	pr_info("incoming: the source redelivered the commit; the guest runs here");
+	mig_set_state(&d->c, MIG_SWITCHOVER);
+	return 0;
+}
+
+int dst_handover(struct mig_dest *d)
+{
+	struct proto_msg m = { 0 };
+	int ret;
+
+	if (!(d->c.x->features & FEAT_COMMIT))
+		return 0;   /* version 1: the guest runs as soon as it is loaded */
+	ret = dst_start_rendezvous(d);
+	if (!ret)
+		ret = xport_ctl_send(d->c.x, MSG_READY, NULL, 0);
+	if (ret < 0)
+		return ret;   /* READY never left: the source cannot have committed */
+	ret = mig_ctl_recv(&d->c, &m, "COMMIT");
+	if (!ret && m.type == MSG_COMMIT)
+		dst_decide(d, RESOLVE_COMMIT);
+	else if (!ret && (m.type == MSG_ABORT || m.type == MSG_ERROR))
+		dst_decide(d, RESOLVE_ABORT);
+	proto_msg_free(&m);
+	if (!d->decision)
+		return dst_await_decision(d, ret < 0 ? ret :
+					  err_set(-EPROTO, "control channel: unexpected type after READY"));
+	if (d->decision == RESOLVE_ABORT)
+		return err_set(-ECANCELED, "the source kept the guest; the copy here was dropped");
+	return 0;
+}
