@@ -86,14 +86,14 @@ static int mc_follow(int fd, bool quiet)
 			return EXIT_FAILURE_UMIG;
 		}
 		snprintf(last, sizeof(last), "%s", st);
-		if (!strcmp(st, "completed") || !strcmp(st, "failed")) {
+		if (!strcmp(st, "completed") || !strcmp(st, "failed-guest-here") || !strcmp(st, "lost")) {
 			int rc = !strcmp(st, "completed") ? 0 : 1;  /* st dies with r */
 
 			if (tty)
 				fputc('\n', stderr);
 			json_dumpf(ret, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
 			putchar('\n');
-			if (!strcmp(st, "failed"))
+			if (rc)
 				pr_err("migration failed: %s",
 				       json_string_value(json_object_get(ret, "error")));
 			json_decref(r);

@@ -25,6 +25,20 @@ static uint64_t src_wire(struct mig_source *s, enum xport_channel ch)
 	return s->c.x ? xport_bytes(s->c.x, ch) : 0;
 }
 
+/*
+ * The outcome for machines to read (exit codes collide with the guest's):
+ * completed, failed-guest-here (the guest runs on at the source), lost,
+ * outcome-unknown, or the state while it runs.  (L) held.
+ */
+static const char *src_status(struct mig_source *s)
+{
+	switch (s->c.state) {
+	case MIG_FAILED: return s->resumed_remote || s->committed ? "lost" : "failed-guest-here";
+	case MIG_UNKNOWN: return "outcome-unknown";
+	default: return mig_state_name(s->c.state);
+	}
+}
+
 json_t *src_record(struct mig_source *s)
 {
 	double downtime = s->t_resumed ? (s->t_resumed - s->t_pause) / 1e6 : 0;
@@ -37,10 +51,11 @@ json_t *src_record(struct mig_source *s)
 	json_t *r;
 
 	pthread_mutex_lock(&s->c.lock);
-	r = json_pack("{s:s, s:s, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+	r = json_pack("{s:s, s:s, s:s, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
 		      " s:I, s:b, s:I, s:I, s:s, s:s, s:I}",
 		"mode", mig_mode_name(s->p.mode),
-		"status", mig_state_name(s->c.state),
+		"status", src_status(s),
+		"state", mig_state_name(s->c.state),
 		"ram_bytes", (json_int_t)s->c.vm->mem.size,
 		"total_ms", (end - s->t_start) / 1e6,
 		"downtime_ms", downtime,
@@ -66,6 +81,8 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "transport", json_string(s->c.x ? s->c.x->ops->name : s->p.transport));
 	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));
 	json_object_set_new(r, "blackout_before_pause_ms", json_real(gap_before));
+	if (s->unknown_why[0])
+		json_object_set_new(r, "outcome_unknown_because", json_string(s->unknown_why));
 	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
 	json_object_set_new(r, "t_start_ns", json_integer(s->t_start));
 	json_object_set_new(r, "t_pause_ns", json_integer(s->t_pause));

@@ -70,6 +70,48 @@ static int cmd_migrate(struct control *c, json_t *args, json_t **res, void *opaq
 	return 0;
 }
 
+static struct mig_source *mig_ctl_current(struct mig_ctl *m)
+{
+	struct mig_source *s;
+
+	pthread_mutex_lock(&m->lock);
+	s = m->cur;
+	pthread_mutex_unlock(&m->lock);
+	return s;
+}
+
+static int cmd_migrate_resolve(struct control *c, json_t *args, json_t **res, void *opaque)
+{
+	struct mig_source *s = mig_ctl_current(opaque);
+	const char *owner = NULL;
+	int ret;
+
+	if (!args || json_unpack(args, "{s:s}", "owner", &owner))
+		return err_set(-EINVAL, "arguments: {\"owner\": \"source\" | \"destination\"}");
+	if (!s)
+		return err_set(-EINVAL, "no migration to resolve");
+	ret = mig_source_resolve(s, !strcmp(owner, "source") ? MIG_OWNER_SOURCE :
+				    !strcmp(owner, "destination") ? MIG_OWNER_DEST : 0);
+	if (ret < 0)
+		return ret;
+	*res = json_pack("{s:s}", "owner", owner);
+	return 0;
+}
+
+static int cmd_migrate_cancel(struct control *c, json_t *args, json_t **res, void *opaque)
+{
+	struct mig_source *s = mig_ctl_current(opaque);
+	int ret;
+
+	if (!s)
+		return err_set(-EINVAL, "no migration to cancel");
+	ret = mig_source_cancel(s);
+	if (ret < 0)
+		return ret;
+	*res = json_pack("{s:s}", "status", "cancelling");
+	return 0;
+}
+
 static int cmd_query_migrate(struct control *c, json_t *args, json_t **res, void *opaque)
 {
 	struct mig_ctl *m = opaque;
@@ -93,6 +135,10 @@ int mig_ctl_register(struct mig_ctl **out, struct control *c, struct vm *vm)
 		ret = control_register(c, "migrate", cmd_migrate, m);
 		if (!ret)
 			ret = control_register(c, "query-migrate", cmd_query_migrate, m);
+		if (!ret)
+			ret = control_register(c, "migrate-resolve", cmd_migrate_resolve, m);
+		if (!ret)
+			ret = control_register(c, "migrate-cancel", cmd_migrate_cancel, m);
 	}
 	if (ret < 0) {
 		free(m);

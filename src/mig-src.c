@@ -35,7 +35,7 @@ static int src_run(struct mig_source *s)
 
 static void src_failed(struct mig_source *s, int ret)
 {
-	mig_fail(&s->c, ret);
+	mig_fail(&s->c, ret);   /* keeps an earlier error, e.g. a cancel */
 	if (s->tracking)
 		dirty_stop(&s->tracker);
 	s->tracking = false;
@@ -159,6 +159,28 @@ int mig_source_resolve(struct mig_source *s, int owner)
 		s->resolve_owner = owner;
 	pthread_cond_broadcast(&s->c.cond);
 	pthread_mutex_unlock(&s->c.lock);
+	return ret;
+}
+
+int mig_source_cancel(struct mig_source *s)
+{
+	enum mig_state st;
+	int ret = 0;
+
+	pthread_mutex_lock(&s->c.lock);
+	st = s->c.state;
+	if (st == MIG_COMPLETED || st == MIG_FAILED)
+		ret = err_set(-EINVAL, "the migration is already %s", mig_state_name(st));
+	else if (s->committed)
+		ret = err_set(-EINVAL, "the commit has left: the guest may run at the destination; "
+			      "use migrate-resolve");
+	else if (!s->c.error[0])
+		snprintf(s->c.error, sizeof(s->c.error), "cancelled by the operator");
+	pthread_mutex_unlock(&s->c.lock);
+	if (!ret) {
+		pr_info("migration: cancelled by the operator");
+		xport_shutdown(s->c.x);
+	}
 	return ret;
 }
 

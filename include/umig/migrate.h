@@ -106,6 +106,8 @@ json_t *mig_source_query(struct mig_source *s);
  * is unknown.
  */
 int mig_source_resolve(struct mig_source *s, int owner);
+/* Before the commit: stop the migration; the guest keeps running here. */
+int mig_source_cancel(struct mig_source *s);
 /* Wait for the migration thread; free everything. */
 void mig_source_destroy(struct mig_source *s);
 
