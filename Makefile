@@ -35,11 +35,11 @@ endif
 
 CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -Itcp -MD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS)
-LIBS    := -lunicorn -luring -ljansson -lxxhash -lpthread -lm
+LIBS    := -lunicorn -luring -ljansson -lxxhash -lgnutls -lpthread -lm
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
-	    liburing-dev libjansson-dev libxxhash-dev iproute2 jq python3
+	    liburing-dev libjansson-dev libxxhash-dev libgnutls28-dev iproute2 jq python3
 
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
@@ -70,6 +70,7 @@ LIB_SRCS := \
 	src/mig-postcopy-src.c \
 	src/mig-precopy.c \
 	src/mig-receive.c \
+	src/mig-recover.c \
 	src/mig-src.c \
 	src/mig-state.c \
 	src/mig-switchover.c \

@@ -33,6 +33,8 @@ static const char incoming_help[] =
 "  --backend NAME         vCPU backend (default unicorn)\n"
 "  --transport NAME       page transport to accept: tcp (default tcp)\n"
 "  --peer-timeout MS      a source silent for MS milliseconds is gone (default 5000)\n"
+"  --recover-timeout MS   post-copy: wait this long for the source to recover a\n"
+"                         broken link (default 600000)\n"
 "  --quiet                no progress line\n"
 "  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -48,6 +50,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "transport", required_argument, NULL, 'T' },
 		{ "peer-timeout", required_argument, NULL, 'P' },
+		{ "recover-timeout", required_argument, NULL, 'R' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeline", required_argument, NULL, 't' },
@@ -76,6 +79,14 @@ int cmd_incoming(int argc, char **argv)
 			if (parse_u64(optarg, &ms) || ms < 200 || ms > 3600000)
 				return cli_usage_error("incoming", "--peer-timeout: '%s' is not milliseconds (200..3600000)", optarg);
 			o.peer_timeout_ms = ms;
+			break;
+		}
+		case 'R': {
+			uint64_t ms;
+
+			if (parse_u64(optarg, &ms) || ms < 1000 || ms > 86400000)
+				return cli_usage_error("incoming", "--recover-timeout: '%s' is not milliseconds (1000..86400000)", optarg);
+			o.recover_timeout_ms = ms;
 			break;
 		}
 		case 'T':

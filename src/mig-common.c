@@ -21,6 +21,7 @@ void mig_params_default(struct mig_params *p)
 	p->downtime_limit_ms = 300;
 	p->max_rounds = 30;
 	p->peer_timeout_ms = MIG_PEER_TIMEOUT_DEFAULT_MS;
+	p->recover_timeout_ms = MIG_RECOVER_TIMEOUT_DEFAULT_MS;
 }
 
 void lat_init(struct lat_hist *h)

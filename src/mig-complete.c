@@ -22,7 +22,7 @@ static double dget(json_t *o, const char *k)
 
 static uint64_t src_wire(struct mig_source *s, enum xport_channel ch)
 {
-	return s->c.x ? xport_bytes(s->c.x, ch) : 0;
+	return mig_bytes(&s->c, ch);
 }
 
 /*
@@ -50,6 +50,9 @@ json_t *src_record(struct mig_source *s)
 	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
 	json_t *r;
 
+	uint64_t wc = src_wire(s, XCH_CONTROL), wb = src_wire(s, XCH_BULK), wu = src_wire(s, XCH_URGENT);
+
+	/* the byte counts take the lock themselves: read them first */
 	pthread_mutex_lock(&s->c.lock);
 	r = json_pack("{s:s, s:s, s:s, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
 		      " s:I, s:b, s:I, s:I, s:s, s:s, s:I}",
@@ -61,11 +64,10 @@ json_t *src_record(struct mig_source *s)
 		"downtime_ms", downtime,
 		"blackout_ms", MAX(switch_gap, window_gap),
 		"precopy_ms", s->t_pause ? (s->t_pause - s->t_start) / 1e6 : (end - s->t_start) / 1e6,
-		"wire_bytes", (json_int_t)(src_wire(s, XCH_CONTROL) + src_wire(s, XCH_BULK) +
-					   src_wire(s, XCH_URGENT)),
-		"wire_bytes_control", (json_int_t)src_wire(s, XCH_CONTROL),
-		"wire_bytes_bulk", (json_int_t)src_wire(s, XCH_BULK),
-		"wire_bytes_urgent", (json_int_t)src_wire(s, XCH_URGENT),
+		"wire_bytes", (json_int_t)(wc + wb + wu),
+		"wire_bytes_control", (json_int_t)wc,
+		"wire_bytes_bulk", (json_int_t)wb,
+		"wire_bytes_urgent", (json_int_t)wu,
 		"pages_bulk", (json_int_t)s->pages_bulk,
 		"pages_urgent", (json_int_t)s->pages_urgent,
 		"pages_zero", (json_int_t)s->pages_zero,
@@ -81,6 +83,9 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "transport", json_string(s->c.x ? s->c.x->ops->name : s->p.transport));
 	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));
 	json_object_set_new(r, "blackout_before_pause_ms", json_real(gap_before));
+	json_object_set_new(r, "recoveries", json_integer(s->recoveries));
+	json_object_set_new(r, "pages_lost_in_flight", json_integer(s->pages_lost_in_flight));
+	json_object_set_new(r, "postcopy_paused_ms", json_integer(s->paused_ms));
 	if (s->unknown_why[0])
 		json_object_set_new(r, "outcome_unknown_because", json_string(s->unknown_why));
 	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
@@ -168,13 +173,70 @@ json_t *dst_figures(struct mig_dest *d)
 		"fault_us_hist", lat_histogram(&d->lat));
 }
 
+/* Wait on the context's condition for at most ms (CLOCK_MONOTONIC). */
+static void dst_nap(struct mig_dest *d, unsigned ms)
+{
+	uint64_t t = now_ns() + ms * 1000000ull;
+	struct timespec ts = { .tv_sec = t / 1000000000ull, .tv_nsec = t % 1000000000ull };
+
+	pthread_mutex_lock(&d->c.lock);
+	if (d->present_count < d->c.npages && d->c.state != MIG_FAILED)
+		pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
+	pthread_mutex_unlock(&d->c.lock);
+}
+
+/*
+ * Wait until every page is present.  In post-copy this thread also keeps
+ * an ear on the control connection (the source's keepalives): a source
+ * silent past the peer timeout pauses post-copy, and a pause longer than
+ * the recover timeout loses the guest.
+ */
 static int dst_wait_complete(struct mig_dest *d)
 {
-	pthread_mutex_lock(&d->c.lock);
-	while (d->present_count < d->c.npages && d->c.state != MIG_FAILED)
-		pthread_cond_wait(&d->c.cond, &d->c.lock);
-	pthread_mutex_unlock(&d->c.lock);
-	return mig_get_state(&d->c) == MIG_FAILED ? -ECONNABORTED : 0;
+	bool listen = dst_postcopy_mode(d) && (d->c.x->features & FEAT_KEEPALIVE);
+	uint64_t last_rx = now_ns();
+	struct proto_msg m = { 0 };
+	int ret = 0;
+
+	while (d->present_count < d->c.npages) {
+		enum mig_state st = mig_get_state(&d->c);
+		uint64_t t = now_ns();
+
+		if (st == MIG_FAILED) {
+			ret = -ECONNABORTED;
+			break;
+		}
+		if (st == MIG_PAUSED || st == MIG_RECOVERING) {
+			if (d->paused_at && t - d->paused_at > d->c.recover_timeout_ms * 1000000ull) {
+				ret = err_set(-ETIMEDOUT, "the source did not come back within %u s; %llu "
+					      "pages were never received; the guest cannot continue",
+					      d->c.recover_timeout_ms / 1000,
+					      (unsigned long long)(d->c.npages - d->present_count));
+				pr_err("incoming: %s", err_msg(ret));
+				mig_fail(&d->c, ret);
+				break;
+			}
+			last_rx = t;
+			dst_nap(d, 100);
+			continue;
+		}
+		if (!listen || st != MIG_POSTCOPY) {
+			dst_nap(d, 100);
+			continue;
+		}
+		ret = xport_ctl_recv(d->c.x, &m, 100);
+		if (!ret) {
+			last_rx = now_ns();
+		} else if (ret != -ETIMEDOUT) {
+			dst_pause(d, ret);
+		} else if (t - last_rx > d->c.peer_timeout_ms * 1000000ull) {
+			dst_pause(d, err_set(-ETIMEDOUT, "the source was silent for %.1f s",
+					     (t - last_rx) / 1e9));
+		}
+		ret = 0;
+	}
+	proto_msg_free(&m);
+	return ret;
 }
 
 /* Blackout needs the guest's first beat after resume: wait for it, bounded. */

@@ -67,6 +67,8 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	mig_common_init(&d->c, "incoming");
 	d->o = *o;
 	d->c.peer_timeout_ms = o->peer_timeout_ms ? o->peer_timeout_ms : MIG_PEER_TIMEOUT_DEFAULT_MS;
+	d->c.recover_timeout_ms = o->recover_timeout_ms ? o->recover_timeout_ms :
+				  MIG_RECOVER_TIMEOUT_DEFAULT_MS;
 	d->uffd.fd = -1;
 	d->lfd = -1;
 	d->quit_efd = eventfd(0, EFD_CLOEXEC);
@@ -111,7 +113,7 @@ enum mig_state mig_dest_state(struct mig_dest *d)
 
 bool mig_dest_pages_missing(struct mig_dest *d)
 {
-	return d->fault_started && d->vm_handed && d->present_count < d->c.npages;
+	return d->uffd.registered && d->vm_handed && d->present_count < d->c.npages;
 }
 
 uint64_t mig_dest_pages_absent(struct mig_dest *d)
@@ -150,7 +152,7 @@ void mig_dest_free(struct mig_dest *d)
 	if (d->lfd >= 0)
 		close(d->lfd);
 	uffd_close(&d->uffd);
-	xport_close(d->c.x);
+	mig_free_xports(&d->c);
 	bitmap_free(&d->present);
 	bitmap_free(&d->requested);
 	free(d->fault_ns);

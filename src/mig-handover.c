@@ -198,14 +198,23 @@ static void dst_decide(struct mig_dest *d, int decision)
 	pthread_mutex_unlock(&d->c.lock);
 }
 
-/* Serve one reconnection: RESOLVE from the source of this migration. */
-static void dst_serve_resolve(struct mig_dest *d, struct xport *x)
+/*
+ * Serve one reconnection from the source of this migration: RESOLVE (the
+ * handover's decision) or RECOVER (post-copy recovery, which takes the
+ * connection over).  Returns the transport if the caller still owns it.
+ */
+static struct xport *dst_serve_reconnect(struct mig_dest *d, struct xport *x)
 {
 	struct proto_msg m = { 0 };
 	struct rbuf r;
 	uint32_t decision;
 	int ret = xport_ctl_recv(x, &m, RESOLVE_ANSWER_MS);
 
+	if (!ret && m.type == MSG_RECOVER) {
+		dst_serve_recover(d, x, &m);
+		proto_msg_free(&m);
+		return NULL;
+	}
 	if (ret < 0 || m.type != MSG_RESOLVE)
 		goto out;
 	if (x->session != d->c.x->session) {
@@ -230,6 +239,7 @@ static void dst_serve_resolve(struct mig_dest *d, struct xport *x)
 		xport_ctl_send(x, MSG_RESUMED, NULL, 0);
 out:
 	proto_msg_free(&m);
+	return x;
 }
 
 static void *dst_rendezvous_thread(void *arg)
@@ -251,7 +261,7 @@ static void *dst_rendezvous_thread(void *arg)
 		if (p[1].revents)
 			return NULL;
 		if (xport_accept(&x, d->o.transport, d->lfd, 0) == 0)
-			dst_serve_resolve(d, x);
+			x = dst_serve_reconnect(d, x);
 		xport_close(x);
 	}
 }

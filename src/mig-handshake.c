@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 
 #include "mig.h"
 
@@ -75,7 +77,12 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 		return ret;
 	s->c.x->version = a.version;
 	s->c.x->features = a.features;
-	return 0;
+	if (!(a.features & FEAT_RECOVER))
+		return 0;
+	/* what a reconnection must prove it knows (mig-recover.c) */
+	if (gnutls_rnd(GNUTLS_RND_KEY, s->c.secret, sizeof(s->c.secret)) < 0)
+		return err_set(-EIO, "cannot draw the migration's secret");
+	return xport_ctl_send(s->c.x, MSG_SECRET, s->c.secret, sizeof(s->c.secret));
 }
 
 int src_handshake(struct mig_source *s)
@@ -163,6 +170,13 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	wbuf_free(&w);
 	d->c.x->version = a.version;
 	d->c.x->features = a.features;
+	if (ret < 0 || !(a.features & FEAT_RECOVER))
+		return ret;
+	ret = xport_ctl_recv(d->c.x, m, MIG_HANDSHAKE_TIMEOUT_MS);
+	if (!ret && m->type != MSG_SECRET)
+		ret = err_set(-EPROTO, "expected the migration's secret, got message type %u", m->type);
+	if (!ret)
+		memcpy(d->c.secret, m->payload, sizeof(d->c.secret));
 	return ret;
 }
 

@@ -112,6 +112,21 @@ static json_t *get_peer_timeout(const struct mig_params *p)
 	return json_integer(p->peer_timeout_ms);
 }
 
+static int set_recover_timeout(struct mig_params *p, const char *v)
+{
+	uint64_t ms;
+
+	if (parse_u64(v, &ms) || ms < 1000 || ms > 86400000)
+		return err_set(-EINVAL, "'%s' is not milliseconds (1000..86400000)", v);
+	p->recover_timeout_ms = ms;
+	return 0;
+}
+
+static json_t *get_recover_timeout(const struct mig_params *p)
+{
+	return json_integer(p->recover_timeout_ms);
+}
+
 static int set_stats(struct mig_params *p, const char *v)
 {
 	return set_string(p->stats_path, sizeof(p->stats_path), v, "stats");
@@ -148,6 +163,9 @@ static const struct migopt migopts[] = {
 	{ "peer-timeout", "peer_timeout_ms", "MS",
 	  "a peer silent for MS milliseconds is gone (default 5000)", set_peer_timeout,
 	  get_peer_timeout },
+	{ "recover-timeout", "recover_timeout_ms", "MS",
+	  "post-copy: try this long to recover a broken link (default 600000)",
+	  set_recover_timeout, get_recover_timeout },
 	{ "stats", "stats", "FILE", "write the statistics record (docs/metrics.md)", set_stats,
 	  get_stats },
 	{ "quiet", "quiet", NULL, "no progress line", set_quiet, get_quiet },

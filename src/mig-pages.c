@@ -13,7 +13,7 @@
 
 static uint64_t bulk_bytes(struct mig_source *s)
 {
-	return xport_bytes(s->c.x, XCH_BULK);
+	return mig_bytes(&s->c, XCH_BULK);
 }
 
 static void src_account_data(struct mig_source *s, uint64_t pfn, uint32_t n)

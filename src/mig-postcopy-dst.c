@@ -85,10 +85,51 @@ static void *dst_fault_thread(void *arg)
 		}
 	}
 	if (ret < 0 && d->present_count < d->c.npages) {
-		pr_err("incoming: post-copy fault path: %s", err_msg(ret));
-		mig_fail(&d->c, ret);
+		if (dst_recovering_allowed(d) && mig_get_state(&d->c) != MIG_FAILED) {
+			dst_pause(d, ret);
+		} else {
+			pr_err("incoming: post-copy fault path: %s", err_msg(ret));
+			mig_fail(&d->c, ret);
+		}
 	}
 	return NULL;
+}
+
+/* Ask again for what was asked on a broken session and never answered. */
+static int dst_refetch(struct mig_dest *d)
+{
+	int ret = 0;
+	uint64_t n = 0;
+
+	for (uint64_t pfn = bitmap_next_set(&d->requested, 0); pfn < d->c.npages && !ret;
+	     pfn = bitmap_next_set(&d->requested, pfn + 1))
+		if (!bitmap_test(&d->present, pfn)) {
+			ret = xport_fetch(d->c.x, pfn);
+			n++;
+		}
+	if (n)
+		pr_debug("incoming: asked again for %llu pages", (unsigned long long)n);
+	return ret;
+}
+
+static void *dst_fault_main(void *arg)
+{
+	struct mig_dest *d = arg;
+	int ret = dst_refetch(d);
+
+	if (ret < 0) {
+		dst_pause(d, ret);
+		return NULL;
+	}
+	return dst_fault_thread(arg);
+}
+
+int dst_start_fault_thread(struct mig_dest *d)
+{
+	if (pthread_create(&d->fault_thread, NULL, dst_fault_main, d))
+		return err_set(-EAGAIN, "cannot start the fault thread");
+	d->fault_started = true;
+	return 0;
 }
 
 int dst_arm_postcopy(struct mig_dest *d)
@@ -97,11 +138,10 @@ int dst_arm_postcopy(struct mig_dest *d)
 
 	if (!ret)
 		ret = uffd_register_missing(&d->uffd, d->c.vm->mem.host, d->c.vm->mem.size);
-	if (!ret && pthread_create(&d->fault_thread, NULL, dst_fault_thread, d))
-		ret = err_set(-EAGAIN, "cannot start the fault thread");
+	if (!ret)
+		ret = dst_start_fault_thread(d);
 	if (ret < 0)
 		return ret;
-	d->fault_started = true;
 	pthread_mutex_lock(&d->c.lock);
 	d->uffd_ready = true;
 	pthread_cond_broadcast(&d->c.cond);

@@ -23,8 +23,11 @@ static void *src_urgent_thread(void *arg)
 		uint64_t pfn;
 		int ret = xport_reap(s->c.x, XQ_URGENT, &ev, -1);
 
-		if (ret <= 0 || ev.kind != XEV_REQ)
+		if (ret <= 0 || ev.kind != XEV_REQ) {
+			/* a broken urgent channel breaks the session: the push notices */
+			xport_shutdown(s->c.x);
 			break;
+		}
 		pfn = ev.run.pfn;
 		s->requests++;
 		prepage_fault(s->pp, pfn);
@@ -38,8 +41,10 @@ static void *src_urgent_thread(void *arg)
 			if (bitmap_test_and_set(&s->ever, pfn))
 				s->pages_resent++;
 		}
-		if (xport_reply(s->c.x, &r) < 0)
+		if (xport_reply(s->c.x, &r) < 0) {
+			xport_shutdown(s->c.x);
 			break;
+		}
 		s->pages_urgent++;
 		pr_debug("migration: urgent page %llu", (unsigned long long)pfn);
 	}
@@ -70,7 +75,7 @@ static int src_push(struct mig_source *s)
 			return ret;
 		if (!(++pushed & 1023))
 			progress_update(&s->c.progress, "postcopy", bitmap_count(&s->sent), s->c.npages,
-					xport_bytes(s->c.x, XCH_BULK), s->requests, false);
+					mig_bytes(&s->c, XCH_BULK), s->requests, false);
 	}
 	ret = src_acc_flush(s, &a);
 	if (!ret)
@@ -80,8 +85,16 @@ static int src_push(struct mig_source *s)
 	return ret;
 }
 
+/*
+ * Push everything and wait for COMPLETE; a broken link on the way pauses
+ * post-copy and recovers it (mig-recover.c), then the push goes on with
+ * what the destination still lacks.  Bounded by the recover timeout of
+ * each break.
+ */
 int src_postcopy(struct mig_source *s)
 {
+	int ret;
+
 	/*
 	 * The guest is stopped here for good, so the map stays true;
 	 * scanning after RESUMED keeps it out of the downtime.
@@ -90,9 +103,21 @@ int src_postcopy(struct mig_source *s)
 	mig_set_state(&s->c, MIG_POSTCOPY);
 	/* one-sided transports: the destination pulls every page itself */
 	if (xport_caps(s->c.x) & XCAP_ONESIDED)
-		return 0;
-	if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
-		return err_set(-EAGAIN, "cannot start the urgent thread");
-	s->urgent_started = true;
-	return src_push(s);
+		return src_complete(s);
+	for (;;) {
+		ret = 0;
+		if (!s->urgent_started) {
+			if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
+				return err_set(-EAGAIN, "cannot start the urgent thread");
+			s->urgent_started = true;
+		}
+		ret = src_push(s);
+		if (!ret)
+			ret = src_complete(s);
+		if (ret >= 0 || s->cancel_recovery)
+			return ret;
+		ret = src_recover(s, ret);
+		if (ret < 0)
+			return ret;
+	}
 }

@@ -25,7 +25,7 @@ int src_precopy(struct mig_source *s)
 	s->tracking = true;
 	mig_set_state(&s->c, MIG_PRECOPY);
 	for (s->rounds = 1;; s->rounds++) {
-		uint64_t t0 = now_ns(), b0 = xport_bytes(s->c.x, XCH_BULK);
+		uint64_t t0 = now_ns(), b0 = mig_bytes(&s->c, XCH_BULK);
 		uint64_t ndirty = 0;
 
 		if (s->rounds > 1) {
@@ -52,7 +52,7 @@ int src_precopy(struct mig_source *s)
 			ret = xport_flush(s->c.x);
 		if (ret < 0)
 			return ret;
-		bw = (xport_bytes(s->c.x, XCH_BULK) - b0) / ((now_ns() - t0) / 1e9 + 1e-9);
+		bw = (mig_bytes(&s->c, XCH_BULK) - b0) / ((now_ns() - t0) / 1e9 + 1e-9);
 		pr_debug("migration: round %u sent %ld pages (%llu dirty), %.0f MB/s", s->rounds, n,
 			 (unsigned long long)ndirty, bw / 1e6);
 		if (s->p.mode == MIG_MODE_HYBRID)

@@ -110,7 +110,7 @@ static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post)
 static void *dst_bulk_thread(void *arg)
 {
 	struct mig_dest *d = arg;
-	bool post = false;
+	bool post = d->bulk_post;
 	struct xev ev;
 	int ret = 0;
 
@@ -123,14 +123,16 @@ static void *dst_bulk_thread(void *arg)
 		if (ev.kind == XEV_RUN) {
 			ret = dst_place_run(d, &ev.run, post);
 			progress_update(&d->c.progress, post ? "postcopy" : "precopy", d->present_count,
-					d->c.npages, xport_bytes(d->c.x, XCH_BULK), d->faults, false);
+					d->c.npages, mig_bytes(&d->c, XCH_BULK), d->faults, false);
 		} else if (ev.kind == XEV_MARK) {
 			ret = dst_on_mark(d, &ev, &post);
 		} else {
 			ret = err_set(-EPROTO, "bulk channel: unexpected completion %d", ev.kind);
 		}
 	}
-	if (ret < 0) {
+	if (ret < 0 && post && dst_recovering_allowed(d) && mig_get_state(&d->c) != MIG_FAILED) {
+		dst_pause(d, ret);   /* after the commit: recover, never fail */
+	} else if (ret < 0) {
 		pthread_mutex_lock(&d->c.lock);
 		d->bulk_failed = true;
 		pthread_mutex_unlock(&d->c.lock);

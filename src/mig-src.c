@@ -27,8 +27,8 @@ static int src_run(struct mig_source *s)
 	if (!ret)
 		ret = src_switchover(s);
 	if (!ret && post)
-		ret = src_postcopy(s);
-	if (!ret)
+		ret = src_postcopy(s);   /* completion included */
+	else if (!ret)
 		ret = src_complete(s);
 	return ret;
 }
@@ -87,7 +87,7 @@ static void src_free(struct mig_source *s)
 	bitmap_free(&s->ever);
 	bitmap_free(&s->populated);
 	bitmap_free(&s->dirty);
-	xport_close(s->c.x);
+	mig_free_xports(&s->c);
 	json_decref(s->dest_stats);
 	json_decref(s->record);
 	mig_common_destroy(&s->c);
@@ -110,6 +110,8 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 	s->c.vm = vm;
 	s->c.npages = mem_pages(&vm->mem);
 	s->c.peer_timeout_ms = p->peer_timeout_ms ? p->peer_timeout_ms : MIG_PEER_TIMEOUT_DEFAULT_MS;
+	s->c.recover_timeout_ms = p->recover_timeout_ms ? p->recover_timeout_ms :
+				  MIG_RECOVER_TIMEOUT_DEFAULT_MS;
 	s->tracker.uffd = s->tracker.pagemap_fd = -1;
 	ret = bitmap_init(&s->sent, s->c.npages);
 	if (!ret)
@@ -197,6 +199,7 @@ void mig_source_destroy(struct mig_source *s)
 		return;
 	/* still running (umig is exiting): break its connections so it fails fast */
 	st = mig_source_state(s);
+	s->cancel_recovery = true;
 	if (st != MIG_COMPLETED && st != MIG_FAILED)
 		xport_shutdown(s->c.x);
 	pthread_join(s->thread, NULL);

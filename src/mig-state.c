@@ -4,6 +4,7 @@
  *
  *   idle -> setup -> [precopy] -> switchover -> [postcopy] -> completed
  *   switchover <-> outcome-unknown (the commit or its answer was lost)
+ *   postcopy -> postcopy-paused -> recovering -> postcopy (a link broke)
  *   any state before completed -> failed
  *
  * precopy is entered by pre-copy and hybrid, postcopy by post-copy and
@@ -28,7 +29,9 @@ static const unsigned mig_next[] = {
 	[MIG_SWITCHOVER] = S(MIG_POSTCOPY) | S(MIG_UNKNOWN) | S(MIG_COMPLETED) | S(MIG_FAILED),
 	/* resolved: back to finishing the switchover, or the source keeps it */
 	[MIG_UNKNOWN] = S(MIG_SWITCHOVER) | S(MIG_POSTCOPY) | S(MIG_COMPLETED) | S(MIG_FAILED),
-	[MIG_POSTCOPY] = S(MIG_COMPLETED) | S(MIG_FAILED),
+	[MIG_POSTCOPY] = S(MIG_PAUSED) | S(MIG_COMPLETED) | S(MIG_FAILED),
+	[MIG_PAUSED] = S(MIG_RECOVERING) | S(MIG_FAILED),
+	[MIG_RECOVERING] = S(MIG_POSTCOPY) | S(MIG_PAUSED) | S(MIG_FAILED),
 	[MIG_COMPLETED] = 0,
 	[MIG_FAILED] = 0,
 };
@@ -38,7 +41,8 @@ const char *mig_state_name(enum mig_state s)
 	static const char *const n[] = {
 		[MIG_IDLE] = "idle", [MIG_SETUP] = "setup", [MIG_PRECOPY] = "precopy",
 		[MIG_SWITCHOVER] = "switchover", [MIG_POSTCOPY] = "postcopy",
-		[MIG_UNKNOWN] = "outcome-unknown",
+		[MIG_UNKNOWN] = "outcome-unknown", [MIG_PAUSED] = "postcopy-paused",
+		[MIG_RECOVERING] = "recovering",
 		[MIG_COMPLETED] = "completed", [MIG_FAILED] = "failed",
 	};
 
@@ -116,4 +120,39 @@ void mig_fail(struct mig_common *c, int err)
 	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+}
+
+void mig_swap_xport(struct mig_common *c, struct xport *x)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->nretired == ARRAY_SIZE(c->retired)) {
+		/* the oldest has been idle for fifteen recoveries */
+		xport_close(c->retired[0]);
+		memmove(c->retired, c->retired + 1, sizeof(c->retired) - sizeof(c->retired[0]));
+		c->nretired--;
+	}
+	c->retired[c->nretired++] = c->x;
+	c->x = x;
+	pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t mig_bytes(struct mig_common *c, enum xport_channel ch)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->x ? xport_bytes(c->x, ch) : 0;
+	for (unsigned i = 0; i < c->nretired; i++)
+		n += xport_bytes(c->retired[i], ch);
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+void mig_free_xports(struct mig_common *c)
+{
+	for (unsigned i = 0; i < c->nretired; i++)
+		xport_close(c->retired[i]);
+	c->nretired = 0;
+	xport_close(c->x);
+	c->x = NULL;
 }

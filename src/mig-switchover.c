@@ -105,7 +105,7 @@ int src_switchover(struct mig_source *s)
 	if (n < 0)
 		return n;
 	s->remaining_at_stop = n;
-	s->precopy_bytes = xport_bytes(s->c.x, XCH_BULK);
+	s->precopy_bytes = mig_bytes(&s->c, XCH_BULK);
 	ret = xport_mark(s->c.x, post ? MARK_PRECOPY_DONE : MARK_BULK_END, s->rounds);
 	if (!ret)
 		ret = xport_flush(s->c.x);

@@ -12,6 +12,7 @@
  *                      post-copy pushes land here)
  *   mig-switchover.c   pause, state, discards, resume: both sides
  *   mig-handover.c     the commit point: READY, COMMIT, RESOLVE
+ *   mig-recover.c      post-copy recovery after a broken link
  *   mig-postcopy-src.c the post-copy push and the request server
  *   mig-postcopy-dst.c userfaultfd and the fault path
  *   mig-complete.c     completion and the statistics records
@@ -50,6 +51,11 @@ struct mig_common {
 	uint64_t npages;
 	struct mig_progress progress;
 	unsigned peer_timeout_ms;
+	unsigned recover_timeout_ms;
+	uint8_t secret[PROTO_SECRET_LEN]; /* proves a reconnection belongs to this migration */
+	/* transports replaced by a recovery: kept (their counters count) until the end */
+	struct xport *retired[16];
+	unsigned nretired;
 	/* keepalive (mig-keepalive.c) */
 	pthread_t ka_thread;
 	bool ka_started;
@@ -61,6 +67,14 @@ void mig_common_destroy(struct mig_common *c);
 /* Check from -> to, log it, commit it and wake waiters; -EINVAL if illegal. */
 int mig_set_state(struct mig_common *c, enum mig_state to);
 enum mig_state mig_get_state(struct mig_common *c);
+/*
+ * Replace c->x by x (a recovery).  The old one stays allocated, because
+ * another thread may still be returning from a call on it, and its bytes
+ * keep counting in mig_bytes(); umig frees them with the context.
+ */
+void mig_swap_xport(struct mig_common *c, struct xport *x);
+uint64_t mig_bytes(struct mig_common *c, enum xport_channel ch);
+void mig_free_xports(struct mig_common *c);
 /* Record the first error and move to FAILED (no-op once COMPLETED). */
 void mig_fail(struct mig_common *c, int err);
 
@@ -95,6 +109,7 @@ struct mig_source {
 	bool committed;              /* COMMIT left: the source never resumes its copy */
 	bool resolved_by_reconnect;  /* the commit was acknowledged on a new connection */
 	int resolve_owner;           /* (L) the operator's decision, MIG_OWNER_* */
+	bool cancel_recovery;        /* umig is exiting: do not reconnect */
 	char unknown_why[256];       /* (L) why the outcome became unknown */
 
 	struct bitmap sent;          /* post-copy: the page is at (or on its way to) dst */
@@ -107,6 +122,9 @@ struct mig_source {
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
+	unsigned recoveries;
+	uint64_t pages_lost_in_flight; /* sent, not placed when a link broke: sent again */
+	uint64_t paused_ms;          /* post-copy time spent paused or recovering */
 	uint64_t pages_bulk, pages_zero, pages_resent;
 	_Atomic uint64_t pages_urgent, requests;
 	unsigned rounds;
@@ -133,6 +151,8 @@ struct run_acc {
 int src_acc_add(struct mig_source *s, struct run_acc *a, uint64_t pfn);
 int src_acc_flush(struct mig_source *s, struct run_acc *a);
 
+/* Post-copy recovery (mig-recover.c): 0 to go on pushing, < 0 lost. */
+int src_recover(struct mig_source *s, int why);
 int src_precopy(struct mig_source *s);
 int src_switchover(struct mig_source *s);
 int src_handover(struct mig_source *s);
@@ -166,6 +186,11 @@ struct mig_dest {
 	bool bulk_started, fault_started, complete_started;
 	struct lat_hist lat;
 
+	bool bulk_post;              /* the receiver starts in post-copy (after a recovery) */
+	uint64_t paused_at;          /* (L) when post-copy paused, 0 = running */
+	uint64_t paused_ns;          /* post-copy time spent paused or recovering */
+	unsigned recoveries;
+
 	/* figures */
 	uint64_t t_resume, t_complete;
 	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
@@ -185,6 +210,12 @@ int dst_wait_mark(struct mig_dest *d, int mark);
 void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n);
 int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post);
 int dst_arm_postcopy(struct mig_dest *d);
+int dst_start_fault_thread(struct mig_dest *d);
+/* A link broke in post-copy: keep the guest and wait for the source (mig-recover.c). */
+void dst_pause(struct mig_dest *d, int why);
+/* A reconnection asks to recover: authenticate it and resume post-copy on it. */
+void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m);
+bool dst_recovering_allowed(struct mig_dest *d);
 void dst_stop_fault_thread(struct mig_dest *d);
 int dst_switchover(struct mig_dest *d);
 int dst_handover(struct mig_dest *d);

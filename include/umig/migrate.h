@@ -38,6 +38,8 @@ enum mig_state {
 	MIG_SWITCHOVER,
 	MIG_POSTCOPY,
 	MIG_UNKNOWN,      /* the commit's outcome is not known: both hold the guest paused */
+	MIG_PAUSED,       /* post-copy: a link broke; waiting to recover */
+	MIG_RECOVERING,   /* post-copy: reconnected, resynchronising */
 	MIG_COMPLETED,
 	MIG_FAILED,
 };
@@ -55,11 +57,13 @@ struct mig_params {
 	uint64_t downtime_limit_ms;  /* pre-copy convergence target */
 	unsigned max_rounds;         /* pre-copy rounds before giving up */
 	unsigned peer_timeout_ms;    /* a silent peer is gone after this long */
+	unsigned recover_timeout_ms; /* post-copy: how long to try to recover a broken link */
 	char stats_path[1024];       /* "" = none */
 	bool quiet;                  /* no progress line */
 };
 
 #define MIG_PEER_TIMEOUT_DEFAULT_MS 5000
+#define MIG_RECOVER_TIMEOUT_DEFAULT_MS (10 * 60 * 1000)
 void mig_params_default(struct mig_params *p);
 
 /* Fault service latency samples (microseconds), thread-safe. */
@@ -135,6 +139,7 @@ struct mig_dest_opts {
 	const char *transport;       /* page transport, NULL = tcp */
 	uint64_t expect_ram;         /* 0 = accept the source's size */
 	unsigned peer_timeout_ms;    /* 0 = the default */
+	unsigned recover_timeout_ms; /* 0 = the default */
 	bool quiet;
 };
 

@@ -66,6 +66,12 @@ enum proto_type {
 	MSG_ABORT = 66,     /* src -> dst: the source keeps the guest; drop yours */
 	MSG_PING = 67,      /* both: keepalive on control, empty */
 	MSG_RESOLVE = 68,   /* src -> dst, on a new control connection: u32 decision */
+	/* post-copy recovery (FEAT_RECOVER), on a new control connection */
+	MSG_RECOVER = 69,   /* src -> dst: 16-byte nonce */
+	MSG_RECOVER_CHALLENGE = 70, /* dst -> src: 16-byte nonce, 32-byte HMAC */
+	MSG_RECOVER_AUTH = 71,      /* src -> dst: 32-byte HMAC */
+	MSG_RECOVER_STATE = 72,     /* dst -> src: u32 flags (1 = last), runs {u64, u32} present */
+	MSG_SECRET = 73,    /* src -> dst at handshake: the migration's 32-byte secret */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -89,8 +95,13 @@ enum proto_mark {
 #define FEAT_MSTATE2       (1ull << 1)  /* machine state record v2 (N vCPUs) */
 #define FEAT_COMMIT        (1ull << 2)  /* READY / COMMIT handover, RESOLVE */
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
+#define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
 /* every feature this umig knows */
-#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_COMMIT | FEAT_KEEPALIVE)
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER)
+
+#define PROTO_SECRET_LEN 32
+#define PROTO_NONCE_LEN  16
+#define PROTO_MAC_LEN    32
 
 /* RESOLVE decisions */
 #define RESOLVE_COMMIT 1
