@@ -35,19 +35,23 @@ endif
 
 CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -Itcp -MD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS)
-LIBS    := -lunicorn -luring -ljansson -lxxhash -lpthread -lm
+LIBS    := -lunicorn -luring -ljansson -lxxhash -llz4 -lzstd -lpthread -lm
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
-	    liburing-dev libjansson-dev libxxhash-dev iproute2 jq python3
+	    liburing-dev libjansson-dev libxxhash-dev liblz4-dev libzstd-dev \
+	    iproute2 jq python3
 
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
 	src/bitmap.c \
 	src/buf.c \
 	src/caps.c \
+	src/codec-auto.c \
+	src/codec.c \
 	src/control.c \
 	src/cpustate.c \
+	src/delta.c \
 	src/devices.c \
 	src/dev-clock.c \
 	src/dev-exit.c \
