@@ -130,7 +130,7 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,guest-tests/rt/guest.ld \
 	-Wl,--build-id=none -Wl,-z,noexecstack
 
 build/guest-tests/%.elf: guest-tests/%.c $(GUEST_RT_SRCS) guest-tests/rt/rt.h \
-		guest-tests/rt/guest.ld include/umig/guest-abi.h
+		guest-tests/rt/guest.ld include/umig/guest-abi.h include/umig/pagefill.h
 	@mkdir -p $(dir $@)
 	@[ "$(V)" = 1 ] || echo "  GUEST   $@"
 	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $(GUEST_RT_SRCS) $<

@@ -6,23 +6,31 @@
  *   stores=per page (1, max 512, spread evenly over the page)
  *   hot=% of wss in the hot set (5)  hotpct=% of writes to it (90)
  *   secs=guest seconds to run (0 = forever)
+ *   fill=zero|random|text|mixed (zero)  change=% of each page's words a
+ *   store pass rewrites (sets stores; default: stores=)
  *
- * Every store writes the running page count, so a page really changes each
- * time it is dirtied.  Prints a line per guest second with the total pages
+ * Every store writes a new value, so a page really changes each time it is
+ * dirtied: with fill=zero the running page count into a zero page; with
+ * the other fills (umig/pagefill.h) the working set is first filled with
+ * that kind of content and each store writes a new word of the same kind,
+ * so compression and delta encoding see realistic pages.  Prints a line per guest second with the total pages
  * dirtied and the pages dirtied in that second.  Heartbeats after every
  * pass over wss, every 4096 pages, and every guest second.
  */
 #include "rt.h"
+#include "umig/pagefill.h"
 
 enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOT };
 
 static const char *const pat_names[] = { "seq", "random", "hot" };
+static const char *const fill_names[] = PAGEFILL_NAMES;
 
 struct dirty {
 	volatile u64 *base;
 	u64 npages, nhot, hotpct;
 	u64 stores, stride;	/* stores per page, words between them */
 	enum pattern pat;
+	enum pagefill fill;
 	u64 rng, next_seq;
 	u64 rate, secs;
 	u64 count, last_count;		/* pages dirtied, and at the last report */
@@ -51,31 +59,69 @@ static u64 pick_page(struct dirty *d)
 
 static void dirty_page(struct dirty *d, u64 count)
 {
-	volatile u64 *w = d->base + pick_page(d) * (RT_PAGE_SIZE / 8);
-	u64 i;
+	u64 page = pick_page(d), i;
+	volatile u64 *w = d->base + page * (RT_PAGE_SIZE / 8);
+	enum pagefill k = pagefill_kind(d->fill, page);
 
+	if (k == PAGEFILL_ZERO) {
+		for (i = 0; i < d->stores; i++)
+			w[i * d->stride] = count;
+		return;
+	}
 	for (i = 0; i < d->stores; i++)
-		w[i * d->stride] = count;
+		w[i * d->stride] = pagefill_word(k, page, i * d->stride, count);
+}
+
+/* Give the working set its fill's content (zero needs nothing: RAM starts zeroed). */
+static void fill_wss(struct dirty *d)
+{
+	u64 page, i;
+
+	if (d->fill == PAGEFILL_ZERO)
+		return;
+	for (page = 0; page < d->npages; page++) {
+		volatile u64 *w = d->base + page * (RT_PAGE_SIZE / 8);
+		enum pagefill k = pagefill_kind(d->fill, page);
+
+		for (i = 0; i < RT_PAGE_SIZE / 8; i++)
+			w[i] = pagefill_word(k, page, i, 0);
+		if ((page + 1) % 256 == 0)
+			rt_heartbeat();
+	}
+}
+
+/* *out = index of key's value in names[0..n), or print the choices and return 2. */
+static int parse_name(const char *key, const char *const *names, unsigned n, unsigned *out)
+{
+	char name[64];
+	unsigned i;
+
+	if (!rt_arg(key))
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (rt_arg_eq(key, names[i])) {
+			*out = i;
+			return 0;
+		}
+	}
+	rt_arg_copy(key, name, sizeof(name));
+	rt_printf("dirty: unknown %s '%s' (", key, name);
+	for (i = 0; i < n; i++)
+		rt_printf("%s%s", i ? "|" : "", names[i]);
+	rt_printf(")\n");
+	return 2;
 }
 
 static int parse(struct dirty *d)
 {
 	u64 wss = rt_arg_u64("wss", 64), hot = rt_arg_u64("hot", 5);
-	unsigned i;
+	unsigned pat = PAT_SEQ, fill = PAGEFILL_ZERO;
 
-	d->pat = PAT_SEQ;
-	if (rt_arg("pattern")) {
-		for (i = 0; i < 3 && !rt_arg_eq("pattern", pat_names[i]); i++)
-			;
-		if (i == 3) {
-			char name[64];
-
-			rt_arg_copy("pattern", name, sizeof(name));
-			rt_printf("dirty: unknown pattern '%s' (seq|random|hot)\n", name);
-			return 2;
-		}
-		d->pat = (enum pattern)i;
-	}
+	if (parse_name("pattern", pat_names, 3, &pat) ||
+	    parse_name("fill", fill_names, PAGEFILL_COUNT, &fill))
+		return 2;
+	d->pat = (enum pattern)pat;
+	d->fill = (enum pagefill)fill;
 	if (!wss || wss > rt_free_size() / RT_MIB) {
 		rt_printf("dirty: wss must be 1..%lluMiB, got %llu\n",
 			  (u64)rt_free_size() / RT_MIB, wss);
@@ -87,13 +133,15 @@ static int parse(struct dirty *d)
 	d->nhot = d->nhot ? d->nhot : 1;
 	d->hotpct = rt_arg_u64("hotpct", 90);
 	d->stores = rt_arg_u64("stores", 1);
+	if (rt_arg("change"))
+		d->stores = rt_arg_u64("change", 0) * 512 / 100;
 	d->stores = d->stores < 1 ? 1 : d->stores > 512 ? 512 : d->stores;
 	d->stride = (RT_PAGE_SIZE / 8) / d->stores;
 	d->rate = rt_arg_u64("rate", 0);
 	d->secs = rt_arg_u64("secs", 0);
 	d->rng = 0x9e3779b97f4a7c15ull;
-	rt_printf("dirty: wss=%lluMiB pattern=%s rate=%llu stores=%llu\n",
-		  wss, pat_names[d->pat], d->rate, d->stores);
+	rt_printf("dirty: wss=%lluMiB pattern=%s rate=%llu stores=%llu fill=%s\n",
+		  wss, pat_names[d->pat], d->rate, d->stores, fill_names[d->fill]);
 	return 0;
 }
 
@@ -146,6 +194,7 @@ int main(void)
 
 	if (rc)
 		return rc;
+	fill_wss(&d);
 	/* At low rates look at the clock more often, or pacing gets lumpy. */
 	if (d.rate && d.rate < 1024)
 		chunk = d.rate / 16 ? d.rate / 16 : 1;

@@ -38,10 +38,13 @@ static inline uint64_t pagefill_mix64(uint64_t x)
 	return x ^ (x >> 31);
 }
 
-/* A hash of (page, word, generation): different for any change of one. */
+/*
+ * A hash of (page, word < 512, generation).  One mix: the guests compute
+ * it for every word they check, under an emulated CPU.
+ */
 static inline uint64_t pagefill_hash(uint64_t page, uint64_t word, uint64_t gen)
 {
-	return pagefill_mix64(pagefill_mix64((page << 9) + word) + gen * 0x9e3779b97f4a7c15ull);
+	return pagefill_mix64(((page << 9) | word) ^ (gen * 0x9e3779b97f4a7c15ull));
 }
 
 /*
@@ -77,25 +80,24 @@ static const char pagefill_frags[64][4] = {
 	"int ", ";\n  ", "NULL", "= 0 ", ".\n  ", ", a ", "is a", "a th",
 };
 
-static inline uint64_t pagefill_le8(const char *p, unsigned n, unsigned shift)
-{
-	uint64_t v = 0;
-	unsigned i;
-
-	for (i = 0; i < n; i++)
-		v |= (uint64_t)(unsigned char)p[i] << (8 * i + shift);
-	return v;
-}
-
-/* A text-like word for (page, word, generation). */
+/*
+ * A text-like word for (page, word, generation): the word whose bytes in
+ * memory are the phrase, or the two fragments (loads, in host order).
+ */
 static inline uint64_t pagefill_text_word(uint64_t page, uint64_t word, uint64_t gen)
 {
-	uint64_t h = pagefill_hash(page, word, gen);
+	uint64_t h = pagefill_hash(page, word, gen), v;
+	uint32_t a, b;
 
-	if (((h >> 20) & 3) == 0)
-		return pagefill_le8(pagefill_phrases[(h & (h >> 8)) & 63], 8, 0);
-	return pagefill_le8(pagefill_frags[(h >> 32) & 63], 4, 0) |
-	       pagefill_le8(pagefill_frags[(h >> 40) & 63], 4, 32);
+	if (((h >> 20) & 3) == 0) {
+		__builtin_memcpy(&v, pagefill_phrases[(h & (h >> 8)) & 63], 8);
+		return v;
+	}
+	__builtin_memcpy(&a, pagefill_frags[(h >> 32) & 63], 4);
+	__builtin_memcpy(&b, pagefill_frags[(h >> 40) & 63], 4);
+	__builtin_memcpy((char *)&v, &a, 4);
+	__builtin_memcpy((char *)&v + 4, &b, 4);
+	return v;
 }
 
 /* The kind of page under fill: PAGEFILL_MIXED resolves per page. */
