@@ -91,6 +91,9 @@ CLI_SRCS := \
 GUESTS := dirty hello idle memverify spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
+# Benchmark programs, built with everything (bench/ scripts run them).
+BENCHES := codec-speed
+
 TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
@@ -99,9 +102,10 @@ LIBUMIG  := $(BUILD)/libumig.a
 UMIG     := $(BUILD)/umig
 GUEST_ELFS := $(GUESTS:%=build/guest-tests/%.elf)
 TEST_BINS  := $(TESTS:%=$(BUILD)/tests/%)
+BENCH_BINS := $(BENCHES:%=$(BUILD)/bench/%)
 
 .PHONY: all check demo deps bench clean tests
-all: $(UMIG) $(GUEST_ELFS)
+all: $(UMIG) $(GUEST_ELFS) $(BENCH_BINS)
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
@@ -134,6 +138,12 @@ build/guest-tests/%.elf: guest-tests/%.c $(GUEST_RT_SRCS) guest-tests/rt/rt.h \
 	@mkdir -p $(dir $@)
 	@[ "$(V)" = 1 ] || echo "  GUEST   $@"
 	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $(GUEST_RT_SRCS) $<
+
+# --- benchmark programs ---------------------------------------------------
+$(BUILD)/bench/%: bench/%.c $(LIBUMIG) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  BENCH   $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBUMIG) $(LIBS)
 
 # --- tests ------------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c tests/t-util.h $(BUILD)/tests/t-util.o $(LIBUMIG) $(BUILD)/.flags
