@@ -57,11 +57,12 @@ const char *codec_kind_name(enum codec_kind k);	/* "none", "lz4", "zstd", "?" */
 #define CODEC_MAX_PAGES 16384u
 
 /*
- * Levels, chosen by measurement on this project's page fills (see
- * docs/compression.md): lz4 acceleration 1 (LZ4_compress_default) and zstd
- * level 1.  A higher lz4 acceleration bought speed only on pages that were
- * already cheap, and zstd levels 2-3 gained a few percent of ratio for
- * roughly half the speed.
+ * Levels, chosen by measurement on the guests' page fills (bench/codec-speed,
+ * figures in docs/compression.md): lz4 acceleration 1 (LZ4_compress_default)
+ * and zstd level 1.  Compression runs only while the link is the
+ * bottleneck, where ratio is what counts: lz4 acceleration 4 was 5-7%
+ * faster for 3-4% less ratio, 16 was 30-40% faster for 15-20% less; zstd
+ * levels 2 and 3 were 10-20% slower for at most 5% more ratio.
  */
 #define CODEC_LZ4_ACCEL_DEFAULT 1
 #define CODEC_ZSTD_LEVEL_DEFAULT 1
