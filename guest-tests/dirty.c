@@ -13,8 +13,9 @@
  * dirtied: with fill=zero the running page count into a zero page; with
  * the other fills (umig/pagefill.h) the working set is first filled with
  * that kind of content and each store writes a new word of the same kind,
- * so compression and delta encoding see realistic pages.  Prints a line per guest second with the total pages
- * dirtied and the pages dirtied in that second.  Heartbeats after every
+ * so compression and delta encoding see realistic pages.  Prints a line
+ * per guest second with the total pages dirtied and the pages dirtied in
+ * that second.  Heartbeats after every
  * pass over wss, every 4096 pages, and every guest second.
  */
 #include "rt.h"
@@ -90,38 +91,37 @@ static void fill_wss(struct dirty *d)
 	}
 }
 
-/* *out = index of key's value in names[0..n), or print the choices and return 2. */
-static int parse_name(const char *key, const char *const *names, unsigned n, unsigned *out)
-{
-	char name[64];
-	unsigned i;
-
-	if (!rt_arg(key))
-		return 0;
-	for (i = 0; i < n; i++) {
-		if (rt_arg_eq(key, names[i])) {
-			*out = i;
-			return 0;
-		}
-	}
-	rt_arg_copy(key, name, sizeof(name));
-	rt_printf("dirty: unknown %s '%s' (", key, name);
-	for (i = 0; i < n; i++)
-		rt_printf("%s%s", i ? "|" : "", names[i]);
-	rt_printf(")\n");
-	return 2;
-}
-
 static int parse(struct dirty *d)
 {
 	u64 wss = rt_arg_u64("wss", 64), hot = rt_arg_u64("hot", 5);
-	unsigned pat = PAT_SEQ, fill = PAGEFILL_ZERO;
+	unsigned i;
 
-	if (parse_name("pattern", pat_names, 3, &pat) ||
-	    parse_name("fill", fill_names, PAGEFILL_COUNT, &fill))
-		return 2;
-	d->pat = (enum pattern)pat;
-	d->fill = (enum pagefill)fill;
+	d->pat = PAT_SEQ;
+	if (rt_arg("pattern")) {
+		for (i = 0; i < 3 && !rt_arg_eq("pattern", pat_names[i]); i++)
+			;
+		if (i == 3) {
+			char name[64];
+
+			rt_arg_copy("pattern", name, sizeof(name));
+			rt_printf("dirty: unknown pattern '%s' (seq|random|hot)\n", name);
+			return 2;
+		}
+		d->pat = (enum pattern)i;
+	}
+	d->fill = PAGEFILL_ZERO;
+	if (rt_arg("fill")) {
+		for (i = 0; i < PAGEFILL_COUNT && !rt_arg_eq("fill", fill_names[i]); i++)
+			;
+		if (i == PAGEFILL_COUNT) {
+			char name[64];
+
+			rt_arg_copy("fill", name, sizeof(name));
+			rt_printf("dirty: unknown fill '%s' (zero|random|text|mixed)\n", name);
+			return 2;
+		}
+		d->fill = (enum pagefill)i;
+	}
 	if (!wss || wss > rt_free_size() / RT_MIB) {
 		rt_printf("dirty: wss must be 1..%lluMiB, got %llu\n",
 			  (u64)rt_free_size() / RT_MIB, wss);
