@@ -177,3 +177,17 @@ enum codec_kind codec_auto_update(struct codec_auto *a, const struct codec_auto_
 	}
 	return a->next;
 }
+
+int codec_auto_window_add(struct codec_auto_sample *win, const struct codec_auto_sample *s,
+			  uint64_t min_ns)
+{
+	if (win->elapsed_ns && win->kind != s->kind)
+		memset(win, 0, sizeof(*win));	/* a kind change: what was summed is moot */
+	win->kind = s->kind;
+	win->in_bytes += s->in_bytes;
+	win->out_bytes += s->out_bytes;
+	win->codec_ns += s->codec_ns;
+	win->wire_ns += s->wire_ns;
+	win->elapsed_ns += s->elapsed_ns;
+	return win->elapsed_ns >= min_ns;
+}

@@ -439,6 +439,27 @@ static void test_auto_hysteresis_holds(void **state)
 	assert_true(a.link_bps == before.link_bps);
 }
 
+static void test_auto_window_sums_batches(void **state)
+{
+	struct codec_auto_sample win = { 0 }, b = { .kind = CODEC_LZ4, .in_bytes = 262144,
+		.out_bytes = 131072, .codec_ns = 600000, .wire_ns = 100000, .elapsed_ns = 2000000 };
+	int done = 0;
+	unsigned n;
+
+	(void)state;
+	for (n = 1; !done; n++)
+		done = codec_auto_window_add(&win, &b, CODEC_AUTO_WINDOW_NS);
+	assert_int_equal(n - 1, 5);	/* 5 x 2 ms */
+	assert_true(win.in_bytes == 5 * 262144ull && win.out_bytes == 5 * 131072ull);
+	assert_true(win.codec_ns == 3000000 && win.wire_ns == 500000);
+	assert_true(win.elapsed_ns == 10000000);
+	/* a batch of another kind starts a new window */
+	b.kind = CODEC_NONE;
+	assert_int_equal(codec_auto_window_add(&win, &b, CODEC_AUTO_WINDOW_NS), 0);
+	assert_int_equal(win.kind, CODEC_NONE);
+	assert_true(win.in_bytes == 262144 && win.elapsed_ns == 2000000);
+}
+
 /* --- delta ------------------------------------------------------------------ */
 
 /* Page p as the dirty guest leaves it: fill, with `stores` words rewritten. */
@@ -710,6 +731,7 @@ int main(void)
 		cmocka_unit_test(test_auto_switches_both_ways),
 		cmocka_unit_test(test_auto_incompressible_goes_raw),
 		cmocka_unit_test(test_auto_hysteresis_holds),
+		cmocka_unit_test(test_auto_window_sums_batches),
 		cmocka_unit_test(test_delta_round_trips),
 		cmocka_unit_test(test_delta_fully_changed_is_raw),
 		cmocka_unit_test(test_delta_refusals),

@@ -144,7 +144,8 @@ const struct codec_stats *codec_dec_stats(const struct codec_dec *d, enum codec_
  * CPU, is the bottleneck (r_k * L < C_k means the link stays the bottleneck
  * even compressed, and every page rides r_k times cheaper).
  *
- * L is only measurable while the link is the bottleneck.  A batch during
+ * L is only measurable while the link is the bottleneck.  A sample (one
+ * batch, or better a window of them: see codec_auto_window_add) during
  * which the sender waited on the transport for at least sat_min of its
  * time kept the link busy throughout, so out_bytes / elapsed_ns is the
  * link's rate; any other batch only proves L >= out_bytes / elapsed_ns.
@@ -173,7 +174,7 @@ struct codec_auto_cfg {
 	unsigned probe_len;	/* 2 batches */
 };
 
-/* One batch, as the sender measured it. */
+/* One batch (or a window of them), as the sender measured it. */
 struct codec_auto_sample {
 	enum codec_kind kind;	/* what codec_encode was asked for (CODEC_NONE: raw) */
 	uint64_t in_bytes;	/* npages * PAGE_SIZE */
@@ -206,5 +207,18 @@ void codec_auto_init(struct codec_auto *a, const struct codec_auto_cfg *cfg);
 enum codec_kind codec_auto_update(struct codec_auto *a, const struct codec_auto_sample *s);
 /* The page rate (bytes/s) the state predicts for kind; HUGE_VAL = unbounded, 0 = unknown. */
 double codec_auto_rate(const struct codec_auto *a, enum codec_kind k);
+
+/*
+ * A sample must span more than the socket's send buffer, or a batch that
+ * fits in the buffer looks link-free.  The engine sums its batches into a
+ * window of at least CODEC_AUTO_WINDOW_NS and feeds the chooser once per
+ * window; every batch of a window uses the kind the chooser last returned.
+ * codec_auto_window_add() adds batch s to win (start win zeroed) and
+ * returns 1 when win is complete: feed it to codec_auto_update(), then
+ * zero it.  A batch of another kind than the window's starts it over.
+ */
+#define CODEC_AUTO_WINDOW_NS 10000000ull	/* 10 ms */
+int codec_auto_window_add(struct codec_auto_sample *win, const struct codec_auto_sample *s,
+			  uint64_t min_ns);
 
 #endif
