@@ -29,13 +29,16 @@ void codec_auto_init(struct codec_auto *a, const struct codec_auto_cfg *cfg)
 {
 	memset(a, 0, sizeof(*a));
 	a->cfg = cfg ? *cfg : auto_defaults;
-	if (!a->cfg.allowed)
-		a->cfg.allowed = auto_defaults.allowed;
+#define AUTO_DEFAULT(f) do { if (!a->cfg.f) a->cfg.f = auto_defaults.f; } while (0)
+	AUTO_DEFAULT(allowed);
+	AUTO_DEFAULT(hysteresis);
+	AUTO_DEFAULT(sat_min);
+	AUTO_DEFAULT(alpha);
+	AUTO_DEFAULT(min_dwell);
+	AUTO_DEFAULT(probe_every);
+	AUTO_DEFAULT(probe_len);
+#undef AUTO_DEFAULT
 	a->cfg.allowed &= ~1u;	/* raw is always a choice, never a "codec" */
-	if (!a->cfg.probe_every)
-		a->cfg.probe_every = auto_defaults.probe_every;
-	if (!a->cfg.probe_len)
-		a->cfg.probe_len = 1;
 	a->cur = a->next = CODEC_NONE;
 	a->raw_sat = -1;	/* no raw batch seen yet */
 	a->since_probe = a->cfg.probe_every > AUTO_WARMUP ? a->cfg.probe_every - AUTO_WARMUP : 0;

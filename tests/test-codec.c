@@ -337,9 +337,7 @@ static void test_auto_link_bound_compresses(void **state)
 	assert_true(codec_auto_rate(&a, CODEC_ZSTD) > 2.5 * codec_auto_rate(&a, CODEC_NONE));
 
 	/* lz4 alone: still worth it, 200 against 100 */
-	codec_auto_init(&a, &(struct codec_auto_cfg){ .allowed = 1u << CODEC_LZ4,
-		.hysteresis = 0.15, .sat_min = 0.1, .alpha = 0.25, .min_dwell = 8,
-		.probe_every = 64, .probe_len = 2 });
+	codec_auto_init(&a, &(struct codec_auto_cfg){ .allowed = 1u << CODEC_LZ4 });
 	t_run_world(&a, &slow_link, 400, used);
 	assert_int_equal(a.cur, CODEC_LZ4);
 	assert_int_equal(used[CODEC_ZSTD], 0);
@@ -414,9 +412,7 @@ static void test_auto_hysteresis_holds(void **state)
 	(void)state;
 	/* lz4 sustains 108 MB/s against raw's 100: within the 15% margin */
 	w.comp_bps[CODEC_LZ4] = 108 * MB;
-	codec_auto_init(&a, &(struct codec_auto_cfg){ .allowed = 1u << CODEC_LZ4,
-		.hysteresis = 0.15, .sat_min = 0.1, .alpha = 0.25, .min_dwell = 8,
-		.probe_every = 64, .probe_len = 2 });
+	codec_auto_init(&a, &(struct codec_auto_cfg){ .allowed = 1u << CODEC_LZ4 });
 	t_run_world(&a, &w, 400, used);
 	assert_int_equal(a.cur, CODEC_NONE);
 	assert_int_equal(a.switches, 0);

@@ -156,16 +156,19 @@ const struct codec_stats *codec_dec_stats(const struct codec_dec *d, enum codec_
  * every probe_every) to keep their figures current, so it notices both a
  * link that got faster and a CPU that got busier.
  *
- * Hysteresis: it switches only to a choice whose E beats the current one
- * by more than `hysteresis` (default 15%), and at most once every
- * min_dwell batches.  All figures are EWMAs with weight alpha.
+ * Hysteresis: from raw, a codec must beat E_raw by `hysteresis` (15%); a
+ * codec in use is kept while it beats raw by half that (so a tie goes to
+ * raw: compressing for nothing only costs CPU) and gives way to another
+ * codec only if that one beats it by the full margin; at most one switch
+ * every min_dwell samples.  All figures are EWMAs with weight alpha.
  *
  * codec_auto_update() is a pure function of its state and the sample: no
  * clock, no globals, so it is unit-tested with synthetic links and CPUs.
  * One state per sending thread.
  */
+/* Fields left 0 take the default shown. */
 struct codec_auto_cfg {
-	unsigned allowed;	/* bit (1 << kind) per codec it may pick; 0 = lz4 and zstd */
+	unsigned allowed;	/* bit (1 << kind) per codec it may pick; lz4 and zstd */
 	double hysteresis;	/* 0.15 */
 	double sat_min;		/* 0.10: fraction of a batch spent waiting = link-bound */
 	double alpha;		/* 0.25 */
