@@ -35,19 +35,23 @@ endif
 
 CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -Itcp -MD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS)
-LIBS    := -lunicorn -luring -ljansson -lxxhash -lgnutls -lpthread -lm
+LIBS    := -lunicorn -luring -ljansson -lxxhash -lgnutls -llz4 -lzstd -lpthread -lm
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
-	    liburing-dev libjansson-dev libxxhash-dev libgnutls28-dev iproute2 jq python3
+	    liburing-dev libjansson-dev libxxhash-dev libgnutls28-dev liblz4-dev libzstd-dev \
+	    iproute2 jq python3
 
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
 	src/bitmap.c \
 	src/buf.c \
 	src/caps.c \
+	src/codec-auto.c \
+	src/codec.c \
 	src/control.c \
 	src/cpustate.c \
+	src/delta.c \
 	src/devices.c \
 	src/dev-clock.c \
 	src/dev-exit.c \
@@ -102,6 +106,9 @@ CLI_SRCS := \
 GUESTS := dirty hello idle memverify spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
+# Benchmark programs, built with everything (bench/ scripts run them).
+BENCHES := codec-speed
+
 TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
@@ -110,9 +117,10 @@ LIBUMIG  := $(BUILD)/libumig.a
 UMIG     := $(BUILD)/umig
 GUEST_ELFS := $(GUESTS:%=build/guest-tests/%.elf)
 TEST_BINS  := $(TESTS:%=$(BUILD)/tests/%)
+BENCH_BINS := $(BENCHES:%=$(BUILD)/bench/%)
 
 .PHONY: all check demo deps bench clean tests
-all: $(UMIG) $(GUEST_ELFS)
+all: $(UMIG) $(GUEST_ELFS) $(BENCH_BINS)
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
@@ -141,10 +149,16 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,guest-tests/rt/guest.ld \
 	-Wl,--build-id=none -Wl,-z,noexecstack
 
 build/guest-tests/%.elf: guest-tests/%.c $(GUEST_RT_SRCS) guest-tests/rt/rt.h \
-		guest-tests/rt/guest.ld include/umig/guest-abi.h
+		guest-tests/rt/guest.ld include/umig/guest-abi.h include/umig/pagefill.h
 	@mkdir -p $(dir $@)
 	@[ "$(V)" = 1 ] || echo "  GUEST   $@"
 	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $(GUEST_RT_SRCS) $<
+
+# --- benchmark programs ---------------------------------------------------
+$(BUILD)/bench/%: bench/%.c $(LIBUMIG) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  BENCH   $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBUMIG) $(LIBS)
 
 # --- tests ------------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c tests/t-util.h $(BUILD)/tests/t-util.o $(LIBUMIG) $(BUILD)/.flags

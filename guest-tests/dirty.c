@@ -6,23 +6,32 @@
  *   stores=per page (1, max 512, spread evenly over the page)
  *   hot=% of wss in the hot set (5)  hotpct=% of writes to it (90)
  *   secs=guest seconds to run (0 = forever)
+ *   fill=zero|random|text|mixed (zero)  change=% of each page's words a
+ *   store pass rewrites (sets stores; default: stores=)
  *
- * Every store writes the running page count, so a page really changes each
- * time it is dirtied.  Prints a line per guest second with the total pages
- * dirtied and the pages dirtied in that second.  Heartbeats after every
+ * Every store writes a new value, so a page really changes each time it is
+ * dirtied: with fill=zero the running page count into a zero page; with
+ * the other fills (umig/pagefill.h) the working set is first filled with
+ * that kind of content and each store writes a new word of the same kind,
+ * so compression and delta encoding see realistic pages.  Prints a line
+ * per guest second with the total pages dirtied and the pages dirtied in
+ * that second.  Heartbeats after every
  * pass over wss, every 4096 pages, and every guest second.
  */
 #include "rt.h"
+#include "umig/pagefill.h"
 
 enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOT };
 
 static const char *const pat_names[] = { "seq", "random", "hot" };
+static const char *const fill_names[] = PAGEFILL_NAMES;
 
 struct dirty {
 	volatile u64 *base;
 	u64 npages, nhot, hotpct;
 	u64 stores, stride;	/* stores per page, words between them */
 	enum pattern pat;
+	enum pagefill fill;
 	u64 rng, next_seq;
 	u64 rate, secs;
 	u64 count, last_count;		/* pages dirtied, and at the last report */
@@ -51,11 +60,35 @@ static u64 pick_page(struct dirty *d)
 
 static void dirty_page(struct dirty *d, u64 count)
 {
-	volatile u64 *w = d->base + pick_page(d) * (RT_PAGE_SIZE / 8);
-	u64 i;
+	u64 page = pick_page(d), i;
+	volatile u64 *w = d->base + page * (RT_PAGE_SIZE / 8);
+	enum pagefill k = pagefill_kind(d->fill, page);
 
+	if (k == PAGEFILL_ZERO) {
+		for (i = 0; i < d->stores; i++)
+			w[i * d->stride] = count;
+		return;
+	}
 	for (i = 0; i < d->stores; i++)
-		w[i * d->stride] = count;
+		w[i * d->stride] = pagefill_word(k, page, i * d->stride, count);
+}
+
+/* Give the working set its fill's content (zero needs nothing: RAM starts zeroed). */
+static void fill_wss(struct dirty *d)
+{
+	u64 page, i;
+
+	if (d->fill == PAGEFILL_ZERO)
+		return;
+	for (page = 0; page < d->npages; page++) {
+		volatile u64 *w = d->base + page * (RT_PAGE_SIZE / 8);
+		enum pagefill k = pagefill_kind(d->fill, page);
+
+		for (i = 0; i < RT_PAGE_SIZE / 8; i++)
+			w[i] = pagefill_word(k, page, i, 0);
+		if ((page + 1) % 256 == 0)
+			rt_heartbeat();
+	}
 }
 
 static int parse(struct dirty *d)
@@ -76,6 +109,19 @@ static int parse(struct dirty *d)
 		}
 		d->pat = (enum pattern)i;
 	}
+	d->fill = PAGEFILL_ZERO;
+	if (rt_arg("fill")) {
+		for (i = 0; i < PAGEFILL_COUNT && !rt_arg_eq("fill", fill_names[i]); i++)
+			;
+		if (i == PAGEFILL_COUNT) {
+			char name[64];
+
+			rt_arg_copy("fill", name, sizeof(name));
+			rt_printf("dirty: unknown fill '%s' (zero|random|text|mixed)\n", name);
+			return 2;
+		}
+		d->fill = (enum pagefill)i;
+	}
 	if (!wss || wss > rt_free_size() / RT_MIB) {
 		rt_printf("dirty: wss must be 1..%lluMiB, got %llu\n",
 			  (u64)rt_free_size() / RT_MIB, wss);
@@ -87,13 +133,15 @@ static int parse(struct dirty *d)
 	d->nhot = d->nhot ? d->nhot : 1;
 	d->hotpct = rt_arg_u64("hotpct", 90);
 	d->stores = rt_arg_u64("stores", 1);
+	if (rt_arg("change"))
+		d->stores = rt_arg_u64("change", 0) * 512 / 100;
 	d->stores = d->stores < 1 ? 1 : d->stores > 512 ? 512 : d->stores;
 	d->stride = (RT_PAGE_SIZE / 8) / d->stores;
 	d->rate = rt_arg_u64("rate", 0);
 	d->secs = rt_arg_u64("secs", 0);
 	d->rng = 0x9e3779b97f4a7c15ull;
-	rt_printf("dirty: wss=%lluMiB pattern=%s rate=%llu stores=%llu\n",
-		  wss, pat_names[d->pat], d->rate, d->stores);
+	rt_printf("dirty: wss=%lluMiB pattern=%s rate=%llu stores=%llu fill=%s\n",
+		  wss, pat_names[d->pat], d->rate, d->stores, fill_names[d->fill]);
 	return 0;
 }
 
@@ -146,6 +194,7 @@ int main(void)
 
 	if (rc)
 		return rc;
+	fill_wss(&d);
 	/* At low rates look at the clock more often, or pacing gets lumpy. */
 	if (d.rate && d.rate < 1024)
 		chunk = d.rate / 16 ? d.rate / 16 : 1;

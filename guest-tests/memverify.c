@@ -9,9 +9,20 @@
  * never runs backwards across a migration.
  *
  *   wss=MiB (16)  passes=N (0 = forever)
+ *   fill=random|zero|text|mixed (random)  change=% of words a pass rewrites (100)
  *   exit: 0 done, 1 mismatch, 2 bad args, 3 clock went backwards
+ *
+ * fill picks what the words hold (umig/pagefill.h), so that compression
+ * and delta encoding can be measured on a guest whose every word is still
+ * checked.  With a fill other than random, word 0 of each page holds the
+ * random pattern's word (unique to page and generation), so a stale page
+ * or one at the wrong address fails on its first word; the other words
+ * are the fill's function of (page, word, generation).  With change<100
+ * only every (100/change)-th word, word 0 included, moves to the next
+ * generation; the others keep generation 0's value for good.
  */
 #include "rt.h"
+#include "umig/pagefill.h"
 
 #define WORDS_PER_PAGE (RT_PAGE_SIZE / 8)
 #define GAMMA 0x9e3779b97f4a7c15ull	/* odd: g * GAMMA is a bijection */
@@ -40,6 +51,39 @@ static u64 page_base(u64 page, u64 g)
 }
 
 static u64 last_ns;
+static enum pagefill fill = PAGEFILL_RANDOM;
+static u64 stride = 1;		/* every stride-th word changes each pass */
+
+/* Word i of page (of kind k) at generation g under change. */
+static u64 expect(enum pagefill k, u64 page, u64 i, u64 g)
+{
+	if (i % stride)
+		g = 0;
+	if (k == PAGEFILL_RANDOM || i == 0)
+		return page_base(page, g) + i * STEP;
+	return pagefill_word(k, page, i, g);
+}
+
+/* check_page() for any fill and change: a function call per word. */
+static int check_page_any(volatile u64 *w, u64 page, u64 g, u64 pass)
+{
+	enum pagefill k = pagefill_kind(fill, page);
+	u64 i;
+
+	for (i = 0; i < WORDS_PER_PAGE; i++) {
+		u64 want = expect(k, page, i, g), got = w[i];
+
+		if (got != want) {
+			rt_printf("memverify: MISMATCH pass=%llu page=%llu word=%llu "
+				  "expected=0x%016llx found=0x%016llx\n",
+				  pass, page, i, want, got);
+			return 1;
+		}
+		if (i % stride == 0)
+			w[i] = expect(k, page, i, g + 1);
+	}
+	return 0;
+}
 
 /* Heartbeat, and check the clock is monotonic; 0 or an exit code. */
 static int beat(void)
@@ -62,6 +106,8 @@ static int check_page(volatile u64 *w, u64 page, u64 g, u64 pass)
 	u64 want = page_base(page, g), next = page_base(page, g + 1);
 	u64 i;
 
+	if (fill != PAGEFILL_RANDOM || stride != 1)
+		return check_page_any(w, page, g, pass);
 	for (i = 0; i < WORDS_PER_PAGE; i++, want += STEP, next += STEP) {
 		u64 got = w[i];
 
@@ -81,10 +127,26 @@ int main(void)
 	u64 wss = rt_arg_u64("wss", 16), passes = rt_arg_u64("passes", 0);
 	u64 npages = wss * RT_MIB / RT_PAGE_SIZE;
 	volatile u64 *base = (volatile u64 *)rt_free_start();
-	u64 page, g, i;
+	u64 change = rt_arg_u64("change", 100), page, g, i;
+	static const char *const fill_names[] = PAGEFILL_NAMES;
 	int rc;
 
-	rt_printf("memverify: wss=%lluMiB pages=%llu passes=%llu\n", wss, npages, passes);
+	if (rt_arg("fill")) {
+		char name[64];
+
+		for (i = 0; i < PAGEFILL_COUNT && !rt_arg_eq("fill", fill_names[i]); i++)
+			;
+		if (i == PAGEFILL_COUNT) {
+			rt_arg_copy("fill", name, sizeof(name));
+			rt_printf("memverify: unknown fill '%s' (zero|random|text|mixed)\n", name);
+			return 2;
+		}
+		fill = (enum pagefill)i;
+	}
+	change = change < 1 ? 1 : change > 100 ? 100 : change;
+	stride = WORDS_PER_PAGE / (WORDS_PER_PAGE * change / 100);	/* 1..102 */
+	rt_printf("memverify: wss=%lluMiB pages=%llu passes=%llu fill=%s change=%llu%%\n",
+		  wss, npages, passes, fill_names[fill], change);
 	if (wss == 0 || wss > rt_free_size() / RT_MIB) {
 		rt_printf("memverify: wss must be 1..%lluMiB (free memory), got %llu\n",
 			  (u64)rt_free_size() / RT_MIB, wss);
@@ -96,8 +158,13 @@ int main(void)
 		volatile u64 *w = base + page * WORDS_PER_PAGE;
 		u64 v = page_base(page, 0);
 
-		for (i = 0; i < WORDS_PER_PAGE; i++, v += STEP)
-			w[i] = v;
+		if (fill == PAGEFILL_RANDOM) {	/* the hot loop stays one add per word */
+			for (i = 0; i < WORDS_PER_PAGE; i++, v += STEP)
+				w[i] = v;
+		} else {
+			for (i = 0; i < WORDS_PER_PAGE; i++)
+				w[i] = expect(pagefill_kind(fill, page), page, i, 0);
+		}
 		if ((page + 1) % 256 == 0 && (rc = beat()))
 			return rc;
 	}
