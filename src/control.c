@@ -173,11 +173,46 @@ static int cmd_query_stats(struct control *c, json_t *args, json_t **res, void *
 
 /* --- requests ------------------------------------------------------------------ */
 
+/*
+ * Replace each byte of s that is not part of valid UTF-8 with '?'.  A desc
+ * may quote the client's bytes (the parser's "near '...'", a truncated
+ * command name), and jansson refuses a string that is not UTF-8: the reply
+ * would be lost.  Overlong forms, surrogates and code points above
+ * U+10FFFF are invalid too, as jansson has them.  Found by fuzz-control.
+ */
+static void ctl_utf8_clean(char *s)
+{
+	static const uint32_t min[5] = { 0, 0, 0x80, 0x800, 0x10000 };
+	unsigned char *p = (unsigned char *)s;
+
+	while (*p) {
+		int n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 :
+			(*p & 0xf8) == 0xf0 ? 4 : 0;
+		uint32_t cp = n == 1 ? *p : n ? *p & (0x7f >> n) : 0;
+		bool ok = n > 0;
+
+		for (int i = 1; ok && i < n; i++) {
+			ok = (p[i] & 0xc0) == 0x80;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		ok = ok && cp >= min[n] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
+		if (!ok) {
+			*p++ = '?';
+			continue;
+		}
+		p += n;
+	}
+}
+
 static json_t *ctl_error(const char *cls, const char *desc, json_t *id)
 {
-	json_t *r = json_pack("{s:{s:s, s:s}}", "error", "class", cls, "desc", desc);
+	char clean[512];
+	json_t *r;
 
-	if (id)
+	snprintf(clean, sizeof(clean), "%s", desc);
+	ctl_utf8_clean(clean);
+	r = json_pack("{s:{s:s, s:s}}", "error", "class", cls, "desc", clean);
+	if (r && id)
 		json_object_set(r, "id", id);
 	return r;
 }

@@ -117,6 +117,38 @@ static void test_selector_outside_ram_is_refused(void **state)
 	free(data);
 }
 
+/*
+ * Regression (fuzz-control): an error whose desc quoted the client's bytes
+ * as invalid UTF-8 (the parser's "near '...'" after a broken escape, an
+ * unknown command name cut at 200 bytes inside a character) could not be
+ * encoded, and the request got no reply at all.
+ */
+static void test_error_reply_with_invalid_utf8_is_sent(void **state)
+{
+	static const char *files[] = {
+		"tests/fuzz/regress/control/parse-error-invalid-utf8",
+		"tests/fuzz/regress/control/unknown-command-cut-in-utf8",
+	};
+	static const char *want[] = { "\"parse-error\"", "\"command-not-found\"" };
+	struct control *c;
+
+	assert_int_equal(control_create(&c, fuzz_vm()), 0);
+	for (int i = 0; i < 2; i++) {
+		size_t len;
+		uint8_t *data = t_slurp(files[i], &len);
+		char *reply;
+
+		while (len && data[len - 1] == '\n')
+			len--;
+		reply = control_execute_line(c, (const char *)data, len);
+		assert_non_null(reply);
+		assert_non_null(strstr(reply, want[i]));
+		free(reply);
+		free(data);
+	}
+	control_stop(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -124,6 +156,7 @@ int main(void)
 		cmocka_unit_test(test_replay_snapshot),
 		cmocka_unit_test(test_replay_control),
 		cmocka_unit_test(test_selector_outside_ram_is_refused),
+		cmocka_unit_test(test_error_reply_with_invalid_utf8_is_sent),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
