@@ -129,7 +129,7 @@ static int cmd_query_stats(struct control *c, json_t *args, json_t **res, void *
 {
 	struct vm *vm = control_vm(c);
 	json_int_t max = 256, since = 0;
-	struct hb_sample *samples;
+	struct hb_sample small[256], *samples;
 	struct hb_stats hb;
 	struct cpu_state cs;
 	json_t *arr;
@@ -139,15 +139,25 @@ static int cmd_query_stats(struct control *c, json_t *args, json_t **res, void *
 		return err_set(-EINVAL, "arguments: max_samples and since_ns must be integers");
 	if (max < 0 || max > 65536 || since < 0)
 		return err_set(-EINVAL, "arguments: max_samples must be 0..65536, since_ns >= 0");
-	samples = calloc(max ? max : 1, sizeof(*samples));
-	if (!samples)
-		return -ENOMEM;
-	n = heartbeat_samples(&vm->bus, since, samples, max);
+	/*
+	 * Most answers are short (the default is 256): a large buffer is
+	 * allocated only when the samples fill the small one, so a request
+	 * for 65 536 samples of a young guest does not cost 1 MiB.
+	 */
+	samples = small;
+	n = heartbeat_samples(&vm->bus, since, small, MIN((size_t)max, ARRAY_SIZE(small)));
+	if (n == ARRAY_SIZE(small) && (size_t)max > n) {
+		samples = calloc(max, sizeof(*samples));
+		if (!samples)
+			return -ENOMEM;
+		n = heartbeat_samples(&vm->bus, since, samples, max);
+	}
 	arr = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(arr, json_pack("[I, I]", (json_int_t)samples[i].t_ns,
 						     (json_int_t)samples[i].beats));
-	free(samples);
+	if (samples != small)
+		free(samples);
 	heartbeat_stats(&vm->bus, &hb);
 	*res = json_pack("{s:I, s:I, s:I, s:I, s:o}",
 			 "heartbeats", (json_int_t)hb.beats,
