@@ -16,7 +16,6 @@
  * longest (if idle for CTL_EVICT_NS) and otherwise answers "busy".
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <poll.h>
 #include <pthread.h>
