@@ -638,7 +638,8 @@ static int ctl_remove_stale(const char *path, const struct sockaddr_un *sa)
 
 static int ctl_listen(struct control *c, const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = { .sun_family = AF_UNIX }, bsa;
+	bool staged;
 	mode_t old;
 	int ret;
 
@@ -646,9 +647,22 @@ static int ctl_listen(struct control *c, const char *path)
 		return err_set(-ENAMETOOLONG, "control socket path '%s' is too long (max %zu)",
 			       path, sizeof(sa.sun_path) - 1);
 	strcpy(sa.sun_path, path);
+	/*
+	 * Bound as PATH.new and renamed once it listens, so that the path
+	 * appears only when it accepts connections: a script that waits for
+	 * the file and connects at once never sees ECONNREFUSED.  (A path
+	 * too long for the suffix is bound directly.)
+	 */
+	bsa = sa;
+	staged = snprintf(bsa.sun_path, sizeof(bsa.sun_path), "%s.new", path) <
+		 (int)sizeof(bsa.sun_path);
+	if (!staged)
+		bsa = sa;
 	ret = ctl_check_dir(path);
 	if (!ret)
 		ret = ctl_remove_stale(path, &sa);
+	if (!ret && staged)
+		ret = ctl_remove_stale(bsa.sun_path, &bsa);
 	if (ret < 0)
 		return ret;
 	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -661,11 +675,17 @@ static int ctl_listen(struct control *c, const char *path)
 	 * thread (signals) creates no files.
 	 */
 	old = umask(0177);
-	ret = bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa));
+	ret = bind(c->listen_fd, (struct sockaddr *)&bsa, sizeof(bsa));
 	umask(old);
-	if (ret < 0 || listen(c->listen_fd, 32) < 0)
+	if (ret < 0)
 		return err_set(-errno, "cannot listen on control socket '%s': %s", path,
 			       strerror(errno));
+	if (listen(c->listen_fd, 32) < 0 || (staged && rename(bsa.sun_path, path) < 0)) {
+		ret = err_set(-errno, "cannot listen on control socket '%s': %s", path,
+			      strerror(errno));
+		unlink(bsa.sun_path);
+		return ret;
+	}
 	strcpy(c->path, path);
 	return 0;
 }
