@@ -5,16 +5,25 @@
 #   make demo       install missing Debian packages, build, run a migration demo
 #   make deps       install missing Debian packages (needs root)
 #   make bench      run the comparison benchmark (bench/run)
+#   make fuzz       build the libFuzzer harnesses (tests/fuzz/) with clang and
+#                   run each for FUZZ_SECS seconds (default 60), one at a time
 #
 # Options: V=1 verbose, WERROR=0 warnings are not errors,
-#          SANITIZE=1 build with ASan+UBSan (into build/san/).
+#          SANITIZE=1 build with ASan+UBSan (into build/san/),
+#          FUZZ=1 build with clang, libFuzzer, ASan+UBSan (into build/fuzz/).
 
 CC      ?= gcc
 V       ?= 0
 WERROR  ?= 1
 SANITIZE ?= 0
 
-ifeq ($(SANITIZE),1)
+ifeq ($(FUZZ),1)
+# Only `make fuzz` needs clang; `make check` never does.
+CC      := clang-14
+BUILD   := build/fuzz
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+FUZZFLAGS := -fsanitize=fuzzer-no-link -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+else ifeq ($(SANITIZE),1)
 BUILD   := build/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 else
@@ -33,7 +42,8 @@ ifeq ($(WERROR),1)
 WARN    += -Werror
 endif
 
-CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -Itcp -MD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
+CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -Itcp -MD -MP $(SANFLAGS) \
+	   $(FUZZFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS)
 LIBS    := -lunicorn -luring -ljansson -lxxhash -lgnutls -llz4 -lzstd -lpthread -lm
 
@@ -41,6 +51,8 @@ LIBS    := -lunicorn -luring -ljansson -lxxhash -lgnutls -llz4 -lzstd -lpthread 
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
 	    liburing-dev libjansson-dev libxxhash-dev libgnutls28-dev liblz4-dev libzstd-dev \
 	    iproute2 jq python3
+# ... and those only `make fuzz` needs (libFuzzer is in the clang runtime).
+FUZZ_DEB_PKGS := clang-14 libclang-rt-14-dev
 
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
@@ -110,6 +122,10 @@ GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 BENCHES := codec-speed
 
 TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))
+# One libFuzzer harness per file, tests/fuzz/fuzz-NAME.c, seeds in
+# tests/fuzz/corpus/NAME/: a new decoder's harness is one new file.
+FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard tests/fuzz/fuzz-*.c))))
+FUZZ_SECS ?= 60
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
@@ -118,8 +134,9 @@ UMIG     := $(BUILD)/umig
 GUEST_ELFS := $(GUESTS:%=build/guest-tests/%.elf)
 TEST_BINS  := $(TESTS:%=$(BUILD)/tests/%)
 BENCH_BINS := $(BENCHES:%=$(BUILD)/bench/%)
+FUZZ_BINS  := $(FUZZ_TARGETS:%=$(BUILD)/%)
 
-.PHONY: all check demo deps bench clean tests
+.PHONY: all check demo deps fuzz-deps bench clean tests fuzz fuzz-build
 all: $(UMIG) $(GUEST_ELFS) $(BENCH_BINS)
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
@@ -172,6 +189,18 @@ $(BUILD)/tests/t-util.o: tests/t-util.c tests/t-util.h $(BUILD)/.flags
 
 tests: all $(TEST_BINS)
 
+# --- fuzzing (FUZZ=1 builds; `make fuzz` sets it) -------------------------------
+$(BUILD)/fuzz-%: tests/fuzz/fuzz-%.c tests/fuzz/fuzz-vm.h $(LIBUMIG) $(BUILD)/.flags
+	@[ "$(V)" = 1 ] || echo "  FUZZ    $@"
+	$(Q)$(CC) $(CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $< $(LIBUMIG) $(LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz:
+	$(Q)$(MAKE) --no-print-directory fuzz-deps
+	$(Q)$(MAKE) --no-print-directory FUZZ=1 fuzz-build
+	$(Q)tests/fuzz/run --secs $(FUZZ_SECS) $(FUZZ_TARGETS:%=build/fuzz/%)
+
 check:
 	$(Q)$(MAKE) --no-print-directory deps
 	$(Q)$(MAKE) --no-print-directory tests
@@ -184,6 +213,9 @@ demo:
 
 bench:
 	$(Q)bench/run $(BENCH_ARGS)
+
+fuzz-deps:
+	$(Q)$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) $(FUZZ_DEB_PKGS)"
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \

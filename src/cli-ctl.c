@@ -61,7 +61,7 @@ int cmd_ctl(int argc, char **argv)
 	char *req = NULL, *reply = NULL;
 	bool raw = false;
 	json_t *j;
-	int opt, fd, ret;
+	int opt, fd, ret, wret;
 
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -84,11 +84,17 @@ int cmd_ctl(int argc, char **argv)
 		free(req);
 		return EXIT_FAILURE_UMIG;
 	}
-	ret = write_full(fd, req, strlen(req));
-	if (!ret)
-		ret = write_full(fd, "\n", 1);
-	if (!ret)
-		ret = cli_ctl_read_reply(fd, &reply);
+	/*
+	 * A server that refuses the connection ("busy") writes its reply and
+	 * closes, so our write may fail with EPIPE: its reply is still there
+	 * to read, and says more than the EPIPE.
+	 */
+	wret = write_full(fd, req, strlen(req));
+	if (!wret)
+		wret = write_full(fd, "\n", 1);
+	ret = cli_ctl_read_reply(fd, &reply);
+	if (ret < 0 && wret < 0)
+		ret = err_set(wret, "cannot send the request: %s", strerror(-wret));
 	close(fd);
 	free(req);
 	if (ret < 0) {

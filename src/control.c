@@ -3,10 +3,20 @@
  *
  * Requests are parsed with jansson; a line longer than CTL_LINE_MAX, bad
  * JSON, a missing "execute" or an unknown command each get an error reply
- * and leave the guest untouched.  The socket is local and its clients are
- * people and scripts, so replies are written blocking with a send timeout.
+ * and leave the guest untouched.
+ *
+ * Every client is untrusted in how it behaves, even though only the owner
+ * can connect: one thread serves them all, so nothing a client does may
+ * make that thread wait.  Client sockets are non-blocking; replies are
+ * queued per client and written as the client reads them; a client whose
+ * unread replies pass CTL_OUT_MAX, or that does nothing for CTL_IDLE_NS,
+ * is dropped; one request line is at most CTL_LINE_MAX; one round runs at
+ * most CTL_BURST requests of one client, so a pipelining client cannot
+ * starve the others; a full client table first drops the client idle the
+ * longest (if idle for CTL_EVICT_NS) and otherwise answers "busy".
  */
 #include <errno.h>
+#include <libgen.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -22,14 +32,24 @@
 #include "umig/util.h"
 #include "umig/vm.h"
 
-#define CTL_MAX_CLIENTS  8
+#define CTL_MAX_CLIENTS  16
 #define CTL_MAX_COMMANDS 32
-#define CTL_LINE_MAX     (64 * 1024)
+#define CTL_LINE_MAX     (64 * 1024)         /* one request, with its \n */
+#define CTL_OUT_MAX      (4u << 20)          /* unread reply bytes per client */
+#define CTL_BURST        16                  /* requests per client per round */
+#define CTL_ACCEPT_BURST 64                  /* connections accepted per round */
+#define CTL_IDLE_NS      (60ull * 1000000000) /* no byte either way: dropped */
+#define CTL_EVICT_NS     (2ull * 1000000000) /* idle this long: may give way */
 
 struct ctl_client {
-	int fd;
-	size_t len;
-	char *buf;
+	int fd;              /* -1: a free slot */
+	char *in;            /* CTL_LINE_MAX bytes of request text */
+	size_t in_off, in_len;  /* in[in_off..in_len) not yet run */
+	char *out;           /* queued reply bytes, out[out_off..out_len) unsent */
+	size_t out_off, out_len, out_cap;
+	uint64_t active_ns;  /* when a byte last moved either way */
+	bool eof;            /* the client shut down its side: finish, then close */
+	bool closing;        /* close once the queued replies are sent */
 };
 
 struct ctl_command {
@@ -43,6 +63,7 @@ struct control {
 	int listen_fd;
 	int quit_efd;
 	pthread_t thread;
+	bool thread_started;
 	pthread_mutex_t lock;   /* commands, vm */
 	struct vm *vm;
 	bool quit_requested;
@@ -107,7 +128,7 @@ static int cmd_query_stats(struct control *c, json_t *args, json_t **res, void *
 {
 	struct vm *vm = control_vm(c);
 	json_int_t max = 256, since = 0;
-	struct hb_sample *samples;
+	struct hb_sample small[256], *samples;
 	struct hb_stats hb;
 	struct cpu_state cs;
 	json_t *arr;
@@ -117,15 +138,25 @@ static int cmd_query_stats(struct control *c, json_t *args, json_t **res, void *
 		return err_set(-EINVAL, "arguments: max_samples and since_ns must be integers");
 	if (max < 0 || max > 65536 || since < 0)
 		return err_set(-EINVAL, "arguments: max_samples must be 0..65536, since_ns >= 0");
-	samples = calloc(max ? max : 1, sizeof(*samples));
-	if (!samples)
-		return -ENOMEM;
-	n = heartbeat_samples(&vm->bus, since, samples, max);
+	/*
+	 * Most answers are short (the default is 256): a large buffer is
+	 * allocated only when the samples fill the small one, so a request
+	 * for 65 536 samples of a young guest does not cost 1 MiB.
+	 */
+	samples = small;
+	n = heartbeat_samples(&vm->bus, since, small, MIN((size_t)max, ARRAY_SIZE(small)));
+	if (n == ARRAY_SIZE(small) && (size_t)max > n) {
+		samples = calloc(max, sizeof(*samples));
+		if (!samples)
+			return -ENOMEM;
+		n = heartbeat_samples(&vm->bus, since, samples, max);
+	}
 	arr = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(arr, json_pack("[I, I]", (json_int_t)samples[i].t_ns,
 						     (json_int_t)samples[i].beats));
-	free(samples);
+	if (samples != small)
+		free(samples);
 	heartbeat_stats(&vm->bus, &hb);
 	*res = json_pack("{s:I, s:I, s:I, s:I, s:o}",
 			 "heartbeats", (json_int_t)hb.beats,
@@ -149,26 +180,48 @@ static int cmd_query_stats(struct control *c, json_t *args, json_t **res, void *
 	return 0;
 }
 
-/* --- protocol ------------------------------------------------------------------ */
+/* --- requests ------------------------------------------------------------------ */
 
-static void ctl_reply(struct ctl_client *cl, json_t *reply)
+/*
+ * Replace each byte of s that is not part of valid UTF-8 with '?'.  A desc
+ * may quote the client's bytes (the parser's "near '...'", a truncated
+ * command name), and jansson refuses a string that is not UTF-8: the reply
+ * would be lost.  Overlong forms, surrogates and code points above
+ * U+10FFFF are invalid too, as jansson has them.  Found by fuzz-control.
+ */
+static void ctl_utf8_clean(char *s)
 {
-	char *s = json_dumps(reply, JSON_COMPACT);
+	static const uint32_t min[5] = { 0, 0, 0x80, 0x800, 0x10000 };
+	unsigned char *p = (unsigned char *)s;
 
-	if (s) {
-		/* a client that stops reading gets dropped, not waited for */
-		if (write_full(cl->fd, s, strlen(s)) < 0 || write_full(cl->fd, "\n", 1) < 0)
-			pr_debug("control: reply to a client failed");
-		free(s);
+	while (*p) {
+		int n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 :
+			(*p & 0xf8) == 0xf0 ? 4 : 0;
+		uint32_t cp = n == 1 ? *p : n ? *p & (0x7f >> n) : 0;
+		bool ok = n > 0;
+
+		for (int i = 1; ok && i < n; i++) {
+			ok = (p[i] & 0xc0) == 0x80;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		ok = ok && cp >= min[n] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
+		if (!ok) {
+			*p++ = '?';
+			continue;
+		}
+		p += n;
 	}
-	json_decref(reply);
 }
 
 static json_t *ctl_error(const char *cls, const char *desc, json_t *id)
 {
-	json_t *r = json_pack("{s:{s:s, s:s}}", "error", "class", cls, "desc", desc);
+	char clean[512];
+	json_t *r;
 
-	if (id)
+	snprintf(clean, sizeof(clean), "%s", desc);
+	ctl_utf8_clean(clean);
+	r = json_pack("{s:{s:s, s:s}}", "error", "class", cls, "desc", clean);
+	if (r && id)
 		json_object_set(r, "id", id);
 	return r;
 }
@@ -181,10 +234,10 @@ static const struct ctl_command *ctl_find(struct control *c, const char *name)
 	return NULL;
 }
 
-static json_t *ctl_execute(struct control *c, const char *line)
+static json_t *ctl_execute(struct control *c, const char *line, size_t len)
 {
 	json_error_t jerr;
-	json_t *req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
 	json_t *id, *args, *result = NULL, *reply;
 	const struct ctl_command *cmd;
 	const char *name;
@@ -226,59 +279,266 @@ static json_t *ctl_execute(struct control *c, const char *line)
 	return reply;
 }
 
-/* Returns false when the client must be closed. */
-static bool ctl_client_read(struct control *c, struct ctl_client *cl)
+char *control_execute_line(struct control *c, const char *line, size_t len)
 {
-	ssize_t n = read(cl->fd, cl->buf + cl->len, CTL_LINE_MAX - cl->len);
-	char *nl;
+	json_t *reply = ctl_execute(c, line, len);
+	char *s = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
 
-	if (n <= 0)
-		return n < 0 && errno == EINTR;
-	cl->len += n;
-	while ((nl = memchr(cl->buf, '\n', cl->len))) {
-		*nl = 0;
-		if (nl > cl->buf)
-			ctl_reply(cl, ctl_execute(c, cl->buf));
-		cl->len -= nl + 1 - cl->buf;
-		memmove(cl->buf, nl + 1, cl->len);
-	}
-	if (cl->len == CTL_LINE_MAX) {
-		ctl_reply(cl, ctl_error("invalid-request", "request line longer than 64 KiB", NULL));
-		return false;
-	}
-	return true;
+	json_decref(reply);
+	return s;
+}
+
+/* --- clients ------------------------------------------------------------------- */
+
+#define CTL_MSG_BUSY "{\"error\":{\"class\":\"busy\",\"desc\":\"too many clients\"}}\n"
+#define CTL_MSG_EVICTED "{\"error\":{\"class\":\"timeout\",\"desc\":" \
+	"\"closed: idle while the client table was full\"}}\n"
+#define CTL_MSG_IDLE "{\"error\":{\"class\":\"timeout\",\"desc\":\"closed: idle for 60 s\"}}\n"
+#define CTL_MSG_DENIED "{\"error\":{\"class\":\"permission\",\"desc\":" \
+	"\"only the user running umig and root may use its control socket\"}}\n"
+
+/* A one-line goodbye that never waits: whatever the kernel takes now. */
+static void ctl_refuse(int fd, const char *msg)
+{
+	if (send(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		pr_debug("control: could not tell a client why it is closed");
+	close(fd);
 }
 
 static void ctl_client_close(struct ctl_client *cl)
 {
 	close(cl->fd);
-	free(cl->buf);
-	cl->fd = -1;
-	cl->buf = NULL;
-	cl->len = 0;
+	free(cl->in);
+	free(cl->out);
+	*cl = (struct ctl_client){ .fd = -1 };
+}
+
+static bool ctl_has_line(const struct ctl_client *cl)
+{
+	return memchr(cl->in + cl->in_off, '\n', cl->in_len - cl->in_off) != NULL;
+}
+
+/*
+ * Queue n bytes for the client.  False when that would put more than
+ * CTL_OUT_MAX bytes of replies the client has not read: the caller then
+ * drops the client.  The buffer is compacted only once half of it has
+ * been sent, so queueing stays O(n) amortised.
+ */
+static bool ctl_queue(struct ctl_client *cl, const char *s, size_t n, bool bounded)
+{
+	size_t unsent = cl->out_len - cl->out_off;
+
+	if (bounded && unsent + n > CTL_OUT_MAX)
+		return false;
+	if (cl->out_off && cl->out_off >= cl->out_cap / 2) {
+		memmove(cl->out, cl->out + cl->out_off, unsent);
+		cl->out_len = unsent;
+		cl->out_off = 0;
+	}
+	if (cl->out_len + n > cl->out_cap) {
+		size_t cap = MAX(MAX(cl->out_cap * 2, cl->out_len + n), (size_t)4096);
+		char *nb = realloc(cl->out, cap);
+
+		if (!nb)
+			return false;
+		cl->out = nb;
+		cl->out_cap = cap;
+	}
+	memcpy(cl->out + cl->out_len, s, n);
+	cl->out_len += n;
+	return true;
+}
+
+/* Send what the kernel takes now; false when the connection is broken. */
+static bool ctl_flush(struct ctl_client *cl)
+{
+	while (cl->out_off < cl->out_len) {
+		ssize_t n = send(cl->fd, cl->out + cl->out_off, cl->out_len - cl->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN || errno == EWOULDBLOCK;
+		}
+		cl->out_off += n;
+		cl->active_ns = now_ns();
+	}
+	cl->out_off = cl->out_len = 0;
+	return true;
+}
+
+/* Tell an existing client why it goes, without waiting, and close it. */
+static void ctl_client_drop(struct ctl_client *cl, const char *msg)
+{
+	if (msg)
+		ctl_queue(cl, msg, strlen(msg), false);
+	ctl_flush(cl);
+	ctl_client_close(cl);
+}
+
+/* Queue one reply line (s is freed); false when the client must be dropped. */
+static bool ctl_reply(struct ctl_client *cl, char *s)
+{
+	bool ok;
+
+	if (!s) {
+		pr_warn("control: cannot encode a reply; closing the client");
+		return false;
+	}
+	ok = ctl_queue(cl, s, strlen(s), true) && ctl_queue(cl, "\n", 1, true);
+	free(s);
+	if (!ok)
+		pr_warn("control: dropping a client that does not read its replies "
+			"(more than %u MiB unread)", CTL_OUT_MAX >> 20);
+	return ok;
+}
+
+/* Read what is there; false when the connection is broken. */
+static bool ctl_client_read(struct ctl_client *cl)
+{
+	ssize_t n;
+
+	if (cl->in_off) {
+		memmove(cl->in, cl->in + cl->in_off, cl->in_len - cl->in_off);
+		cl->in_len -= cl->in_off;
+		cl->in_off = 0;
+	}
+	n = recv(cl->fd, cl->in + cl->in_len, CTL_LINE_MAX - cl->in_len, MSG_DONTWAIT);
+	if (n > 0) {
+		cl->in_len += n;
+		cl->active_ns = now_ns();
+		return true;
+	}
+	if (n == 0) {
+		cl->eof = true;
+		return true;
+	}
+	return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK;
+}
+
+/*
+ * Run at most CTL_BURST of the client's complete requests, in order; the
+ * rest wait for the next round so that one client cannot hold the thread.
+ * False when the client must be dropped.
+ */
+static bool ctl_client_process(struct control *c, struct ctl_client *cl)
+{
+	for (int done = 0; done < CTL_BURST;) {
+		char *line = cl->in + cl->in_off;
+		char *nl = memchr(line, '\n', cl->in_len - cl->in_off);
+
+		if (!nl)
+			break;
+		cl->in_off += nl + 1 - line;
+		if (nl == line)
+			continue;   /* empty lines get no reply */
+		if (!ctl_reply(cl, control_execute_line(c, line, nl - line)))
+			return false;
+		done++;
+	}
+	if (cl->in_off == 0 && cl->in_len == CTL_LINE_MAX) {
+		cl->closing = true;
+		return ctl_reply(cl, strdup("{\"error\":{\"class\":\"invalid-request\","
+					    "\"desc\":\"request line longer than 64 KiB\"}}"));
+	}
+	return true;
+}
+
+/* One round for one client: false when it must be closed now. */
+static bool ctl_client_serve(struct control *c, struct ctl_client *cl, short revents,
+			     uint64_t now)
+{
+	if ((revents & (POLLERR | POLLHUP)) && !(revents & POLLIN))
+		return false;
+	if ((revents & POLLIN) && !ctl_client_read(cl))
+		return false;
+	if (!cl->closing && !ctl_client_process(c, cl))
+		return false;
+	if (!ctl_flush(cl))
+		return false;
+	if (cl->out_len == 0 && (cl->closing || (cl->eof && !ctl_has_line(cl))))
+		return false;
+	/* active_ns may be later than now: it moves while this round runs */
+	if (cl->active_ns + CTL_IDLE_NS < now && !ctl_has_line(cl)) {
+		pr_debug("control: closing a client idle for %llu s",
+			 (unsigned long long)(CTL_IDLE_NS / 1000000000));
+		ctl_queue(cl, CTL_MSG_IDLE, strlen(CTL_MSG_IDLE), false);
+		ctl_flush(cl);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Admit one new connection.  Only the user running umig and root may use
+ * the socket (its mode already says so; the peer's credentials are checked
+ * as well, in case the mode was changed).  With every slot taken, the
+ * client idle the longest gives way if it has been idle CTL_EVICT_NS;
+ * otherwise the newcomer is told "busy".
+ */
+static void ctl_admit(struct control *c, int fd)
+{
+	struct ucred cr;
+	socklen_t crlen = sizeof(cr);
+	struct ctl_client *slot = NULL, *oldest = NULL;
+	uint64_t now = now_ns();
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0 ||
+	    (cr.uid != geteuid() && cr.uid != 0)) {
+		pr_debug("control: refused a client of another user");
+		ctl_refuse(fd, CTL_MSG_DENIED);
+		return;
+	}
+	for (int i = 0; i < CTL_MAX_CLIENTS && !slot; i++) {
+		struct ctl_client *cl = &c->clients[i];
+
+		if (cl->fd < 0)
+			slot = cl;
+		else if (!oldest || cl->active_ns < oldest->active_ns)
+			oldest = cl;
+	}
+	if (!slot && oldest->active_ns + CTL_EVICT_NS <= now) {
+		pr_debug("control: dropping the client idle longest to admit a new one");
+		ctl_client_drop(oldest, CTL_MSG_EVICTED);
+		slot = oldest;
+	}
+	if (!slot || !(slot->in = malloc(CTL_LINE_MAX))) {
+		ctl_refuse(fd, CTL_MSG_BUSY);
+		return;
+	}
+	slot->fd = fd;
+	slot->active_ns = now;
 }
 
 static void ctl_accept(struct control *c)
 {
-	struct timeval tv = { .tv_sec = 2 };
-	int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	for (int i = 0; i < CTL_ACCEPT_BURST; i++) {
+		int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
-	if (fd < 0)
-		return;
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (fd < 0)
+			return;
+		ctl_admit(c, fd);
+	}
+}
+
+/* Until the first client's idle deadline; 0 when a request is waiting. */
+static int ctl_poll_timeout(struct control *c, uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+
 	for (int i = 0; i < CTL_MAX_CLIENTS; i++) {
 		struct ctl_client *cl = &c->clients[i];
 
-		if (cl->fd >= 0)
+		if (cl->fd < 0)
 			continue;
-		cl->buf = malloc(CTL_LINE_MAX);
-		if (!cl->buf)
-			break;
-		cl->fd = fd;
-		return;
+		if (!cl->closing && ctl_has_line(cl))
+			return 0;
+		next = MIN(next, cl->active_ns + CTL_IDLE_NS);
 	}
-	write_full(fd, "{\"error\":{\"class\":\"busy\",\"desc\":\"too many clients\"}}\n", 53);
-	close(fd);
+	if (next == UINT64_MAX)
+		return -1;
+	return next <= now ? 0 : (int)MIN((next - now) / 1000000 + 1, 60000ull);
 }
 
 static void *ctl_thread(void *arg)
@@ -288,16 +548,25 @@ static void *ctl_thread(void *arg)
 	for (;;) {
 		struct pollfd pfd[CTL_MAX_CLIENTS + 2];
 		int map[CTL_MAX_CLIENTS + 2];
-		int n = 0;
+		int n = 0, timeout = ctl_poll_timeout(c, now_ns());
+		uint64_t now;
 
 		pfd[n++] = (struct pollfd){ .fd = c->quit_efd, .events = POLLIN };
 		pfd[n++] = (struct pollfd){ .fd = c->listen_fd, .events = POLLIN };
-		for (int i = 0; i < CTL_MAX_CLIENTS; i++)
-			if (c->clients[i].fd >= 0) {
-				map[n] = i;
-				pfd[n++] = (struct pollfd){ .fd = c->clients[i].fd, .events = POLLIN };
-			}
-		if (poll(pfd, n, -1) < 0) {
+		for (int i = 0; i < CTL_MAX_CLIENTS; i++) {
+			struct ctl_client *cl = &c->clients[i];
+			short ev = 0;
+
+			if (cl->fd < 0)
+				continue;
+			if (!cl->eof && !cl->closing && !ctl_has_line(cl))
+				ev |= POLLIN;
+			if (cl->out_len > cl->out_off)
+				ev |= POLLOUT;
+			map[n] = i;
+			pfd[n++] = (struct pollfd){ .fd = cl->fd, .events = ev };
+		}
+		if (poll(pfd, n, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_err("control: poll failed: %s", strerror(errno));
@@ -305,60 +574,131 @@ static void *ctl_thread(void *arg)
 		}
 		if (pfd[0].revents)
 			break;
+		now = now_ns();
+		for (int i = 2; i < n; i++) {
+			struct ctl_client *cl = &c->clients[map[i]];
+
+			if (cl->fd >= 0 && !ctl_client_serve(c, cl, pfd[i].revents, now))
+				ctl_client_close(cl);
+		}
 		if (pfd[1].revents & POLLIN)
 			ctl_accept(c);
-		for (int i = 2; i < n; i++)
-			if (pfd[i].revents && !ctl_client_read(c, &c->clients[map[i]]))
-				ctl_client_close(&c->clients[map[i]]);
 	}
 	return NULL;
 }
 
+/* --- the socket ------------------------------------------------------------------ */
+
+/*
+ * The directory must not let other users remove or replace the socket
+ * (and so pose as this umig to its clients): refuse one that a group or
+ * everyone may write to, unless it has the sticky bit, as /tmp does.
+ */
+static int ctl_check_dir(const char *path)
+{
+	char buf[108];
+	const char *dir;
+	struct stat st;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	dir = dirname(buf);
+	if (stat(dir, &st) < 0)
+		return err_set(-errno, "control socket directory '%s': %s", dir, strerror(errno));
+	if ((st.st_mode & (S_IWOTH | S_IWGRP)) && !(st.st_mode & S_ISVTX))
+		return err_set(-EPERM, "control socket directory '%s' is writable by %s and has no "
+			       "sticky bit, so another user could replace the socket: use a private "
+			       "directory (mode 0700) or one with the sticky bit",
+			       dir, st.st_mode & S_IWOTH ? "every user" : "its group");
+	return 0;
+}
+
+/* Replace a stale socket left by a crashed umig; never a live one, a file or another user's. */
+static int ctl_remove_stale(const char *path, const struct sockaddr_un *sa)
+{
+	struct stat st;
+	int probe;
+
+	if (lstat(path, &st) < 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode))
+		return err_set(-EEXIST, "control path '%s' exists and is not a socket", path);
+	if (st.st_uid != geteuid())
+		return err_set(-EPERM, "control socket '%s' belongs to uid %u; not replacing it",
+			       path, (unsigned)st.st_uid);
+	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe >= 0 && connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0) {
+		close(probe);
+		return err_set(-EADDRINUSE, "control socket '%s' is in use by a running umig", path);
+	}
+	if (probe >= 0)
+		close(probe);
+	unlink(path);
+	return 0;
+}
+
 static int ctl_listen(struct control *c, const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX }, bsa;
+	bool staged;
+	mode_t old;
+	int ret;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return err_set(-ENAMETOOLONG, "control socket path '%s' is too long (max %zu)",
 			       path, sizeof(sa.sun_path) - 1);
 	strcpy(sa.sun_path, path);
-	strcpy(c->path, path);
-	/* replace a stale socket left by a crashed umig; never a live one or a file */
-	if (!lstat(path, &st)) {
-		int probe;
-
-		if (!S_ISSOCK(st.st_mode))
-			return err_set(-EEXIST, "control path '%s' exists and is not a socket", path);
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-			close(probe);
-			return err_set(-EADDRINUSE, "control socket '%s' is in use by a running umig",
-				       path);
-		}
-		if (probe >= 0)
-			close(probe);
-		unlink(path);
-	}
-	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/*
+	 * Bound as PATH.new and renamed once it listens, so that the path
+	 * appears only when it accepts connections: a script that waits for
+	 * the file and connects at once never sees ECONNREFUSED.  (A path
+	 * too long for the suffix is bound directly.)
+	 */
+	bsa = sa;
+	staged = snprintf(bsa.sun_path, sizeof(bsa.sun_path), "%s.new", path) <
+		 (int)sizeof(bsa.sun_path);
+	if (!staged)
+		bsa = sa;
+	ret = ctl_check_dir(path);
+	if (!ret)
+		ret = ctl_remove_stale(path, &sa);
+	if (!ret && staged)
+		ret = ctl_remove_stale(bsa.sun_path, &bsa);
+	if (ret < 0)
+		return ret;
+	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (c->listen_fd < 0)
 		return -errno;
-	if (bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(c->listen_fd, 8) < 0)
+	/*
+	 * Created 0600 from the start: connecting needs write permission, so
+	 * only this user (and root) can.  umask is process-wide; this runs
+	 * before the vCPU and migration threads exist, and the only other
+	 * thread (signals) creates no files.
+	 */
+	old = umask(0177);
+	ret = bind(c->listen_fd, (struct sockaddr *)&bsa, sizeof(bsa));
+	umask(old);
+	if (ret < 0)
 		return err_set(-errno, "cannot listen on control socket '%s': %s", path,
 			       strerror(errno));
+	if (listen(c->listen_fd, 32) < 0 || (staged && rename(bsa.sun_path, path) < 0)) {
+		ret = err_set(-errno, "cannot listen on control socket '%s': %s", path,
+			      strerror(errno));
+		unlink(bsa.sun_path);
+		return ret;
+	}
+	strcpy(c->path, path);
 	return 0;
 }
 
-int control_start(struct control **out, const char *path, struct vm *vm)
+int control_create(struct control **out, struct vm *vm)
 {
 	struct control *c = calloc(1, sizeof(*c));
-	int ret;
 
 	if (!c)
 		return -ENOMEM;
 	c->vm = vm;
 	c->listen_fd = -1;
+	c->quit_efd = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	for (int i = 0; i < CTL_MAX_CLIENTS; i++)
 		c->clients[i].fd = -1;
@@ -367,21 +707,26 @@ int control_start(struct control **out, const char *path, struct vm *vm)
 	control_register(c, "stop", cmd_stop, NULL);
 	control_register(c, "cont", cmd_cont, NULL);
 	control_register(c, "quit", cmd_quit, NULL);
+	*out = c;
+	return 0;
+}
+
+int control_start(struct control **out, const char *path, struct vm *vm)
+{
+	struct control *c;
+	int ret = control_create(&c, vm);
+
+	if (ret < 0)
+		return ret;
 	c->quit_efd = eventfd(0, EFD_CLOEXEC);
 	ret = c->quit_efd < 0 ? -errno : ctl_listen(c, path);
 	if (!ret)
 		ret = -pthread_create(&c->thread, NULL, ctl_thread, c);
 	if (ret < 0) {
-		if (c->listen_fd >= 0) {
-			close(c->listen_fd);
-			unlink(c->path);
-		}
-		if (c->quit_efd >= 0)
-			close(c->quit_efd);
-		pthread_mutex_destroy(&c->lock);
-		free(c);
+		control_stop(c);
 		return ret;
 	}
+	c->thread_started = true;
 	*out = c;
 	return 0;
 }
@@ -407,15 +752,22 @@ void control_stop(struct control *c)
 
 	if (!c)
 		return;
-	if (write(c->quit_efd, &one, sizeof(one)) != sizeof(one))
-		pr_warn("control: cannot signal the control thread");
-	pthread_join(c->thread, NULL);
+	if (c->thread_started) {
+		if (write(c->quit_efd, &one, sizeof(one)) != sizeof(one))
+			pr_warn("control: cannot signal the control thread");
+		pthread_join(c->thread, NULL);
+	}
+	/* the last replies (quit's) go out if the client's socket takes them now */
 	for (int i = 0; i < CTL_MAX_CLIENTS; i++)
 		if (c->clients[i].fd >= 0)
-			ctl_client_close(&c->clients[i]);
-	close(c->listen_fd);
-	close(c->quit_efd);
-	unlink(c->path);
+			ctl_client_drop(&c->clients[i], NULL);
+	if (c->listen_fd >= 0) {
+		close(c->listen_fd);
+		if (c->path[0])
+			unlink(c->path);
+	}
+	if (c->quit_efd >= 0)
+		close(c->quit_efd);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }

@@ -1,6 +1,7 @@
 /*
  * main.c - umig's entry point: dispatch to one file per verb.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,6 +34,12 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+	/*
+	 * A peer that closes early (a control client, a migration peer, a TLS
+	 * library's own writes) must give an EPIPE error, never kill umig and
+	 * its guest: every verb ignores SIGPIPE, set before any thread starts.
+	 */
+	signal(SIGPIPE, SIG_IGN);
 	log_init_from_env();
 	if (argc < 2) {
 		usage(stderr);

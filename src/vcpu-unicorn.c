@@ -216,6 +216,29 @@ static uc_err uc_write_if_changed(uc_engine *uc, int id, uint64_t want)
 	return cur == want ? UC_ERR_OK : uc_reg_write(uc, id, &want);
 }
 
+#define CR0_PG (1ull << 31)
+
+/*
+ * Loading a non-null selector makes Unicorn read its descriptor from the
+ * GDT.  If that read faults outside uc_emu_start(), Unicorn longjmps onto
+ * a stale stack and the process dies: a state record (from a snapshot
+ * file or a migration peer) must not be able to do that.  So a selector
+ * is loaded only when its descriptor lies inside the GDT limit and inside
+ * guest RAM; Unicorn runs umig's guests without paging (CR0.PG clear,
+ * linear = physical), and a state with paging on may not load selectors
+ * at all, as checking it would need a page walk.  Found by fuzz-state.
+ */
+static bool ucv_selector_loadable(struct vcpu *v, const struct cpu_state *s, uint16_t sel)
+{
+	uint64_t index = sel & ~7u;
+
+	if (!(sel & ~3u))
+		return true;   /* null: no descriptor is read */
+	return !(sel & 4) && !(s->cr0 & CR0_PG) && index + 7 <= s->gdtr.limit &&
+	       mem_range_ok(v->mem, s->gdtr.base + index, 8) &&
+	       s->gdtr.base + index >= s->gdtr.base;
+}
+
 static int ucv_set_state(struct vcpu *v, const struct cpu_state *s)
 {
 	uc_engine *uc = ucv(v)->uc;
@@ -247,6 +270,9 @@ static int ucv_set_state(struct vcpu *v, const struct cpu_state *s)
 	for (int i = 0; i < SEG_COUNT; i++) {
 		seg = 0;
 		uc_reg_read(uc, uc_seg_ids[i], &seg);
+		if (seg != s->seg[i] && !ucv_selector_loadable(v, s, s->seg[i]))
+			return err_set(-EINVAL, "CPU state: segment selector 0x%x names a descriptor "
+				       "outside the GDT or guest RAM", s->seg[i]);
 		if (seg != s->seg[i]) {
 			seg = s->seg[i];
 			e |= uc_reg_write(uc, uc_seg_ids[i], &seg);

@@ -15,6 +15,7 @@
 #define UMIG_SNAPSHOT_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "umig/vm.h"
 
@@ -28,11 +29,16 @@ struct snapshot_info {
 	uint64_t file_bytes;
 };
 
-/* Write a snapshot of a paused VM to path (atomically: path.tmp, rename). */
+/*
+ * Write a snapshot of a paused VM to path (atomically: path.tmp, rename).
+ * The file is mode 0600: it holds the guest's memory.
+ */
 int snapshot_write(struct vm *vm, const char *path, struct snapshot_info *info);
 /* Read only the header: the RAM size needed to create the VM. */
 int snapshot_read_header(const char *path, uint64_t *ram_size);
 /* Fill a freshly created VM of the right size from path. */
 int snapshot_load(struct vm *vm, const char *path, struct snapshot_info *info);
+/* The same from an open stream (the caller closes it): for the fuzz harness. */
+int snapshot_load_file(struct vm *vm, FILE *f, struct snapshot_info *info);
 
 #endif
