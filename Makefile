@@ -68,6 +68,7 @@ LIB_SRCS := \
 	src/uffd.c \
 	src/util.c \
 	src/vcpu.c \
+	src/vcpu-cpuid.c \
 	src/vcpu-unicorn.c \
 	src/vm.c \
 	tcp/tcp.c \

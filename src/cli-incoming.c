@@ -28,7 +28,8 @@ static const char incoming_help[] =
 "  --console FILE         append guest console output to FILE (default stdout)\n"
 "  --stats FILE           write the statistics record (docs/metrics.md)\n"
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
-"  --backend NAME         vCPU backend (default unicorn)\n"
+"  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
+"                         /dev/kvm works); --backend is the same option\n"
 "  --quiet                no progress line\n"
 "  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -42,6 +43,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "console", required_argument, NULL, 'o' },
 		{ "stats", required_argument, NULL, 's' },
 		{ "backend", required_argument, NULL, 'b' },
+		{ "vcpu", required_argument, NULL, 'b' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeline", required_argument, NULL, 't' },

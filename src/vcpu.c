@@ -12,8 +12,8 @@ static const struct vcpu_ops *const vcpu_backends[] = {
 	&vcpu_unicorn_ops,
 };
 
-int vcpu_create(struct vcpu **out, const char *backend, struct guest_mem *mem,
-		struct pio_bus *bus)
+int vcpu_create(struct vcpu **out, const char *backend, unsigned index,
+		struct guest_mem *mem, struct pio_bus *bus)
 {
 	const struct vcpu_ops *ops = NULL;
 	struct vcpu *v;
@@ -31,6 +31,7 @@ int vcpu_create(struct vcpu **out, const char *backend, struct guest_mem *mem,
 	if (!v)
 		return -ENOMEM;
 	v->ops = ops;
+	v->index = index;
 	v->mem = mem;
 	v->bus = bus;
 	ret = ops->create(v);

@@ -38,6 +38,7 @@ struct vcpu_ops {
 
 struct vcpu {
 	const struct vcpu_ops *ops;
+	unsigned index;    /* the vCPU number: 0 boots, the APIC ID in CPUID */
 	struct guest_mem *mem;
 	struct pio_bus *bus;
 	void *priv;
@@ -45,8 +46,8 @@ struct vcpu {
 };
 
 /* backend NULL = default.  Caller frees with vcpu_destroy(). */
-int vcpu_create(struct vcpu **out, const char *backend, struct guest_mem *mem,
-		struct pio_bus *bus);
+int vcpu_create(struct vcpu **out, const char *backend, unsigned index,
+		struct guest_mem *mem, struct pio_bus *bus);
 void vcpu_destroy(struct vcpu *v);
 int vcpu_run(struct vcpu *v);
 void vcpu_kick(struct vcpu *v);
@@ -56,5 +57,20 @@ int vcpu_flush_code(struct vcpu *v, uint64_t gpa, uint64_t len);
 const char *vcpu_backend_name(const struct vcpu *v);
 
 extern const struct vcpu_ops vcpu_unicorn_ops;
+
+/*
+ * The CPU model (src/vcpu-cpuid.c, docs/guest-abi.md): the CPUID leaves
+ * every guest sees, identical on every backend.  The digest identifies the
+ * model in snapshots and migration streams; a state saved under another
+ * model is refused.
+ */
+struct cpuid_leaf {
+	uint32_t fn, eax, ebx, ecx, edx;
+};
+
+const struct cpuid_leaf *cpuid_model_leaves(size_t *n);
+/* What CPUID(fn, idx) returns on vCPU cpu, for any fn. */
+void cpuid_model_query(uint32_t fn, uint32_t idx, unsigned cpu, uint32_t out[4]);
+uint64_t cpuid_model_digest(void);
 
 #endif
