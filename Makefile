@@ -85,7 +85,7 @@ CLI_SRCS := \
 	src/cli-run.c \
 	src/main.c
 
-GUESTS := dirty hello idle memverify spin
+GUESTS := dirty hello idle memverify regtorture spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
 TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))
