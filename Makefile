@@ -69,6 +69,8 @@ LIB_SRCS := \
 	src/util.c \
 	src/vcpu.c \
 	src/vcpu-cpuid.c \
+	src/vcpu-kvm.c \
+	src/vcpu-kvm-regs.c \
 	src/vcpu-unicorn.c \
 	src/vm.c \
 	tcp/tcp.c \
