@@ -216,3 +216,52 @@ int kvm_regs_to_state(const struct kvm_regs *regs, const struct kvm_sregs *sregs
 	s->mxcsr = fpu->mxcsr;
 	return 0;
 }
+
+/* The standard XSAVE layout: the FXSAVE64 image, then the header at 512. */
+#define XS_FCW    0
+#define XS_FSW    2
+#define XS_FTW    4
+#define XS_FOP    6
+#define XS_FIP    8
+#define XS_FDP    16
+#define XS_MXCSR  24
+#define XS_ST     32
+#define XS_XMM    160
+#define XS_BV     512
+#define XFEATURE_FP_SSE 3ull
+
+void kvm_xsave_to_fpu(const struct kvm_xsave *x, struct kvm_fpu *fpu)
+{
+	const uint8_t *b = (const uint8_t *)x->region;
+
+	memset(fpu, 0, sizeof(*fpu));
+	memcpy(&fpu->fcw, b + XS_FCW, 2);
+	memcpy(&fpu->fsw, b + XS_FSW, 2);
+	fpu->ftwx = b[XS_FTW];
+	memcpy(&fpu->last_opcode, b + XS_FOP, 2);
+	memcpy(&fpu->last_ip, b + XS_FIP, 8);
+	memcpy(&fpu->last_dp, b + XS_FDP, 8);
+	memcpy(&fpu->mxcsr, b + XS_MXCSR, 4);
+	for (int i = 0; i < 8; i++)
+		memcpy(fpu->fpr[i], b + XS_ST + 16 * i, 16);
+	memcpy(fpu->xmm, b + XS_XMM, sizeof(fpu->xmm));
+}
+
+void kvm_fpu_to_xsave(const struct kvm_fpu *fpu, struct kvm_xsave *x)
+{
+	uint8_t *b = (uint8_t *)x->region;
+	uint64_t bv = XFEATURE_FP_SSE;	/* x87 and SSE are in use: the record holds them */
+
+	memset(x, 0, sizeof(*x));
+	memcpy(b + XS_FCW, &fpu->fcw, 2);
+	memcpy(b + XS_FSW, &fpu->fsw, 2);
+	b[XS_FTW] = fpu->ftwx;
+	memcpy(b + XS_FOP, &fpu->last_opcode, 2);
+	memcpy(b + XS_FIP, &fpu->last_ip, 8);
+	memcpy(b + XS_FDP, &fpu->last_dp, 8);
+	memcpy(b + XS_MXCSR, &fpu->mxcsr, 4);
+	for (int i = 0; i < 8; i++)
+		memcpy(b + XS_ST + 16 * i, fpu->fpr[i], 16);
+	memcpy(b + XS_XMM, fpu->xmm, sizeof(fpu->xmm));
+	memcpy(b + XS_BV, &bv, 8);
+}

@@ -54,6 +54,7 @@ struct kvm_ctx {
 	int refs;
 	int kvm_fd, vm_fd;
 	int run_size;
+	bool xsave;			/* KVM_CAP_XSAVE: x87/SSE state through KVM_GET_XSAVE */
 	struct kvm_cpuid2 *cpuid;	/* the model as this host gives it; APIC ID per vCPU */
 };
 
@@ -245,6 +246,7 @@ static int kvm_ctx_open(const struct guest_mem *mem, struct kvm_ctx **out)
 		k->kvm_fd = -1;
 		goto fail;
 	}
+	k->xsave = ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
 	k->run_size = ioctl(k->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (k->run_size < (int)sizeof(struct kvm_run)) {
 		r = err_set(-EIO, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
@@ -274,6 +276,8 @@ static int kvm_ctx_open(const struct guest_mem *mem, struct kvm_ctx **out)
 		goto fail;
 	}
 	*out = k;
+	pr_debug("kvm: VM created, one slot of %llu MiB at host %p",
+		 (unsigned long long)(mem->size >> 20), (void *)mem->host);
 	return 0;
 fail:
 	kvm_ctx_close(k);
@@ -397,6 +401,9 @@ static int kvm_vcpu_create(struct vcpu *v)
 		goto fail;
 	}
 	v->priv = k;
+	pr_debug("kvm: vCPU %u created (API %d, %u CPUID leaves of model %u, %s)", v->index,
+		 KVM_API_VERSION, k->ctx->cpuid->nent, UMIG_CPU_MODEL_ID,
+		 k->ctx->xsave ? "XSAVE" : "FPU");
 	return 0;
 fail:
 	if (k->run)
@@ -534,17 +541,47 @@ const struct vcpu_ops vcpu_kvm_ops = {
 	.destroy = kvm_vcpu_destroy,
 };
 
+/*
+ * x87 and SSE state.  KVM_GET_XSAVE where the kernel has it: the kernel
+ * converts its own (possibly compacted, possibly init-optimised) buffer to
+ * the standard layout, substituting the init values of components not in
+ * use, whereas KVM_GET_FPU copies the legacy area of the buffer as it is.
+ */
+static int kvm_get_fpu(struct kvm_vcpu *k, struct kvm_fpu *fpu)
+{
+	struct kvm_xsave x;
+
+	if (!k->ctx->xsave)
+		return ioctl(k->fd, KVM_GET_FPU, fpu) ? -errno : 0;
+	if (ioctl(k->fd, KVM_GET_XSAVE, &x))
+		return -errno;
+	kvm_xsave_to_fpu(&x, fpu);
+	return 0;
+}
+
+static int kvm_set_fpu(struct kvm_vcpu *k, const struct kvm_fpu *fpu)
+{
+	struct kvm_xsave x;
+
+	if (!k->ctx->xsave)
+		return ioctl(k->fd, KVM_SET_FPU, fpu) ? -errno : 0;
+	kvm_fpu_to_xsave(fpu, &x);
+	return ioctl(k->fd, KVM_SET_XSAVE, &x) ? -errno : 0;
+}
+
 /* The register mapping lives in vcpu-kvm-regs.c (pure, unit-tested anywhere). */
 static int vcpu_kvm_get_state(struct vcpu *v, struct cpu_state *s)
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
 	struct kvm_fpu fpu;
-	int fd = kv(v)->fd;
+	int fd = kv(v)->fd, r;
 
-	if (ioctl(fd, KVM_GET_REGS, &regs) || ioctl(fd, KVM_GET_SREGS, &sregs) ||
-	    ioctl(fd, KVM_GET_FPU, &fpu))
+	if (ioctl(fd, KVM_GET_REGS, &regs) || ioctl(fd, KVM_GET_SREGS, &sregs))
 		return err_set(-errno, "KVM: reading CPU state failed: %s", strerror(errno));
+	r = kvm_get_fpu(kv(v), &fpu);
+	if (r < 0)
+		return err_set(r, "KVM: reading x87/SSE state failed: %s", strerror(-r));
 	return kvm_regs_to_state(&regs, &sregs, &fpu, s);
 }
 
@@ -567,7 +604,8 @@ static int vcpu_kvm_set_state(struct vcpu *v, const struct cpu_state *s)
 			       (unsigned long long)s->cr4, (unsigned long long)s->efer);
 	if (ioctl(fd, KVM_SET_REGS, &regs))
 		return err_set(-errno, "KVM_SET_REGS: %s", strerror(errno));
-	if (ioctl(fd, KVM_SET_FPU, &fpu))
-		return err_set(-errno, "KVM_SET_FPU: %s", strerror(errno));
+	r = kvm_set_fpu(kv(v), &fpu);
+	if (r < 0)
+		return err_set(r, "KVM: writing x87/SSE state failed: %s", strerror(-r));
 	return 0;
 }

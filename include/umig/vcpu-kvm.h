@@ -38,4 +38,8 @@ int kvm_state_to_regs(const struct cpu_state *s, struct kvm_regs *regs,
 int kvm_regs_to_state(const struct kvm_regs *regs, const struct kvm_sregs *sregs,
 		      const struct kvm_fpu *fpu, struct cpu_state *s);
 
+/* x87/SSE state between kvm_fpu and the standard XSAVE layout (KVM_{GET,SET}_XSAVE). */
+void kvm_xsave_to_fpu(const struct kvm_xsave *x, struct kvm_fpu *fpu);
+void kvm_fpu_to_xsave(const struct kvm_fpu *fpu, struct kvm_xsave *x);
+
 #endif
