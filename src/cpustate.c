@@ -19,7 +19,7 @@ uint8_t cpu_ftw_abridge(uint16_t ftw)
 	return x;
 }
 
-uint16_t cpu_ftw_expand(uint8_t ftwx, uint16_t fsw, const uint8_t st[8][10])
+uint16_t cpu_ftw_expand(uint8_t ftwx, uint16_t fsw, const uint8_t (*st)[10])
 {
 	unsigned top = (fsw >> 11) & 7;
 	uint16_t ftw = 0;

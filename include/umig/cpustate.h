@@ -59,10 +59,11 @@ struct cpu_state {
  * stores it and Unicorn reports it; FXSAVE and KVM hold the abridged one
  * (one bit per physical register, 1 = not empty).  Expanding classifies
  * each non-empty register by its value; physical register p is
- * ST((p - TOP) & 7), TOP from FSW bits 11..13, and st[] is in ST order.
+ * ST((p - TOP) & 7), TOP from FSW bits 11..13, and st (8 registers) is in
+ * ST order.
  */
 uint8_t cpu_ftw_abridge(uint16_t ftw);
-uint16_t cpu_ftw_expand(uint8_t ftwx, uint16_t fsw, const uint8_t st[8][10]);
+uint16_t cpu_ftw_expand(uint8_t ftwx, uint16_t fsw, const uint8_t (*st)[10]);
 
 void cpu_state_encode(const struct cpu_state *s, struct wbuf *w);
 /* -EBADMSG (truncated, bad tag or length) / -EPROTONOSUPPORT (version). */
