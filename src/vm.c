@@ -255,11 +255,13 @@ int vm_pause(struct vm *vm)
 	pthread_cond_broadcast(&vm->cond); /* ends a guest sleep at once */
 	while (vm->in_guest) {
 		if (now_ns() > deadline) {
-			unsigned n = vm->in_guest;
+			unsigned n = vm->in_guest, all = vm->ncpus;
 
 			pthread_mutex_unlock(&vm->lock);
-			return err_set(-ETIMEDOUT, "%u vCPU%s did not stop within 10 s",
-				       n, n > 1 ? "s" : "");
+			if (all == 1)
+				return err_set(-ETIMEDOUT, "the vCPU did not stop within 10 s");
+			return err_set(-ETIMEDOUT, "%u of %u vCPUs did not stop within 10 s",
+				       n, all);
 		}
 		vm_kick_all(vm);
 		vm_timedwait(vm, now_ns() + VM_KICK_RETRY_NS);
