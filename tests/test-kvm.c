@@ -443,8 +443,8 @@ static void test_snapshot_from_kvm_restores_under_kvm(void **state)
 /* A post-copy migration mid-spin from an emulated to a hardware-virtualised host. */
 static void test_migration_from_unicorn_to_kvm(void **state)
 {
-	char *dir = t_tmpdir();
-	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
+	char *dir;
+	const char *dout, *derr;
 	char listen[32];
 	struct t_result r;
 	int port = 20000 + (getpid() * 13 + time(NULL)) % 20000, dst;
@@ -452,6 +452,9 @@ static void test_migration_from_unicorn_to_kvm(void **state)
 
 	(void)state;
 	t_skip_unless(t_have_kvm(), "no usable /dev/kvm (%s)\n", "run it in tests/vm");
+	dir = t_tmpdir();
+	dout = t_path(dir, "dst.out");
+	derr = t_path(dir, "dst.err");
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--vcpu", "kvm",
 		       "--quiet", NULL };
@@ -483,22 +486,23 @@ static void test_migration_from_unicorn_to_kvm(void **state)
 
 static void test_pause_storm_under_kvm(void **state)
 {
-	char *dir = t_tmpdir();
-	const char *sock = t_path(dir, "c.sock");
-	const char *out = t_path(dir, "out");
+	char *dir, sock[256], out[256];
 	char *argv[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--vcpu", "kvm",
 			 "--cpus", "2", "--mem", "128M", "--cmdline", "wss=32 passes=20 threads=2",
-			 "--control", (char *)sock, NULL };
+			 "--control", sock, NULL };
 	pid_t pid;
 	int status;
 	char *o;
 
 	(void)state;
 	t_skip_unless(t_have_kvm(), "no usable /dev/kvm (%s)\n", "run it in tests/vm");
+	dir = t_tmpdir();
+	snprintf(sock, sizeof(sock), "%s", t_path(dir, "c.sock"));
+	snprintf(out, sizeof(out), "%s", t_path(dir, "out"));
 	pid = t_spawn(argv, out, NULL);
 	assert_true(t_wait_for_path(sock, 10000));
 	for (int i = 0; i < 60; i++) {
-		char cmd[600];
+		char cmd[1400];
 
 		snprintf(cmd, sizeof(cmd), "%s ctl %s stop >/dev/null 2>&1 && %s ctl %s cont "
 			 ">/dev/null 2>&1", t_umig(), sock, t_umig(), sock);
