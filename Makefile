@@ -2,6 +2,8 @@
 #
 #   make            build build/umig and every guest in build/guest-tests/
 #   make check      install missing Debian packages, build, run the test suite
+#                   (the unit and integration suites, then the test-VM suites)
+#   make check-vm   only the suites that run inside the test VM (tests/vm/)
 #   make demo       install missing Debian packages, build, run a migration demo
 #   make deps       install missing Debian packages (needs root)
 #   make bench      run the comparison benchmark (bench/run)
@@ -97,6 +99,9 @@ LIB_SRCS := \
 	src/uffd.c \
 	src/util.c \
 	src/vcpu.c \
+	src/vcpu-cpuid.c \
+	src/vcpu-kvm.c \
+	src/vcpu-kvm-regs.c \
 	src/vcpu-unicorn.c \
 	src/vm.c \
 	src/xport.c \
@@ -115,7 +120,7 @@ CLI_SRCS := \
 	src/cli-run.c \
 	src/main.c
 
-GUESTS := dirty hello idle memverify spin
+GUESTS := dirty hello idle memverify regtorture spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
 # Benchmark programs, built with everything (bench/ scripts run them).
@@ -136,7 +141,7 @@ TEST_BINS  := $(TESTS:%=$(BUILD)/tests/%)
 BENCH_BINS := $(BENCHES:%=$(BUILD)/bench/%)
 FUZZ_BINS  := $(FUZZ_TARGETS:%=$(BUILD)/%)
 
-.PHONY: all check demo deps fuzz-deps bench clean tests fuzz fuzz-build
+.PHONY: all check check-vm demo deps fuzz-deps bench clean tests fuzz fuzz-build vm-prepare
 all: $(UMIG) $(GUEST_ELFS) $(BENCH_BINS)
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
@@ -187,7 +192,31 @@ $(BUILD)/tests/t-util.o: tests/t-util.c tests/t-util.h $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -Itests -c $< -o $@
 
-tests: all $(TEST_BINS)
+# --- the test VM (tests/vm/): suites that need Soft-RoCE or /dev/kvm ---------
+# Each file tests/vm/suites/NAME is a suite; build/tests/test-vm-NAME runs it
+# in the VM for tests/run.  VM_PROGS are the C programs the suites run there,
+# built here: the guest sees this tree read-only and cannot build.
+VM_SUITES  := $(sort $(notdir $(wildcard tests/vm/suites/*)))
+VM_PROGS   := kvm-api uffd-check
+VM_BINS    := $(VM_PROGS:%=$(BUILD)/tests/vm/%)
+VM_RUNNERS := $(VM_SUITES:%=$(BUILD)/tests/test-vm-%)
+
+$(BUILD)/tests/vm/%: tests/vm/%.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  VMTEST  $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+
+$(BUILD)/tests/test-vm-%: tests/vm/suites/% Makefile
+	@mkdir -p $(dir $@)
+	$(Q)printf '#!/bin/sh\n# tests/vm/suites/%s in the test VM (made by the Makefile)\ncd "%s" && exec tests/vm/run-suite --build %s %s\n' \
+		'$*' '$(CURDIR)' '$(BUILD)' '$*' > $@ && chmod +x $@
+
+tests: all $(TEST_BINS) $(VM_BINS) $(VM_RUNNERS)
+
+# Packages, kernel and initramfs of the test VM, fetched outside the test
+# time limit; if that cannot be done the VM suites skip and say why.
+vm-prepare:
+	$(Q)tests/vm/run-suite --prepare || echo "umig: the test VM is not available; its suites will skip"
 
 # --- fuzzing (FUZZ=1 builds; `make fuzz` sets it) -------------------------------
 $(BUILD)/fuzz-%: tests/fuzz/fuzz-%.c tests/fuzz/fuzz-vm.h $(LIBUMIG) $(BUILD)/.flags
@@ -204,7 +233,14 @@ fuzz:
 check:
 	$(Q)$(MAKE) --no-print-directory deps
 	$(Q)$(MAKE) --no-print-directory tests
-	$(Q)UMIG_BIN=$(UMIG) UMIG_GUESTS=build/guest-tests tests/run $(TEST_BINS)
+	$(Q)$(MAKE) --no-print-directory vm-prepare
+	$(Q)UMIG_BIN=$(UMIG) UMIG_GUESTS=build/guest-tests tests/run $(TEST_BINS) $(VM_RUNNERS)
+
+check-vm:
+	$(Q)$(MAKE) --no-print-directory deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)$(MAKE) --no-print-directory vm-prepare
+	$(Q)UMIG_BIN=$(UMIG) UMIG_GUESTS=build/guest-tests tests/run $(VM_RUNNERS)
 
 demo:
 	$(Q)$(MAKE) --no-print-directory deps

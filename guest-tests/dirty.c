@@ -6,6 +6,7 @@
  *   stores=per page (1, max 512, spread evenly over the page)
  *   hot=% of wss in the hot set (5)  hotpct=% of writes to it (90)
  *   secs=guest seconds to run (0 = forever)
+ *   threads=N (1): vCPUs that dirty pages (umig run --cpus N or more)
  *   fill=zero|random|text|mixed (zero)  change=% of each page's words a
  *   store pass rewrites (sets stores; default: stores=)
  *
@@ -17,6 +18,11 @@
  * per guest second with the total pages dirtied and the pages dirtied in
  * that second.  Heartbeats after every
  * pass over wss, every 4096 pages, and every guest second.
+ *
+ * With threads=N the secondary vCPUs 1..N-1 dirty pages too, each with its
+ * own PRNG and sequence position, keeping pace with the boot vCPU (so rate
+ * is per thread); only the boot vCPU paces, reports and beats, and the
+ * totals it prints count every thread.
  */
 #include "rt.h"
 #include "umig/pagefill.h"
@@ -25,6 +31,8 @@ enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOT };
 
 static const char *const pat_names[] = { "seq", "random", "hot" };
 static const char *const fill_names[] = PAGEFILL_NAMES;
+
+#define MAX_THREADS UMIG_MAX_CPUS
 
 struct dirty {
 	volatile u64 *base;
@@ -37,7 +45,16 @@ struct dirty {
 	u64 count, last_count;		/* pages dirtied, and at the last report */
 	u64 t, next_report;		/* seconds reported, when the next is due */
 	u64 pace_ns, pace_count;	/* the rate schedule's origin */
+	u64 threads;
 };
+
+/*
+ * Shared between vCPUs: the boot vCPU's settings (read-only once go is
+ * set) and each thread's page count (written by its thread only).
+ */
+static struct dirty shared;
+static int go;
+static u64 done_by[MAX_THREADS];
 
 /* The page the next write goes to. */
 static u64 pick_page(struct dirty *d)
@@ -91,6 +108,36 @@ static void fill_wss(struct dirty *d)
 	}
 }
 
+static u64 total(const struct dirty *d)
+{
+	u64 n = d->count;
+
+	for (u64 t = 1; t < d->threads; t++)
+		n += __atomic_load_n(&done_by[t], __ATOMIC_RELAXED);
+	return n;
+}
+
+/* A secondary vCPU: dirty pages, never more than the boot vCPU has. */
+void rt_secondary(unsigned cpu)
+{
+	struct dirty d;
+
+	while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE))
+		rt_sleep_us(1000);
+	if (cpu >= shared.threads)
+		return;
+	d = shared;
+	d.rng = 0x9e3779b97f4a7c15ull * (cpu + 1);
+	d.next_seq = d.npages * cpu / d.threads;
+	d.count = 0;
+	for (;;) {
+		while (d.count >= __atomic_load_n(&shared.count, __ATOMIC_RELAXED))
+			rt_sleep_us(100);
+		dirty_page(&d, ++d.count);
+		__atomic_store_n(&done_by[cpu], d.count, __ATOMIC_RELAXED);
+	}
+}
+
 static int parse(struct dirty *d)
 {
 	u64 wss = rt_arg_u64("wss", 64), hot = rt_arg_u64("hot", 5);
@@ -139,9 +186,16 @@ static int parse(struct dirty *d)
 	d->stride = (RT_PAGE_SIZE / 8) / d->stores;
 	d->rate = rt_arg_u64("rate", 0);
 	d->secs = rt_arg_u64("secs", 0);
+	d->threads = rt_arg_u64("threads", 1);
+	if (!d->threads || d->threads > rt_ncpus()) {
+		rt_printf("dirty: threads=%llu needs as many vCPUs (umig run --cpus %llu); "
+			  "the guest has %u\n", d->threads, d->threads, rt_ncpus());
+		return 2;
+	}
 	d->rng = 0x9e3779b97f4a7c15ull;
-	rt_printf("dirty: wss=%lluMiB pattern=%s rate=%llu stores=%llu fill=%s\n",
+	rt_printf("dirty: wss=%lluMiB pattern=%s rate=%llu stores=%llu fill=%s",
 		  wss, pat_names[d->pat], d->rate, d->stores, fill_names[d->fill]);
+	rt_printf(d->threads > 1 ? " threads=%llu\n" : "\n", d->threads);
 	return 0;
 }
 
@@ -164,9 +218,11 @@ static int pace_and_report(struct dirty *d)
 
 		while (now >= d->next_report) {
 			d->t++;
+			u64 n = total(d);
+
 			rt_printf("dirty: t=%llus pages=%llu rate=%llu/s\n",
-				  d->t, d->count, d->count - d->last_count);
-			d->last_count = d->count;
+				  d->t, n, n - d->last_count);
+			d->last_count = n;
 			d->next_report += RT_NS_PER_S;
 			rt_heartbeat();	/* a slow rate may not fill 4096 pages */
 			if (d->secs && d->t >= d->secs)
@@ -188,13 +244,15 @@ static int pace_and_report(struct dirty *d)
 
 int main(void)
 {
-	struct dirty d = { 0 };
-	int rc = parse(&d);
+	struct dirty *dp = &shared, d;
+	int rc = parse(dp);
 	u64 chunk = 64, i;
 
 	if (rc)
 		return rc;
-	fill_wss(&d);
+	fill_wss(&shared);   /* before any vCPU dirties it */
+	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+	d = shared;	/* the boot vCPU works on a copy; shared.count publishes its count */
 	/* At low rates look at the clock more often, or pacing gets lumpy. */
 	if (d.rate && d.rate < 1024)
 		chunk = d.rate / 16 ? d.rate / 16 : 1;
@@ -206,8 +264,9 @@ int main(void)
 			if (d.count % 4096 == 0 || d.count % d.npages == 0)
 				rt_heartbeat();
 		}
+		__atomic_store_n(&shared.count, d.count, __ATOMIC_RELAXED);
 		if (pace_and_report(&d)) {
-			rt_printf("dirty: done pages=%llu\n", d.count);
+			rt_printf("dirty: done pages=%llu\n", total(&d));
 			return 0;
 		}
 	}

@@ -15,9 +15,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -221,7 +223,14 @@ static void probe_kvm(struct caps *c)
 		pr_debug("caps: open /dev/kvm: %s", strerror(errno));
 		return;
 	}
+	c->kvm_api = ioctl(fd, KVM_GET_API_VERSION, 0);
 	close(fd);
+	if (c->kvm_api != KVM_API_VERSION) {
+		/* a kernel whose KVM speaks another API cannot run umig's backend */
+		c->kvm_errno = EPROTO;
+		pr_debug("caps: KVM API %d, umig speaks %d", c->kvm_api, KVM_API_VERSION);
+		return;
+	}
 	c->kvm = true;
 }
 
@@ -374,6 +383,9 @@ static const char *io_uring_fix(const struct caps *c)
 static const char *kvm_fix(const struct caps *c)
 {
 	switch (c->kvm_errno) {
+	case EPROTO:
+		return "the kernel's KVM reports another API version than 12 "
+		       "(KVM_GET_API_VERSION); use a kernel with the stable KVM API";
 	case EACCES:
 	case EPERM:
 		return "give this user read-write access to /dev/kvm "
@@ -459,7 +471,7 @@ static const struct cap_desc {
 	  "use a 5.1+ kernel with CONFIG_IO_URING=y and kernel.io_uring_disabled=0",
 	  io_uring_err, io_uring_fix, false },
 	{ "/dev/kvm", "kvm", has_kvm,
-	  "KVM vCPU backend (the Unicorn backend is used instead)",
+	  "KVM vCPU backend, API 12 (--vcpu kvm; --vcpu auto uses Unicorn instead)",
 	  "load kvm-intel or kvm-amd (needs VT-x/AMD-V, or nested "
 	  "virtualisation inside a VM)",
 	  kvm_err, kvm_fix, false },
@@ -562,6 +574,8 @@ static void cap_status(const struct cap_desc *d, const struct caps *c,
 	if (d->present(c)) {
 		if (d->present == has_rdma)
 			snprintf(buf, len, "yes (%d)", c->rdma_devices);
+		else if (d->present == has_kvm)
+			snprintf(buf, len, "yes (API %d)", c->kvm_api);
 		else
 			snprintf(buf, len, "yes");
 		return;
@@ -660,6 +674,8 @@ int caps_print_json(const struct caps *c, FILE *out)
 	snprintf(hex, sizeof(hex), "%#llx", (unsigned long long)c->uffd_ioctls);
 	jset(root, "uffd_ioctls", json_string(hex), &err);
 	jset(root, "rdma_devices", json_integer(c->rdma_devices), &err);
+	jset(root, "kvm_api_version", c->kvm_api > 0 ? json_integer(c->kvm_api) : json_null(),
+	     &err);
 	jset(root, "missing", missing, &err);
 	if (!err && (json_dumpf(root, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) ||
 		     fputc('\n', out) == EOF || ferror(out)))

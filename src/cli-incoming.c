@@ -30,7 +30,8 @@ static const char incoming_help[] =
 "  --console FILE         append guest console output to FILE (default stdout)\n"
 "  --stats FILE           write the statistics record (docs/metrics.md)\n"
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
-"  --backend NAME         vCPU backend (default unicorn)\n"
+"  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
+"                         /dev/kvm works); --backend is the same option\n"
 "  --transport NAME       page transport to accept: tcp (default tcp)\n"
 "  --peer-timeout MS      a source silent for MS milliseconds is gone (default 5000)\n"
 "  --recover-timeout MS   post-copy: wait this long for the source to recover a\n"
@@ -51,6 +52,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "transport", required_argument, NULL, 'T' },
 		{ "peer-timeout", required_argument, NULL, 'P' },
 		{ "recover-timeout", required_argument, NULL, 'R' },
+		{ "vcpu", required_argument, NULL, 'b' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeline", required_argument, NULL, 't' },

@@ -24,7 +24,8 @@ static const char restore_help[] =
 "  --control PATH         serve the JSON control socket at PATH\n"
 "  --snapshot FILE        snapshot again after --snapshot-after seconds\n"
 "  --snapshot-after SECS  when to snapshot (default 1)\n"
-"  --backend NAME         vCPU backend (default unicorn)\n"
+"  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
+"                         /dev/kvm works); --backend is the same option\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
 "  -h, --help             this text\n";
 
@@ -37,6 +38,7 @@ static const struct option restore_options[] = {
 	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 	{ "snapshot-after", required_argument, NULL, OPT_SNAPSHOT_AFTER },
 	{ "backend", required_argument, NULL, OPT_BACKEND },
+	{ "vcpu", required_argument, NULL, OPT_BACKEND },
 	{ "debug", no_argument, NULL, OPT_DEBUG },
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 }

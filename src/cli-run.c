@@ -27,7 +27,10 @@ static const char run_help[] =
 "  --snapshot FILE        after --snapshot-after seconds, stop the guest and\n"
 "                         write a snapshot to FILE (resume it with umig restore)\n"
 "  --snapshot-after SECS  when to snapshot (default 1)\n"
-"  --backend NAME         vCPU backend (default unicorn)\n"
+"  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
+"                         /dev/kvm works); --backend is the same option\n"
+"  --cpus N               vCPUs, 1..8 (default 1); the guest runtime parks\n"
+"                         every vCPU but the first unless the guest uses it\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
 "  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "                         (host CLOCK_MONOTONIC ns, cumulative beats; 1 ms apart)\n"
@@ -39,7 +42,7 @@ static const char run_help[] =
 "and the migration options (also on 'umig migrate' and the control socket):\n";
 
 enum { OPT_MEM = 256, OPT_CMDLINE, OPT_CONSOLE, OPT_CONTROL, OPT_SNAPSHOT,
-       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG, OPT_MIGRATE_TO, OPT_MIGRATE_AFTER, OPT_TIMELINE };
+       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG, OPT_MIGRATE_TO, OPT_MIGRATE_AFTER, OPT_TIMELINE, OPT_CPUS };
 
 static const struct option run_options[] = {
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -49,6 +52,8 @@ static const struct option run_options[] = {
 	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 	{ "snapshot-after", required_argument, NULL, OPT_SNAPSHOT_AFTER },
 	{ "backend", required_argument, NULL, OPT_BACKEND },
+	{ "vcpu", required_argument, NULL, OPT_BACKEND },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
 	{ "debug", no_argument, NULL, OPT_DEBUG },
 	{ "timeline", required_argument, NULL, OPT_TIMELINE },
 	{ "migrate-to", required_argument, NULL, OPT_MIGRATE_TO },
@@ -89,6 +94,16 @@ int cmd_run(int argc, char **argv)
 			after_given = true;
 			break;
 		case OPT_BACKEND: cfg.backend = optarg; break;
+		case OPT_CPUS: {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+
+			if (!*optarg || *end || n < 1 || n > VM_MAX_CPUS)
+				return cli_usage_error("run", "--cpus: '%s' is not 1..%u", optarg,
+						       VM_MAX_CPUS);
+			cfg.ncpus = n;
+			break;
+		}
 		case OPT_DEBUG: log_debug_enabled = true; break;
 		case OPT_TIMELINE: so.timeline_path = optarg; break;
 		case OPT_MIGRATE_TO:

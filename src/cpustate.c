@@ -9,6 +9,40 @@
 #include "umig/cpustate.h"
 #include "umig/util.h"
 
+uint8_t cpu_ftw_abridge(uint16_t ftw)
+{
+	uint8_t x = 0;
+
+	for (int p = 0; p < 8; p++)
+		if (((ftw >> (2 * p)) & 3) != 3)
+			x |= 1u << p;
+	return x;
+}
+
+uint16_t cpu_ftw_expand(uint8_t ftwx, uint16_t fsw, const uint8_t (*st)[10])
+{
+	unsigned top = (fsw >> 11) & 7;
+	uint16_t ftw = 0;
+
+	for (int p = 0; p < 8; p++) {
+		const uint8_t *r = st[(p - top) & 7];
+		uint64_t mant;
+		unsigned exp = (r[8] | r[9] << 8) & 0x7fff, tag;
+
+		memcpy(&mant, r, 8);
+		if (!(ftwx & (1u << p)))
+			tag = 3;			/* empty */
+		else if (!exp && !mant)
+			tag = 1;			/* zero */
+		else if (!exp || exp == 0x7fff || !(mant >> 63))
+			tag = 2;			/* NaN, infinity, denormal, unnormal */
+		else
+			tag = 0;			/* valid */
+		ftw |= tag << (2 * p);
+	}
+	return ftw;
+}
+
 void cpu_state_encode(const struct cpu_state *s, struct wbuf *w)
 {
 	wbuf_put_u32(w, CPU_STATE_TAG);

@@ -132,7 +132,7 @@ int loader_load_file(struct guest_mem *m, const char *path, struct elf_image *ou
 }
 
 int loader_write_boot_params(struct guest_mem *m, const struct elf_image *img,
-			     const char *cmdline)
+			     const char *cmdline, unsigned ncpus)
 {
 	struct umig_boot_params *bp = (void *)(m->host + UMIG_BOOT_PARAMS_GPA);
 	size_t n = cmdline ? strlen(cmdline) : 0;
@@ -142,6 +142,8 @@ int loader_write_boot_params(struct guest_mem *m, const struct elf_image *img,
 			       n, UMIG_CMDLINE_MAX - 1);
 	if (img->image_end > m->size)
 		return err_set(-E2BIG, "guest image does not fit guest RAM");
+	if (ncpus < 1 || ncpus > UMIG_MAX_CPUS)
+		return err_set(-EINVAL, "%u vCPUs: umig runs 1..%u", ncpus, UMIG_MAX_CPUS);
 	memset(bp, 0, sizeof(*bp));
 	bp->magic = UMIG_BOOT_MAGIC;
 	bp->version = UMIG_BOOT_VERSION;
@@ -151,13 +153,69 @@ int loader_write_boot_params(struct guest_mem *m, const struct elf_image *img,
 	bp->free_end = m->size;
 	if (n)
 		memcpy(bp->cmdline, cmdline, n);
+	bp->ncpus = ncpus;
+	bp->cpu_model = UMIG_CPU_MODEL_ID;
 	return 0;
 }
 
-void loader_entry_state(const struct elf_image *img, struct cpu_state *s)
+/*
+ * Page-table entry bits.  Accessed and dirty are preset so that the CPU
+ * never writes the tables: they stay clean for dirty tracking, and a
+ * post-copy destination never takes a write fault on them.
+ */
+#define PTE_P   0x001ull
+#define PTE_RW  0x002ull
+#define PTE_A   0x020ull
+#define PTE_D   0x040ull
+#define PTE_PS  0x080ull
+#define GIB     (1ull << 30)
+
+int loader_setup_machine(struct guest_mem *m)
 {
+	uint64_t *gdt = (void *)(m->host + UMIG_GDT_GPA);
+	uint64_t *pml4 = (void *)(m->host + UMIG_PML4_GPA);
+	uint64_t gibs = ALIGN_UP(m->size, GIB) / GIB;
+	uint64_t tss = UMIG_TSS_GPA;
+
+	if (m->size < UMIG_IMAGE_MIN_GPA || gibs > UMIG_PDPT_COUNT * 512ull)
+		return err_set(-E2BIG, "guest RAM of %llu MiB cannot be identity-mapped (1 MiB .. 1 TiB)",
+			       (unsigned long long)(m->size >> 20));
+	memset(m->host + UMIG_GDT_GPA, 0, UMIG_PDPT_GPA + UMIG_PDPT_COUNT * PAGE_SIZE - UMIG_GDT_GPA);
+	gdt[UMIG_SEL_CODE64 / 8] = UMIG_GDT_CODE64;
+	gdt[UMIG_SEL_DATA / 8] = UMIG_GDT_DATA;
+	/* a 16-byte 64-bit TSS descriptor: type 0xb (busy), present */
+	gdt[UMIG_SEL_TSS / 8] = UMIG_TSS_LIMIT | (tss & 0xffffff) << 16 | 0x8bull << 40 |
+				((tss >> 24) & 0xff) << 56;
+	gdt[UMIG_SEL_TSS / 8 + 1] = tss >> 32;
+	for (uint64_t i = 0; i < UMIG_PDPT_COUNT; i++)
+		pml4[i] = (UMIG_PDPT_GPA + i * PAGE_SIZE) | PTE_P | PTE_RW | PTE_A;
+	/* 1 GiB pages over all of RAM, rounded up to a GiB */
+	for (uint64_t g = 0; g < gibs; g++) {
+		uint64_t *pdpt = (void *)(m->host + UMIG_PDPT_GPA);
+
+		pdpt[g] = g * GIB | PTE_P | PTE_RW | PTE_A | PTE_D | PTE_PS;
+	}
+	return 0;
+}
+
+void loader_entry_state(const struct elf_image *img, unsigned cpu, struct cpu_state *s)
+{
+	memset(s, 0, sizeof(*s));
 	s->rip = img->entry;
-	s->gpr[GPR_RSP] = UMIG_STACK_TOP;
+	s->gpr[GPR_RSP] = UMIG_STACK_TOP - (uint64_t)cpu * UMIG_CPU_STACK;
 	s->gpr[GPR_RDI] = UMIG_BOOT_PARAMS_GPA;
+	s->gpr[GPR_RSI] = cpu;
 	s->rflags = 0x2; /* bit 1 is always set; interrupts off */
+	s->seg[SEG_CS] = UMIG_SEL_CODE64;
+	s->seg[SEG_SS] = s->seg[SEG_DS] = s->seg[SEG_ES] = UMIG_SEL_DATA;
+	s->seg[SEG_FS] = s->seg[SEG_GS] = UMIG_SEL_DATA;
+	s->gdtr.base = UMIG_GDT_GPA;
+	s->gdtr.limit = UMIG_GDT_LIMIT;
+	s->cr0 = UMIG_ENTRY_CR0;
+	s->cr3 = UMIG_PML4_GPA;
+	s->cr4 = UMIG_ENTRY_CR4;
+	s->efer = UMIG_ENTRY_EFER;
+	s->fcw = UMIG_ENTRY_FCW;
+	s->ftw = 0xffff;	/* every x87 register empty */
+	s->mxcsr = UMIG_ENTRY_MXCSR;
 }

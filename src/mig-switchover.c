@@ -112,7 +112,8 @@ int src_switchover(struct mig_source *s)
 	if (ret < 0)
 		return ret;
 	wbuf_init(&state);
-	ret = vm_save_state(s->c.vm, &state);
+	/* an older destination reads only the one-vCPU record */
+	ret = vm_save_state_v(s->c.vm, &state, s->c.x->features & FEAT_MSTATE2 ? 2 : 1);
 	if (!ret)
 		ret = xport_ctl_send(s->c.x, MSG_STATE, state.data, state.len);
 	wbuf_free(&state);
@@ -161,7 +162,7 @@ static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
 		 * destination vCPU has not run yet, so this is cheap; it keeps
 		 * discards correct if that ever changes.)
 		 */
-		ret = vcpu_flush_code(d->c.vm->vcpu, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
+		ret = vm_flush_code(d->c.vm, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
 		if (ret < 0)
 			return ret;
 	}

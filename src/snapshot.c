@@ -378,9 +378,9 @@ int snapshot_load_file(struct vm *vm, FILE *f, struct snapshot_info *info)
 		rbuf_init(&r, state.data, state.len);
 		ret = vm_load_state(vm, &r);
 	}
-	/* pages were written behind the vCPU's back: drop any translated code */
+	/* pages were written behind the vCPUs' back: drop any translated code */
 	if (!ret)
-		ret = vcpu_flush_code(vm->vcpu, 0, vm->mem.size);
+		ret = vm_flush_code(vm, 0, vm->mem.size);
 	if (!ret)
 		info->pages_zero = mem_pages(&vm->mem) - info->pages_stored;
 	wbuf_free(&state);

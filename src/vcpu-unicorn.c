@@ -30,12 +30,22 @@
 #include <unicorn/unicorn.h>
 
 #include "umig/devices.h"
+#include "umig/guest-abi.h"
 #include "umig/log.h"
 #include "umig/vcpu.h"
 
+/*
+ * A page of Unicorn's own memory, far above any guest RAM (which ends by
+ * 1 TiB), holding a copy of umig's GDT.  Selector loads read descriptors
+ * through GDTR; pointed here while paging is off, they never touch guest
+ * RAM, which on a post-copy destination is still missing when the state
+ * is set (and the fault thread may not serve it yet).
+ */
+#define UC_SCRATCH_GDT 0x1000000000000ull
+
 struct uc_vcpu {
 	uc_engine *uc;
-	uc_hook hook_in, hook_out, hook_block;
+	uc_hook hook_in, hook_out, hook_block, hook_cpuid;
 	atomic_bool stop;   /* set by kick, consumed by the block hook */
 };
 
@@ -57,6 +67,25 @@ static void uc_on_out(uc_engine *uc, uint32_t port, int size, uint32_t value,
 	struct vcpu *v = opaque;
 
 	pio_out(v->bus, port, size, value);
+}
+
+/* CPUID answers from umig's CPU model, not Unicorn's own CPU definition. */
+static int uc_on_cpuid(uc_engine *uc, void *opaque)
+{
+	struct vcpu *v = opaque;
+	uint64_t rax = 0, rcx = 0, r[4];
+	uint32_t out[4];
+
+	uc_reg_read(uc, UC_X86_REG_RAX, &rax);
+	uc_reg_read(uc, UC_X86_REG_RCX, &rcx);
+	cpuid_model_query((uint32_t)rax, (uint32_t)rcx, v->index, out);
+	for (int i = 0; i < 4; i++)
+		r[i] = out[i];	/* CPUID zero-extends into the 64-bit registers */
+	uc_reg_write(uc, UC_X86_REG_RAX, &r[0]);
+	uc_reg_write(uc, UC_X86_REG_RBX, &r[1]);
+	uc_reg_write(uc, UC_X86_REG_RCX, &r[2]);
+	uc_reg_write(uc, UC_X86_REG_RDX, &r[3]);
+	return 1;	/* the instruction is done: skip Unicorn's own CPUID */
 }
 
 static void uc_on_block(uc_engine *uc, uint64_t addr, uint32_t size, void *opaque)
@@ -92,11 +121,23 @@ static int ucv_create(struct vcpu *v)
 	}
 	e = uc_mem_map_ptr(u->uc, 0, v->mem->size, UC_PROT_ALL, v->mem->host);
 	if (!e)
+		e = uc_mem_map(u->uc, UC_SCRATCH_GDT, 4096, UC_PROT_READ);
+	if (!e) {
+		uint64_t gdt[UMIG_GDT_LIMIT / 8 + 1] = { 0 };
+
+		gdt[UMIG_SEL_CODE64 / 8] = UMIG_GDT_CODE64;
+		gdt[UMIG_SEL_DATA / 8] = UMIG_GDT_DATA;
+		e = uc_mem_write(u->uc, UC_SCRATCH_GDT, gdt, sizeof(gdt));
+	}
+	if (!e)
 		e = uc_hook_add(u->uc, &u->hook_in, UC_HOOK_INSN, uc_on_in, v, 1, 0,
 				UC_X86_INS_IN);
 	if (!e)
 		e = uc_hook_add(u->uc, &u->hook_out, UC_HOOK_INSN, uc_on_out, v, 1, 0,
 				UC_X86_INS_OUT);
+	if (!e)
+		e = uc_hook_add(u->uc, &u->hook_cpuid, UC_HOOK_INSN, uc_on_cpuid, v, 1, 0,
+				UC_X86_INS_CPUID);
 	if (!e)
 		e = uc_hook_add(u->uc, &u->hook_block, UC_HOOK_BLOCK, uc_on_block, u, 1, 0);
 	if (e) {
@@ -216,27 +257,60 @@ static uc_err uc_write_if_changed(uc_engine *uc, int id, uint64_t want)
 	return cur == want ? UC_ERR_OK : uc_reg_write(uc, id, &want);
 }
 
-#define CR0_PG (1ull << 31)
-
-/*
- * Loading a non-null selector makes Unicorn read its descriptor from the
- * GDT.  If that read faults outside uc_emu_start(), Unicorn longjmps onto
- * a stale stack and the process dies: a state record (from a snapshot
- * file or a migration peer) must not be able to do that.  So a selector
- * is loaded only when its descriptor lies inside the GDT limit and inside
- * guest RAM; Unicorn runs umig's guests without paging (CR0.PG clear,
- * linear = physical), and a state with paging on may not load selectors
- * at all, as checking it would need a page walk.  Found by fuzz-state.
- */
-static bool ucv_selector_loadable(struct vcpu *v, const struct cpu_state *s, uint16_t sel)
+/* The descriptor of sel lies inside the engine's GDT limit and guest RAM. */
+static bool ucv_selector_in_ram(struct vcpu *v, uc_engine *uc, uint16_t sel)
 {
+	uc_x86_mmr gdtr = { 0 };
 	uint64_t index = sel & ~7u;
 
 	if (!(sel & ~3u))
 		return true;   /* null: no descriptor is read */
-	return !(sel & 4) && !(s->cr0 & CR0_PG) && index + 7 <= s->gdtr.limit &&
-	       mem_range_ok(v->mem, s->gdtr.base + index, 8) &&
-	       s->gdtr.base + index >= s->gdtr.base;
+	uc_reg_read(uc, UC_X86_REG_GDTR, &gdtr);
+	return !(sel & 4) && index + 7 <= gdtr.limit && gdtr.base + index >= gdtr.base &&
+	       mem_range_ok(v->mem, gdtr.base + index, 8);
+}
+
+/*
+ * Selector loads read the descriptor table, as on a real CPU; the record
+ * carries selectors only, so their hidden parts are those of umig's GDT
+ * (docs/guest-abi.md).  A fresh engine (paging still off, Unicorn's
+ * initial long mode) loads them from the scratch copy of that GDT, never
+ * from guest RAM; an engine with paging on loads them from the guest's own
+ * GDT, which must then be in RAM.  Only selectors that differ are loaded,
+ * so a state from a umig that ran guests without a GDT (selectors 0)
+ * loads too.
+ */
+static int ucv_load_selectors(struct vcpu *v, uc_engine *uc, const struct cpu_state *s)
+{
+	uc_x86_mmr mmr = { .base = UC_SCRATCH_GDT, .limit = UMIG_GDT_LIMIT };
+	uint64_t cr0 = 0, seg;
+	bool scratch;
+	int e = 0;
+
+	uc_reg_read(uc, UC_X86_REG_CR0, &cr0);
+	scratch = !(cr0 & 0x80000000u);
+	if (scratch)
+		e |= uc_reg_write(uc, UC_X86_REG_GDTR, &mmr);
+	for (int i = 0; i < SEG_COUNT && !e; i++) {
+		seg = 0;
+		uc_reg_read(uc, uc_seg_ids[i], &seg);
+		if (seg == s->seg[i])
+			continue;
+		seg = s->seg[i];
+		/*
+		 * A descriptor read that faults outside uc_emu_start() makes
+		 * Unicorn longjmp onto a stale stack and the process dies, so a
+		 * state record (a snapshot file, a migration peer) must not name
+		 * one outside the GDT or guest RAM (found by fuzz-state).
+		 */
+		if (!scratch && !ucv_selector_in_ram(v, uc, s->seg[i]))
+			return err_set(-EINVAL, "CPU state: segment selector 0x%x names a descriptor "
+				       "outside the GDT or guest RAM", s->seg[i]);
+		if (uc_reg_write(uc, uc_seg_ids[i], &seg))
+			return err_set(-EINVAL, "unicorn: segment selector 0x%x does not name a "
+				       "descriptor of umig's GDT", s->seg[i]);
+	}
+	return e ? err_set(-EIO, "unicorn: writing segment state failed") : 0;
 }
 
 static int ucv_set_state(struct vcpu *v, const struct cpu_state *s)
@@ -245,17 +319,24 @@ static int ucv_set_state(struct vcpu *v, const struct cpu_state *s)
 	uc_x86_mmr mmr = { 0 };
 	uc_x86_msr msr = { .rid = EFER_MSR };
 	uint64_t x[2];
-	uint64_t seg;
 	int e = 0;
 
-	e |= uc_write_if_changed(uc, UC_X86_REG_CR0, s->cr0);
-	e |= uc_write_if_changed(uc, UC_X86_REG_CR3, s->cr3);
+	e = ucv_load_selectors(v, uc, s);
+	if (e < 0)
+		return e;
+	/*
+	 * The order a CPU enters long mode in: CR4 (PAE), CR3, EFER (LME),
+	 * then CR0.PG, at which Unicorn sets EFER.LMA.  CR0 first would be
+	 * refused silently (PG with LME but without PAE).
+	 */
 	e |= uc_write_if_changed(uc, UC_X86_REG_CR4, s->cr4);
+	e |= uc_write_if_changed(uc, UC_X86_REG_CR3, s->cr3);
 	e |= uc_reg_read(uc, UC_X86_REG_MSR, &msr);
 	if (msr.value != s->efer) {
 		msr.value = s->efer;
 		e |= uc_reg_write(uc, UC_X86_REG_MSR, &msr);
 	}
+	e |= uc_write_if_changed(uc, UC_X86_REG_CR0, s->cr0);
 	e |= uc_reg_write(uc, UC_X86_REG_CR2, &s->cr2);
 	mmr.base = s->gdtr.base;
 	mmr.limit = s->gdtr.limit;
@@ -263,21 +344,6 @@ static int ucv_set_state(struct vcpu *v, const struct cpu_state *s)
 	mmr.base = s->idtr.base;
 	mmr.limit = s->idtr.limit;
 	e |= uc_reg_write(uc, UC_X86_REG_IDTR, &mmr);
-	/*
-	 * A selector load in long mode goes through the descriptor table,
-	 * which flat guests do not have: load only selectors that differ.
-	 */
-	for (int i = 0; i < SEG_COUNT; i++) {
-		seg = 0;
-		uc_reg_read(uc, uc_seg_ids[i], &seg);
-		if (seg != s->seg[i] && !ucv_selector_loadable(v, s, s->seg[i]))
-			return err_set(-EINVAL, "CPU state: segment selector 0x%x names a descriptor "
-				       "outside the GDT or guest RAM", s->seg[i]);
-		if (seg != s->seg[i]) {
-			seg = s->seg[i];
-			e |= uc_reg_write(uc, uc_seg_ids[i], &seg);
-		}
-	}
 	e |= uc_reg_write(uc, UC_X86_REG_FS_BASE, &s->fs_base);
 	e |= uc_reg_write(uc, UC_X86_REG_GS_BASE, &s->gs_base);
 	for (int i = 0; i < GPR_COUNT; i++)

@@ -4,33 +4,49 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "umig/util.h"
-#include "umig/vcpu.h"
+#include "umig/vcpu-kvm.h"
 
 static const struct vcpu_ops *const vcpu_backends[] = {
-	&vcpu_unicorn_ops,
+	&vcpu_unicorn_ops,	/* the default: runs anywhere */
+	&vcpu_kvm_ops,
 };
 
-int vcpu_create(struct vcpu **out, const char *backend, struct guest_mem *mem,
-		struct pio_bus *bus)
+/* "auto": KVM where /dev/kvm opens and speaks the API umig needs. */
+static const char *vcpu_auto(void)
+{
+	int fd;
+
+	if (vcpu_kvm_open(&fd) < 0)
+		return "unicorn";
+	close(fd);
+	return "kvm";
+}
+
+int vcpu_create(struct vcpu **out, const char *backend, unsigned index,
+		struct guest_mem *mem, struct pio_bus *bus)
 {
 	const struct vcpu_ops *ops = NULL;
 	struct vcpu *v;
 	int ret;
 
+	if (backend && !strcmp(backend, "auto"))
+		backend = vcpu_auto();
 	for (size_t i = 0; i < ARRAY_SIZE(vcpu_backends); i++)
 		if (!backend || !strcmp(backend, vcpu_backends[i]->name)) {
 			ops = vcpu_backends[i];
 			break;
 		}
 	if (!ops)
-		return err_set(-ENOENT, "unknown vCPU backend '%s' (available: unicorn)",
+		return err_set(-ENOENT, "unknown vCPU backend '%s' (available: unicorn, kvm, auto)",
 			       backend);
 	v = calloc(1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
 	v->ops = ops;
+	v->index = index;
 	v->mem = mem;
 	v->bus = bus;
 	ret = ops->create(v);

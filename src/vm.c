@@ -1,10 +1,11 @@
 /*
  * vm.c - the VM object and the vCPU run loop; see vm.h.
  *
- * The vCPU thread loops: wait until the VM should run, run the guest until
- * a kick or a fault, record why it stopped.  Pausing is a handshake: the
- * pauser clears want_run and kicks the vCPU until the thread reports it
- * has left guest code.  The kick is repeated because a kick that lands
+ * Each vCPU has a thread that loops: wait until the VM should run, run the
+ * guest until a kick or a fault, record why it stopped.  A fault or a
+ * guest exit on any vCPU stops them all.  Pausing is a handshake: the
+ * pauser clears want_run and kicks every vCPU until all their threads
+ * report they have left guest code.  The kick is repeated because a kick that lands
  * just before the backend enters guest code is lost (Unicorn clears its
  * stop request on entry); each retry is bounded and the whole pause is
  * bounded, so a wedged backend turns into an error, not a hang.
@@ -36,9 +37,19 @@ static void vm_timedwait(struct vm *vm, uint64_t deadline_ns)
 	pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
 }
 
+/* Kick every vCPU inside guest code.  Caller holds vm->lock (kicks never block). */
+static void vm_kick_all(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		if (vm->cpus[i].in_guest)
+			vcpu_kick(vm->cpus[i].vcpu);
+}
+
+/* One per vCPU: run the guest while want_run, record why it stopped. */
 static void *vm_run_loop(void *arg)
 {
-	struct vm *vm = arg;
+	struct vm_cpu *c = arg;
+	struct vm *vm = c->vm;
 
 	pthread_mutex_lock(&vm->lock);
 	while (!vm->quit) {
@@ -48,24 +59,63 @@ static void *vm_run_loop(void *arg)
 			pthread_cond_wait(&vm->cond, &vm->lock);
 			continue;
 		}
-		vm->in_guest = true;
+		c->in_guest = true;
+		vm->in_guest++;
 		pthread_mutex_unlock(&vm->lock);
-		r = vcpu_run(vm->vcpu);
+		r = vcpu_run(c->vcpu);
 		pthread_mutex_lock(&vm->lock);
-		vm->in_guest = false;
+		c->in_guest = false;
+		vm->in_guest--;
 		if (r == VCPU_EXIT_FAULT || r < 0) {
-			snprintf(vm->fault, sizeof(vm->fault), "%s",
-				 r < 0 ? err_msg(r) : vm->vcpu->fault);
-			vm->status = VM_FAILED;
+			/* the first fault is the one worth reporting */
+			if (vm->status != VM_FAILED) {
+				const char *why = r < 0 ? err_msg(r) : c->vcpu->fault;
+
+				if (c->vcpu->index)
+					snprintf(vm->fault, sizeof(vm->fault), "vCPU %u: %.200s",
+						 c->vcpu->index, why);
+				else
+					snprintf(vm->fault, sizeof(vm->fault), "%s", why);
+				vm->status = VM_FAILED;
+			}
 			vm->want_run = false;
-			pr_debug("vm: vCPU fault: %s", vm->fault);
+			vm_kick_all(vm);
+			pr_debug("vm: vCPU %u fault: %s", c->vcpu->index, vm->fault);
 		} else if (vm->status == VM_EXITED) {
 			vm->want_run = false;
+			vm_kick_all(vm);
 		}
 		pthread_cond_broadcast(&vm->cond);
 	}
 	pthread_mutex_unlock(&vm->lock);
 	return NULL;
+}
+
+int vm_set_ncpus(struct vm *vm, unsigned n)
+{
+	if (n < 1 || n > VM_MAX_CPUS)
+		return err_set(-EINVAL, "%u vCPUs: umig runs 1..%u", n, VM_MAX_CPUS);
+	if (vm->thread_started && n != vm->ncpus)
+		return err_set(-EBUSY, "the VM runs %u vCPUs; the count cannot change now",
+			       vm->ncpus);
+	while (vm->ncpus > n) {
+		vm->ncpus--;
+		vcpu_destroy(vm->cpus[vm->ncpus].vcpu);
+		vm->cpus[vm->ncpus].vcpu = NULL;
+	}
+	while (vm->ncpus < n) {
+		struct vm_cpu *c = &vm->cpus[vm->ncpus];
+		/* every vCPU runs on the boot vCPU's backend, "auto" resolved once */
+		const char *backend = vm->vcpu ? vcpu_backend_name(vm->vcpu) : vm->backend;
+		int ret = vcpu_create(&c->vcpu, backend, vm->ncpus, &vm->mem, &vm->bus);
+
+		if (ret < 0)
+			return ret;
+		c->vm = vm;
+		vm->ncpus++;
+		vm->vcpu = vm->cpus[0].vcpu;
+	}
+	return 0;
 }
 
 int vm_create(struct vm **out, const struct vm_config *cfg)
@@ -82,6 +132,7 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
 	pthread_cond_init(&vm->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	vm->status = VM_CREATED;
+	vm->backend = cfg->backend;
 
 	ret = mem_alloc(&vm->mem, cfg->mem_size);
 	if (!ret)
@@ -93,7 +144,7 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
 	if (!ret)
 		ret = exit_register(&vm->bus, vm);
 	if (!ret)
-		ret = vcpu_create(&vm->vcpu, cfg->backend, &vm->mem, &vm->bus);
+		ret = vm_set_ncpus(vm, cfg->ncpus ? cfg->ncpus : 1);
 	if (ret < 0) {
 		vm_destroy(vm);
 		return ret;
@@ -114,16 +165,16 @@ void vm_destroy(struct vm *vm)
 		vm->want_run = false;
 		pthread_cond_broadcast(&vm->cond);
 		while (vm->in_guest && now_ns() < deadline) {
-			pthread_mutex_unlock(&vm->lock);
-			vcpu_kick(vm->vcpu);
-			pthread_mutex_lock(&vm->lock);
+			vm_kick_all(vm);
 			vm_timedwait(vm, now_ns() + VM_KICK_RETRY_NS);
 		}
 		pthread_mutex_unlock(&vm->lock);
-		pthread_join(vm->thread, NULL);
+		for (unsigned i = 0; i < vm->ncpus; i++)
+			pthread_join(vm->cpus[i].thread, NULL);
 	}
 	devices_destroy(&vm->bus);
-	vcpu_destroy(vm->vcpu);
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vcpu_destroy(vm->cpus[i].vcpu);
 	mem_free(&vm->mem);
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
@@ -139,14 +190,30 @@ int vm_boot(struct vm *vm, const char *elf_path, const char *cmdline)
 	ret = loader_load_file(&vm->mem, elf_path, &img);
 	if (ret < 0)
 		return ret;
-	ret = loader_write_boot_params(&vm->mem, &img, cmdline);
+	ret = loader_write_boot_params(&vm->mem, &img, cmdline, vm->ncpus);
 	if (ret < 0)
 		return ret;
-	ret = vcpu_get_state(vm->vcpu, &s);
+	ret = loader_setup_machine(&vm->mem);
 	if (ret < 0)
 		return ret;
-	loader_entry_state(&img, &s);
-	return vcpu_set_state(vm->vcpu, &s);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		loader_entry_state(&img, i, &s);
+		ret = vcpu_set_state(vm->cpus[i].vcpu, &s);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int vm_flush_code(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		int ret = vcpu_flush_code(vm->cpus[i].vcpu, gpa, len);
+
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
 }
 
 int vm_start(struct vm *vm)
@@ -155,9 +222,19 @@ int vm_start(struct vm *vm)
 
 	if (vm->thread_started)
 		return -EALREADY;
-	ret = -pthread_create(&vm->thread, NULL, vm_run_loop, vm);
-	if (ret < 0)
-		return err_set(ret, "cannot start the vCPU thread: %s", strerror(-ret));
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = -pthread_create(&vm->cpus[i].thread, NULL, vm_run_loop, &vm->cpus[i]);
+		if (ret < 0) {
+			/* stop the ones already waiting, then fail */
+			pthread_mutex_lock(&vm->lock);
+			vm->quit = true;
+			pthread_cond_broadcast(&vm->cond);
+			pthread_mutex_unlock(&vm->lock);
+			while (i--)
+				pthread_join(vm->cpus[i].thread, NULL);
+			return err_set(ret, "cannot start a vCPU thread: %s", strerror(-ret));
+		}
+	}
 	vm->thread_started = true;
 	pthread_mutex_lock(&vm->lock);
 	vm->status = VM_PAUSED;
@@ -178,14 +255,16 @@ int vm_pause(struct vm *vm)
 	pthread_cond_broadcast(&vm->cond); /* ends a guest sleep at once */
 	while (vm->in_guest) {
 		if (now_ns() > deadline) {
+			unsigned n = vm->in_guest, all = vm->ncpus;
+
 			pthread_mutex_unlock(&vm->lock);
-			return err_set(-ETIMEDOUT, "the vCPU did not stop within 10 s");
+			if (all == 1)
+				return err_set(-ETIMEDOUT, "the vCPU did not stop within 10 s");
+			return err_set(-ETIMEDOUT, "%u of %u vCPUs did not stop within 10 s",
+				       n, all);
 		}
-		pthread_mutex_unlock(&vm->lock);
-		vcpu_kick(vm->vcpu);
-		pthread_mutex_lock(&vm->lock);
-		if (vm->in_guest)
-			vm_timedwait(vm, now_ns() + VM_KICK_RETRY_NS);
+		vm_kick_all(vm);
+		vm_timedwait(vm, now_ns() + VM_KICK_RETRY_NS);
 	}
 	/* the guest may have exited or faulted on its way out */
 	if (vm->status == VM_RUNNING)
@@ -282,9 +361,10 @@ void vm_guest_exit(struct vm *vm, int code)
 	vm->exit_code = code;
 	vm->status = VM_EXITED;
 	vm->want_run = false;
+	/* we are on a vCPU thread inside the backend: it stops after this
+	 * instruction, the others at their next chance */
+	vm_kick_all(vm);
 	pthread_mutex_unlock(&vm->lock);
-	/* we are on the vCPU thread inside the backend: stop after this insn */
-	vcpu_kick(vm->vcpu);
 	pr_debug("vm: guest exit %d", code);
 }
 

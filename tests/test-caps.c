@@ -286,6 +286,33 @@ static void test_print_has_every_row(void **state)
 	free(out);
 }
 
+/* KVM's row shows the API version, and names a wrong one. */
+static void test_kvm_row_shows_the_api_version(void **state)
+{
+	struct caps c = t_caps;
+	char *out;
+
+	(void)state;
+	c.kvm = true;
+	c.kvm_errno = 0;
+	c.kvm_api = 12;
+	out = t_capture(caps_print, NULL, &c);
+	assert_non_null(strstr(out, "yes (API 12)"));
+	free(out);
+	out = t_capture(NULL, caps_print_json, &c);
+	assert_non_null(strstr(out, "\"kvm_api_version\": 12"));
+	free(out);
+	c.kvm = false;
+	c.kvm_errno = EPROTO;
+	c.kvm_api = 11;
+	out = t_capture(caps_print, NULL, &c);
+	assert_non_null(strstr(out, "no (EPROTO)"));
+	assert_non_null(strstr(out, "another API version than 12"));
+	free(out);
+	/* probed here: the API is known exactly when /dev/kvm opened */
+	assert_true(t_caps.kvm ? t_caps.kvm_api == 12 : t_caps.kvm_errno != 0);
+}
+
 static void test_json_round_trip(void **state)
 {
 	json_error_t jerr;
@@ -413,6 +440,7 @@ int main(void)
 		cmocka_unit_test(test_pagemap_scan_consistent),
 		cmocka_unit_test(test_print_has_every_row),
 		cmocka_unit_test(test_json_round_trip),
+		cmocka_unit_test(test_kvm_row_shows_the_api_version),
 		cmocka_unit_test(test_require_names_missing),
 		cmocka_unit_test(test_unprivileged_is_refused),
 	};

@@ -214,7 +214,7 @@ static void test_boot_params_written(void **state)
 
 	t_elf_valid(&e);
 	assert_int_equal(loader_load_elf(m, e.u.b, e.len, &img), 0);
-	assert_int_equal(loader_write_boot_params(m, &img, cmd), 0);
+	assert_int_equal(loader_write_boot_params(m, &img, cmd, 1), 0);
 	assert_true(bp->magic == UMIG_BOOT_MAGIC);
 	assert_int_equal(bp->version, UMIG_BOOT_VERSION);
 	assert_true(bp->mem_size == T_RAM);
@@ -222,13 +222,18 @@ static void test_boot_params_written(void **state)
 	assert_true(bp->free_end == T_RAM);
 	assert_int_equal(bp->cmdline_len, strlen(cmd));
 	assert_string_equal(bp->cmdline, cmd);
+	assert_int_equal(bp->ncpus, 1);
+	assert_int_equal(bp->cpu_model, UMIG_CPU_MODEL_ID);
+	assert_int_equal(loader_write_boot_params(m, &img, cmd, 0), -EINVAL);
+	assert_int_equal(loader_write_boot_params(m, &img, cmd, UMIG_MAX_CPUS + 1), -EINVAL);
+	assert_int_equal(loader_write_boot_params(m, &img, cmd, 1), 0);
 	/* the rest of the cmdline field is zero, not the old RAM contents */
 	for (size_t i = strlen(cmd); i < UMIG_CMDLINE_MAX; i++)
 		assert_int_equal(bp->cmdline[i], 0);
 	/* nothing written past the struct */
 	assert_int_equal(m->host[UMIG_BOOT_PARAMS_GPA + sizeof(*bp)], T_FILL);
 
-	assert_int_equal(loader_write_boot_params(m, &img, NULL), 0);
+	assert_int_equal(loader_write_boot_params(m, &img, NULL, 1), 0);
 	assert_int_equal(bp->cmdline_len, 0);
 	assert_string_equal(bp->cmdline, "");
 }
@@ -245,17 +250,17 @@ static void test_boot_params_cmdline_limit(void **state)
 	memset(cmd, 'k', UMIG_CMDLINE_MAX);
 	cmd[UMIG_CMDLINE_MAX] = 0;	/* 2048 bytes: no room for the NUL */
 	err_clear();
-	assert_int_equal(loader_write_boot_params(m, &img, cmd), -E2BIG);
+	assert_int_equal(loader_write_boot_params(m, &img, cmd, 1), -E2BIG);
 	t_assert_msg_has(-E2BIG, "2048 bytes");
 	t_assert_ram_untouched(m);
 	cmd[UMIG_CMDLINE_MAX - 1] = 0;	/* 2047 fit */
-	assert_int_equal(loader_write_boot_params(m, &img, cmd), 0);
+	assert_int_equal(loader_write_boot_params(m, &img, cmd, 1), 0);
 	assert_int_equal(bp->cmdline_len, UMIG_CMDLINE_MAX - 1);
 	assert_int_equal(bp->cmdline[UMIG_CMDLINE_MAX - 1], 0);
 	free(cmd);
 
 	img.image_end = T_RAM + PAGE_SIZE;
-	assert_int_equal(loader_write_boot_params(m, &img, "x"), -E2BIG);
+	assert_int_equal(loader_write_boot_params(m, &img, "x", 1), -E2BIG);
 	t_assert_msg_has(-E2BIG, "does not fit");
 }
 
@@ -266,14 +271,58 @@ static void test_entry_state(void **state)
 
 	(void)state;
 	memset(&s, 0x11, sizeof(s));
-	loader_entry_state(&img, &s);
+	loader_entry_state(&img, 0, &s);
 	assert_true(s.rip == 0x123456);
 	assert_true(s.gpr[GPR_RSP] == UMIG_STACK_TOP);
 	assert_true(s.gpr[GPR_RDI] == UMIG_BOOT_PARAMS_GPA);
+	assert_true(s.gpr[GPR_RSI] == 0);
 	assert_true(s.rflags == 0x2);
-	/* everything else is the caller's */
-	assert_true(s.gpr[GPR_RAX] == 0x1111111111111111ull);
-	assert_true(s.cr0 == 0x1111111111111111ull);
+	/* the long-mode environment hardware accepts */
+	assert_true(s.cr0 == 0x80000033ull);	/* PG NE ET MP PE */
+	assert_true(s.cr3 == UMIG_PML4_GPA);
+	assert_true(s.cr4 == 0x620);		/* OSXMMEXCPT OSFXSR PAE */
+	assert_true(s.efer == 0x500);		/* LMA LME */
+	assert_int_equal(s.seg[SEG_CS], UMIG_SEL_CODE64);
+	for (int i = 0; i < SEG_COUNT; i++)
+		if (i != SEG_CS)
+			assert_int_equal(s.seg[i], UMIG_SEL_DATA);
+	assert_true(s.gdtr.base == UMIG_GDT_GPA && s.gdtr.limit == UMIG_GDT_LIMIT);
+	assert_int_equal(s.fcw, 0x37f);
+	assert_int_equal(s.mxcsr, 0x1f80);
+	/* everything else is zero, not left over */
+	assert_true(s.gpr[GPR_RAX] == 0);
+	assert_true(s.cr2 == 0 && s.fs_base == 0 && s.idtr.base == 0);
+
+	/* vCPU 3: its own stack and its number in RSI */
+	loader_entry_state(&img, 3, &s);
+	assert_true(s.gpr[GPR_RSP] == UMIG_STACK_TOP - 3 * UMIG_CPU_STACK);
+	assert_true(s.gpr[GPR_RSI] == 3);
+}
+
+static void test_machine_tables(void **state)
+{
+	struct guest_mem *m = *state;
+	const uint64_t *gdt = (const void *)(m->host + UMIG_GDT_GPA);
+	const uint64_t *pml4 = (const void *)(m->host + UMIG_PML4_GPA);
+	const uint64_t *pdpt = (const void *)(m->host + UMIG_PDPT_GPA);
+
+	memset(m->host + UMIG_GDT_GPA, 0xee, 0x6000);
+	assert_int_equal(loader_setup_machine(m), 0);
+	assert_true(gdt[0] == 0);
+	assert_true(gdt[1] == 0x00af9b000000ffffull);	/* code: P DPL0 S type 0xb, L, G */
+	assert_true(gdt[2] == 0x00cf93000000ffffull);	/* data: P DPL0 S type 0x3, D/B, G */
+	/* TSS: base 0x1800, limit 0x67, type 0xb (busy 64-bit TSS), present */
+	assert_true(gdt[3] == (0x67ull | 0x1800ull << 16 | 0x8bull << 40));
+	assert_true(gdt[4] == 0);
+	assert_true(pml4[0] == (UMIG_PDPT_GPA | 0x23));
+	assert_true(pml4[1] == ((UMIG_PDPT_GPA + 4096) | 0x23));
+	assert_true(pml4[2] == 0);
+	/* T_RAM is under 1 GiB: one 1 GiB page at 0, P RW A D PS */
+	assert_true(pdpt[0] == 0xe3);
+	assert_true(pdpt[1] == 0);
+	/* the tables end before the boot page */
+	assert_true(UMIG_PDPT_GPA + UMIG_PDPT_COUNT * 4096 <= UMIG_BOOT_PARAMS_GPA);
+	assert_true(UMIG_TSS_GPA + UMIG_TSS_LIMIT < UMIG_PML4_GPA);
 }
 
 /* --- malformed images: one field broken per test -------------------------- */
@@ -645,6 +694,7 @@ int main(void)
 		T_CASE(test_boot_params_written),
 		T_CASE(test_boot_params_cmdline_limit),
 		T_CASE(test_entry_state),
+		T_CASE(test_machine_tables),
 		T_CASE(test_rejects_bad_magic),
 		T_CASE(test_rejects_32bit_class),
 		T_CASE(test_rejects_big_endian),

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "t-util.h"
@@ -202,8 +203,15 @@ static void test_control_socket(void **state)
 	int st;
 
 	assert_true(t_wait_for_path(sock, 10000));
-	reply = ctl(sock, "query-status", NULL, &st);
-	assert_int_equal(st, 0);
+	/* the socket is served from just before the vCPUs start: "created" first */
+	for (int i = 0; i < 100; i++) {
+		reply = ctl(sock, "query-status", NULL, &st);
+		assert_int_equal(st, 0);
+		if (!strstr(reply, "\"status\":\"created\""))
+			break;
+		free(reply);
+		usleep(20000);
+	}
 	assert_non_null(strstr(reply, "\"status\":\"running\""));
 	free(reply);
 	reply = ctl(sock, "stop", NULL, &st);
@@ -280,6 +288,120 @@ static void test_pause_resume_storm_loses_nothing(void **state)
 	t_tmpdir_free(dir);
 }
 
+/* The same storm with four vCPUs, each verifying its own slice. */
+static void test_pause_resume_storm_with_four_vcpus(void **state)
+{
+	char *dir = t_tmpdir();
+	const char *sock = t_path(dir, "c.sock");
+	const char *out = t_path(dir, "out");
+	char *argv[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
+			 "--cpus", "4", "--cmdline", "wss=32 passes=4 threads=4", "--control", (char *)sock,
+			 NULL };
+	pid_t pid = t_spawn(argv, out, NULL);
+	int st, status;
+	char *o;
+
+	assert_true(t_wait_for_path(sock, 10000));
+	for (int i = 0; i < 40; i++) {
+		free(ctl(sock, "stop", NULL, &st));
+		free(ctl(sock, "cont", NULL, &st));
+		if (st != 0)
+			break;   /* the guest finished */
+	}
+	status = t_wait(pid, 120);
+	o = t_read_file(out);
+	assert_non_null(o);
+	assert_null(strstr(o, "MISMATCH"));
+	assert_non_null(strstr(o, "memverify: done passes=4 mismatches=0\n"));
+	assert_int_equal(status, 0);
+	free(o);
+	t_tmpdir_free(dir);
+}
+
+/* --cpus N: N vCPUs boot, the guest runs, a snapshot carries all of them. */
+static void test_several_vcpus_boot_snapshot_restore(void **state)
+{
+	char *dir = t_tmpdir();
+	const char *snap = t_path(dir, "s.snap");
+	char *a1[] = { (char *)t_umig(), "run", (char *)t_guest("idle"), "--cpus", "3",
+		       "--cmdline", "secs=2", "--snapshot", (char *)snap, "--snapshot-after", "0.5",
+		       NULL };
+	char *a2[] = { (char *)t_umig(), "restore", (char *)snap, NULL };
+	char *a3[] = { (char *)t_umig(), "run", (char *)t_guest("hello"), "--cpus", "0", NULL };
+	struct t_result r;
+
+	t_run(a1, 60, &r);
+	assert_int_equal(r.status, 0);
+	t_result_free(&r);
+	t_run(a2, 60, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "idle: done\n"));
+	t_result_free(&r);
+	t_run(a3, 30, &r);
+	assert_int_equal(r.status, 2);
+	assert_non_null(strstr(r.err, "--cpus: '0' is not 1..8"));
+	t_result_free(&r);
+	t_tmpdir_free(dir);
+}
+
+/* dirty and memverify spread over vCPUs; a bad thread count is refused. */
+static void test_guests_use_several_vcpus(void **state)
+{
+	char *a1[] = { (char *)t_umig(), "run", (char *)t_guest("dirty"), "--cpus", "3",
+		       "--cmdline", "wss=8 threads=3 secs=1 pattern=random", NULL };
+	char *a2[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--cpus", "2",
+		       "--cmdline", "wss=8 threads=2 passes=2", NULL };
+	char *a3[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--cmdline",
+		       "wss=8 threads=2", NULL };
+	struct t_result r;
+
+	t_run(a1, 30, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "threads=3\n"));
+	assert_non_null(strstr(r.out, "dirty: done pages="));
+	t_result_free(&r);
+	t_run(a2, 30, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "memverify: done passes=2 mismatches=0\n"));
+	t_result_free(&r);
+	t_run(a3, 30, &r);
+	assert_int_equal(r.status, 2);
+	assert_non_null(strstr(r.out, "threads=2 needs as many vCPUs (umig run --cpus 2)"));
+	t_result_free(&r);
+}
+
+/* A two-vCPU guest, both verifying, migrated post-copy: version 2 of the record. */
+static void test_two_vcpu_guest_migrates(void **state)
+{
+	char *dir = t_tmpdir();
+	const char *dout = t_path(dir, "dst.out");
+	char listen[32];
+	struct t_result r;
+	int port = 20000 + (getpid() * 17 + (int)time(NULL)) % 20000, dst;
+	char *o;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
+	pid_t dpid = t_spawn(da, dout, NULL);
+
+	usleep(300000);
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
+		       "--cpus", "2", "--cmdline", "wss=32 passes=8 threads=2", "--migrate-to",
+		       listen, "--migrate-after", "1", "--mode", "post", "--quiet", NULL };
+	t_run(sa, 120, &r);
+	dst = t_wait(dpid, 120);
+	o = t_read_file(dout);
+	assert_int_equal(r.status, 0);
+	assert_null(strstr(r.out, "done"));
+	assert_int_equal(dst, 0);
+	assert_non_null(o);
+	assert_null(strstr(o, "MISMATCH"));
+	assert_non_null(strstr(o, "memverify: done passes=8 mismatches=0\n"));
+	free(o);
+	t_result_free(&r);
+	t_tmpdir_free(dir);
+}
+
 static void test_caps_runs(void **state)
 {
 	char *argv[] = { (char *)t_umig(), "caps", NULL };
@@ -302,6 +424,10 @@ int main(void)
 		cmocka_unit_test(test_snapshot_restore_continues_exactly),
 		cmocka_unit_test(test_control_socket),
 		cmocka_unit_test(test_pause_resume_storm_loses_nothing),
+		cmocka_unit_test(test_pause_resume_storm_with_four_vcpus),
+		cmocka_unit_test(test_several_vcpus_boot_snapshot_restore),
+		cmocka_unit_test(test_guests_use_several_vcpus),
+		cmocka_unit_test(test_two_vcpu_guest_migrates),
 		cmocka_unit_test(test_caps_runs),
 	};
 

@@ -2,8 +2,10 @@
  * rt.c - the guest runtime behind rt.h: startup, devices, printf, command
  * line, and the libc bits gcc expects.
  *
- * Everything is single-threaded and runs without interrupts, so globals
- * need no locking.  The boot params are read in place: they live in guest
+ * Guests run without interrupts.  The boot vCPU runs main(); secondary
+ * vCPUs (umig run --cpus N) run rt_secondary() if the guest has one and
+ * otherwise sleep, so the runtime's globals are the boot vCPU's, and a
+ * guest that uses secondaries shares its own data with atomics.  The boot params are read in place: they live in guest
  * RAM and migrate with the rest of it.
  */
 #include "rt.h"
@@ -13,16 +15,39 @@ static uint64_t rt_beats;
 
 /* --- startup ------------------------------------------------------------- */
 
-_Noreturn void rt_start(const struct umig_boot_params *bp);
+_Noreturn void rt_start(const struct umig_boot_params *bp, unsigned cpu);
 
-_Noreturn void rt_start(const struct umig_boot_params *bp)
+/* What a secondary vCPU runs unless the guest defines rt_secondary(). */
+__attribute__((weak)) void rt_secondary(unsigned cpu)
 {
+	(void)cpu;
+}
+
+/*
+ * Secondary vCPUs start at the same entry point at the same time; they
+ * wait until the boot vCPU has checked the boot params, run
+ * rt_secondary(), and then park in the sleep port, which costs the host
+ * no CPU and ends early only when umig pauses the guest.
+ */
+static _Noreturn void rt_secondary_start(unsigned cpu)
+{
+	while (!__atomic_load_n(&rt_bp, __ATOMIC_ACQUIRE))
+		rt_sleep_us(1000);
+	rt_secondary(cpu);
+	for (;;)
+		rt_sleep_us(0xffffffffu);
+}
+
+_Noreturn void rt_start(const struct umig_boot_params *bp, unsigned cpu)
+{
+	if (cpu)
+		rt_secondary_start(cpu);
 	if (bp->magic != UMIG_BOOT_MAGIC || bp->version != UMIG_BOOT_VERSION) {
 		rt_printf("rt: bad boot params: magic=0x%llx version=%u (want 0x%llx version %u)\n",
 			  bp->magic, bp->version, UMIG_BOOT_MAGIC, UMIG_BOOT_VERSION);
 		rt_exit(120);
 	}
-	rt_bp = bp;
+	__atomic_store_n(&rt_bp, bp, __ATOMIC_RELEASE);
 	rt_exit(main());
 }
 
@@ -194,6 +219,11 @@ int rt_printf(const char *fmt, ...)
 const char *rt_cmdline(void)
 {
 	return rt_bp->cmdline;
+}
+
+unsigned rt_ncpus(void)
+{
+	return rt_bp->ncpus;
 }
 
 uint64_t rt_free_start(void)

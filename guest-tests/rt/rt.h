@@ -80,6 +80,15 @@ int rt_arg_eq(const char *key, const char *val);
 int rt_arg_copy(const char *key, char *buf, size_t size); /* length, or -1 if absent */
 
 uint64_t rt_free_start(void);		/* page aligned */
+unsigned rt_ncpus(void);		/* vCPUs the guest has (umig run --cpus) */
+
+/*
+ * A guest may define this: secondary vCPU cpu (1..rt_ncpus()-1) runs it
+ * once the boot vCPU has entered main(); when it returns the vCPU sleeps
+ * for good.  It must not use the console or the clock while main() does
+ * (the devices serve one vCPU at a time), nor rt_printf's globals.
+ */
+void rt_secondary(unsigned cpu);
 uint64_t rt_free_size(void);
 
 /* --- PRNG: xorshift64* (Vigna), plenty for picking pages ---------------- */

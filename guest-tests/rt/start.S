@@ -1,10 +1,11 @@
 /*
  * start.S - entry point of every umig test guest.
  *
- * umig enters here in 64-bit mode with RSP = UMIG_STACK_TOP and
- * RDI = address of struct umig_boot_params (see guest-abi.h).  All the
- * real work - checking the boot params, running main(), reporting the
- * exit code - is in rt_start() in rt.c, so this stays a few lines.
+ * umig enters here on every vCPU, in 64-bit mode with paging, RSP = that
+ * vCPU's stack top, RDI = address of struct umig_boot_params and RSI =
+ * the vCPU number (see guest-abi.h).  All the real work - checking the
+ * boot params, running main() or a secondary's work, reporting the exit
+ * code - is in rt_start() in rt.c, so this stays a few lines.
  */
 	.section .text.start, "ax", @progbits
 	.globl	_start
@@ -12,7 +13,7 @@
 _start:
 	xorl	%ebp, %ebp		/* end of the frame chain for debuggers */
 	andq	$-16, %rsp		/* SysV: 16-byte aligned at the call */
-	call	rt_start		/* RDI = boot params, passed through */
+	call	rt_start		/* RDI = boot params, RSI = vCPU: passed through */
 	/*
 	 * rt_start() never returns; if the exit port were ever ignored, spin
 	 * rather than run off into whatever follows.  No hlt: there are no

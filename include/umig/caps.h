@@ -88,9 +88,10 @@ struct caps {
 	/* kernel.io_uring_disabled (6.6+), -1 when absent. */
 	int io_uring_disabled_sysctl;
 
-	/* open("/dev/kvm", O_RDWR) succeeded. */
+	/* open("/dev/kvm", O_RDWR) succeeded and KVM speaks API 12. */
 	bool kvm;
-	int kvm_errno;
+	int kvm_errno;		/* EPROTO: another API version */
+	int kvm_api;		/* KVM_GET_API_VERSION; 0 when /dev/kvm did not open */
 
 	/* Entries under /sys/class/infiniband; 0 when the dir is missing. */
 	int rdma_devices;

@@ -53,6 +53,18 @@ struct cpu_state {
 #define CPU_STATE_BODY_LEN (16 * 8 + 8 + 8 + 6 * 2 + 8 + 8 + 2 * (8 + 4) + \
 			    4 * 8 + 8 + 4 * 2 + 8 + 8 + 8 * 10 + 4 + 16 * 16)
 
+/*
+ * The x87 tag word.  struct cpu_state holds the full one (two bits per
+ * physical register: 0 valid, 1 zero, 2 special, 3 empty), as FSTENV
+ * stores it and Unicorn reports it; FXSAVE and KVM hold the abridged one
+ * (one bit per physical register, 1 = not empty).  Expanding classifies
+ * each non-empty register by its value; physical register p is
+ * ST((p - TOP) & 7), TOP from FSW bits 11..13, and st (8 registers) is in
+ * ST order.
+ */
+uint8_t cpu_ftw_abridge(uint16_t ftw);
+uint16_t cpu_ftw_expand(uint8_t ftwx, uint16_t fsw, const uint8_t (*st)[10]);
+
 void cpu_state_encode(const struct cpu_state *s, struct wbuf *w);
 /* -EBADMSG (truncated, bad tag or length) / -EPROTONOSUPPORT (version). */
 int cpu_state_decode(struct cpu_state *s, struct rbuf *r);

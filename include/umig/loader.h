@@ -24,10 +24,20 @@ struct elf_image {
 int loader_load_elf(struct guest_mem *m, const void *data, size_t len,
 		    struct elf_image *out);
 int loader_load_file(struct guest_mem *m, const char *path, struct elf_image *out);
-/* -E2BIG if cmdline does not fit the boot page. */
+/* -E2BIG if cmdline does not fit the boot page; -EINVAL for a bad ncpus. */
 int loader_write_boot_params(struct guest_mem *m, const struct elf_image *img,
-			     const char *cmdline);
-/* Entry register state: RIP = entry, RSP = stack top, RDI = boot params. */
-void loader_entry_state(const struct elf_image *img, struct cpu_state *s);
+			     const char *cmdline, unsigned ncpus);
+/*
+ * The environment hardware needs for 64-bit code, in reserved low RAM
+ * (guest-abi.h): GDT and TSS, and page tables identity-mapping all of RAM
+ * with 1 GiB pages.  -E2BIG if RAM is outside 1 MiB .. 1 TiB.
+ */
+int loader_setup_machine(struct guest_mem *m);
+/*
+ * The whole entry state of vCPU cpu (docs/guest-abi.md): long mode with
+ * paging over loader_setup_machine()'s tables, RIP = entry, RSP = that
+ * vCPU's stack top, RDI = boot params, RSI = cpu, x87/SSE at reset values.
+ */
+void loader_entry_state(const struct elf_image *img, unsigned cpu, struct cpu_state *s);
 
 #endif

@@ -97,7 +97,7 @@ enum proto_mark {
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 #define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
 /* every feature this umig knows */
-#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER)
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16

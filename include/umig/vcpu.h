@@ -8,7 +8,9 @@
  * not inside vcpu_run(); vm.c's run loop guarantees that.
  *
  * Backends: "unicorn" (the Unicorn x86-64 emulator; runs anywhere) is the
- * default.  A KVM backend fits behind the same table where /dev/kvm exists.
+ * default; "kvm" runs the guest on the host CPU where /dev/kvm works;
+ * "auto" picks kvm when it can.  Both give the guest the same entry state
+ * (loader.h), the same CPU model (below) and the same state record.
  */
 #ifndef UMIG_VCPU_H
 #define UMIG_VCPU_H
@@ -38,15 +40,16 @@ struct vcpu_ops {
 
 struct vcpu {
 	const struct vcpu_ops *ops;
+	unsigned index;    /* the vCPU number: 0 boots, the APIC ID in CPUID */
 	struct guest_mem *mem;
 	struct pio_bus *bus;
 	void *priv;
 	char fault[256];   /* what the guest did, after VCPU_EXIT_FAULT */
 };
 
-/* backend NULL = default.  Caller frees with vcpu_destroy(). */
-int vcpu_create(struct vcpu **out, const char *backend, struct guest_mem *mem,
-		struct pio_bus *bus);
+/* backend NULL = default, "auto" = kvm if usable.  Caller frees with vcpu_destroy(). */
+int vcpu_create(struct vcpu **out, const char *backend, unsigned index,
+		struct guest_mem *mem, struct pio_bus *bus);
 void vcpu_destroy(struct vcpu *v);
 int vcpu_run(struct vcpu *v);
 void vcpu_kick(struct vcpu *v);
@@ -56,5 +59,21 @@ int vcpu_flush_code(struct vcpu *v, uint64_t gpa, uint64_t len);
 const char *vcpu_backend_name(const struct vcpu *v);
 
 extern const struct vcpu_ops vcpu_unicorn_ops;
+extern const struct vcpu_ops vcpu_kvm_ops;
+
+/*
+ * The CPU model (src/vcpu-cpuid.c, docs/guest-abi.md): the CPUID leaves
+ * every guest sees, identical on every backend.  The digest identifies the
+ * model in snapshots and migration streams; a state saved under another
+ * model is refused.
+ */
+struct cpuid_leaf {
+	uint32_t fn, eax, ebx, ecx, edx;
+};
+
+const struct cpuid_leaf *cpuid_model_leaves(size_t *n);
+/* What CPUID(fn, idx) returns on vCPU cpu, for any fn. */
+void cpuid_model_query(uint32_t fn, uint32_t idx, unsigned cpu, uint32_t out[4]);
+uint64_t cpuid_model_digest(void);
 
 #endif
