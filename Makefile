@@ -2,6 +2,8 @@
 #
 #   make            build build/umig and every guest in build/guest-tests/
 #   make check      install missing Debian packages, build, run the test suite
+#                   (the unit and integration suites, then the test-VM suites)
+#   make check-vm   only the suites that run inside the test VM (tests/vm/)
 #   make demo       install missing Debian packages, build, run a migration demo
 #   make deps       install missing Debian packages (needs root)
 #   make bench      run the comparison benchmark (bench/run)
@@ -110,7 +112,7 @@ UMIG     := $(BUILD)/umig
 GUEST_ELFS := $(GUESTS:%=build/guest-tests/%.elf)
 TEST_BINS  := $(TESTS:%=$(BUILD)/tests/%)
 
-.PHONY: all check demo deps bench clean tests
+.PHONY: all check check-vm demo deps bench clean tests vm-prepare
 all: $(UMIG) $(GUEST_ELFS)
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
@@ -155,12 +157,43 @@ $(BUILD)/tests/t-util.o: tests/t-util.c tests/t-util.h $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -Itests -c $< -o $@
 
-tests: all $(TEST_BINS)
+# --- the test VM (tests/vm/): suites that need Soft-RoCE or /dev/kvm ---------
+# Each file tests/vm/suites/NAME is a suite; build/tests/test-vm-NAME runs it
+# in the VM for tests/run.  VM_PROGS are the C programs the suites run there,
+# built here: the guest sees this tree read-only and cannot build.
+VM_SUITES  := $(sort $(notdir $(wildcard tests/vm/suites/*)))
+VM_PROGS   := kvm-api uffd-check
+VM_BINS    := $(VM_PROGS:%=$(BUILD)/tests/vm/%)
+VM_RUNNERS := $(VM_SUITES:%=$(BUILD)/tests/test-vm-%)
+
+$(BUILD)/tests/vm/%: tests/vm/%.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  VMTEST  $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+
+$(BUILD)/tests/test-vm-%: tests/vm/suites/% Makefile
+	@mkdir -p $(dir $@)
+	$(Q)printf '#!/bin/sh\n# tests/vm/suites/%s in the test VM (made by the Makefile)\ncd "%s" && exec tests/vm/run-suite --build %s %s\n' \
+		'$*' '$(CURDIR)' '$(BUILD)' '$*' > $@ && chmod +x $@
+
+tests: all $(TEST_BINS) $(VM_BINS) $(VM_RUNNERS)
+
+# Packages, kernel and initramfs of the test VM, fetched outside the test
+# time limit; if that cannot be done the VM suites skip and say why.
+vm-prepare:
+	$(Q)tests/vm/run-suite --prepare || echo "umig: the test VM is not available; its suites will skip"
 
 check:
 	$(Q)$(MAKE) --no-print-directory deps
 	$(Q)$(MAKE) --no-print-directory tests
-	$(Q)UMIG_BIN=$(UMIG) UMIG_GUESTS=build/guest-tests tests/run $(TEST_BINS)
+	$(Q)$(MAKE) --no-print-directory vm-prepare
+	$(Q)UMIG_BIN=$(UMIG) UMIG_GUESTS=build/guest-tests tests/run $(TEST_BINS) $(VM_RUNNERS)
+
+check-vm:
+	$(Q)$(MAKE) --no-print-directory deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)$(MAKE) --no-print-directory vm-prepare
+	$(Q)UMIG_BIN=$(UMIG) UMIG_GUESTS=build/guest-tests tests/run $(VM_RUNNERS)
 
 demo:
 	$(Q)$(MAKE) --no-print-directory deps
