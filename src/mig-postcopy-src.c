@@ -86,6 +86,24 @@ static int src_push(struct mig_source *s)
 }
 
 /*
+ * A umig 0.1 destination may touch guest RAM while it loads the state
+ * (its vCPU reads the GDT), before it reports RESUMED: serve its page
+ * requests from the moment the guest is paused, so it can.  Newer
+ * destinations never do, and the scan stays out of their downtime.
+ */
+int src_postcopy_early(struct mig_source *s)
+{
+	if (s->c.x->version > 1 || (xport_caps(s->c.x) & XCAP_ONESIDED))
+		return 0;
+	src_scan_populated(s);
+	s->scanned = true;
+	if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
+		return err_set(-EAGAIN, "cannot start the urgent thread");
+	s->urgent_started = true;
+	return 0;
+}
+
+/*
  * Push everything and wait for COMPLETE; a broken link on the way pauses
  * post-copy and recovers it (mig-recover.c), then the push goes on with
  * what the destination still lacks.  Bounded by the recover timeout of
@@ -99,7 +117,8 @@ int src_postcopy(struct mig_source *s)
 	 * The guest is stopped here for good, so the map stays true;
 	 * scanning after RESUMED keeps it out of the downtime.
 	 */
-	src_scan_populated(s);
+	if (!s->scanned)
+		src_scan_populated(s);
 	mig_set_state(&s->c, MIG_POSTCOPY);
 	/* one-sided transports: the destination pulls every page itself */
 	if (xport_caps(s->c.x) & XCAP_ONESIDED)

@@ -118,6 +118,8 @@ int src_switchover(struct mig_source *s)
 		ret = xport_ctl_send(s->c.x, MSG_STATE, state.data, state.len);
 	wbuf_free(&state);
 	s->state_sent = true;
+	if (!ret && post)
+		ret = src_postcopy_early(s);
 	if (!ret)
 		ret = src_handover(s);
 	if (ret < 0)

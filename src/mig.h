@@ -110,6 +110,7 @@ struct mig_source {
 	bool resolved_by_reconnect;  /* the commit was acknowledged on a new connection */
 	int resolve_owner;           /* (L) the operator's decision, MIG_OWNER_* */
 	bool cancel_recovery;        /* umig is exiting: do not reconnect */
+	bool scanned;                /* post-copy: populated is final */
 	char unknown_why[256];       /* (L) why the outcome became unknown */
 
 	struct bitmap sent;          /* post-copy: the page is at (or on its way to) dst */
@@ -158,6 +159,7 @@ int src_switchover(struct mig_source *s);
 int src_handover(struct mig_source *s);
 void src_abort_destination(struct mig_source *s);
 int src_postcopy(struct mig_source *s);
+int src_postcopy_early(struct mig_source *s);
 int src_complete(struct mig_source *s);
 json_t *src_record(struct mig_source *s);
 

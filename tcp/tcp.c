@@ -51,28 +51,37 @@ static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, in
 	return ret;
 }
 
+/*
+ * The bulk and urgent connections of this session, in whichever order
+ * they arrive (connections opened one after the other can still be
+ * accepted the other way round, through a proxy for one).
+ */
 static int tcp_accept_data(struct xport *x, int listen_fd, int timeout_ms)
 {
 	int ret = tcp_pages_new(x);
 
-	for (int c = XCH_BULK; !ret && c < XCH_COUNT; c++) {
-		struct xconn **conn = &tp(x)->c[c];
+	for (int i = XCH_BULK; !ret && i < XCH_COUNT; i++) {
+		struct xconn *conn;
 		enum xport_channel ch;
 		uint64_t session;
 
-		ret = xconn_tcp_accept(conn, listen_fd, c, timeout_ms);
+		/* untuned until its greeting says which channel it is */
+		ret = xconn_tcp_accept(&conn, listen_fd, XCH_CONTROL, timeout_ms);
 		if (ret < 0)
 			break;
-		xconn_set_timeout(*conn, timeout_ms);
-		ret = proto_recv_greeting(*conn, &ch, &session);
-		xconn_set_timeout(*conn, -1);
-		if (!ret && (ch != (enum xport_channel)c || session != x->session))
-			ret = err_set(-EPROTO, "expected the %s channel of this migration",
-				      xport_channel_name(c));
-		if (!ret)
-			xconn_tcp_set_channel(*conn, c);
-		if (!ret && x->peer_timeout_ms)
-			xconn_tcp_set_user_timeout(*conn, x->peer_timeout_ms);
+		xconn_set_timeout(conn, timeout_ms);
+		ret = proto_recv_greeting(conn, &ch, &session);
+		xconn_set_timeout(conn, -1);
+		if (!ret && (ch == XCH_CONTROL || tp(x)->c[ch] || session != x->session))
+			ret = err_set(-EPROTO, "expected the bulk or urgent channel of this migration");
+		if (ret < 0) {
+			xconn_close(conn);
+			break;
+		}
+		tp(x)->c[ch] = conn;
+		xconn_tcp_set_channel(conn, ch);
+		if (x->peer_timeout_ms)
+			xconn_tcp_set_user_timeout(conn, x->peer_timeout_ms);
 	}
 	return ret;
 }

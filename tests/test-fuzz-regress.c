@@ -113,7 +113,8 @@ static void test_selector_outside_ram_is_refused(void **state)
 	rbuf_init(&r, data, len);
 	ret = vm_load_state(fuzz_vm(), &r);
 	assert_int_equal(ret, -EINVAL);
-	assert_non_null(strstr(err_msg(ret), "names a descriptor outside the GDT or guest RAM"));
+	/* refused, naming the selector (whichever check catches it first) */
+	assert_non_null(strstr(err_msg(ret), "segment selector"));
 	free(data);
 }
 
