@@ -155,6 +155,28 @@ static void rig_dump(struct rig *g, int src, int dst)
 		free(f[i]);
 }
 
+/* Wait for both ends (bounded) and require their exit statuses. */
+static void rig_expect(struct rig *g, int want_src, int want_dst)
+{
+	int src = t_wait(g->src, 90), dst = t_wait(g->dst, 90);
+
+	if (src != want_src || dst != want_dst)
+		rig_dump(g, src, dst);
+	assert_int_equal(src, want_src);
+	assert_int_equal(dst, want_dst);
+}
+
+/* One end's stderr says text. */
+static void assert_said(struct rig *g, const char *file, const char *text)
+{
+	char *e = rig_file(g, file);
+	bool hit = strstr(e, text) != NULL;
+
+	free(e);
+	if (!hit)
+		fail_msg("%s does not say '%s'", file, text);
+}
+
 /* The guest finished at exactly one place, clean. */
 static void assert_ran_only_at(struct rig *g, const char *where)
 {
@@ -184,20 +206,11 @@ static void handover_resumed_lost(const char *mode)
 {
 	static const char *const rules[] = { "control:d2s:type=18:drop=3", NULL };
 	struct rig g;
-	int src, dst;
-	char *e;
 
 	rig_start(&g, mode, rules);
-	src = t_wait(g.src, 90);
-	dst = t_wait(g.dst, 90);
-	if (src || dst)
-		rig_dump(&g, src, dst);
-	assert_int_equal(src, 0);
-	assert_int_equal(dst, 0);
-	e = rig_file(&g, "src.err");
-	assert_non_null(strstr(e, "outcome unknown"));
-	assert_non_null(strstr(e, "acknowledged the commit"));
-	free(e);
+	rig_expect(&g, 0, 0);
+	assert_said(&g, "src.err", "outcome unknown");
+	assert_said(&g, "src.err", "acknowledged the commit");
 	assert_ran_only_at(&g, "destination");
 	rig_stop(&g);
 }
@@ -214,20 +227,11 @@ static void test_commit_lost_pre(void **state)
 {
 	static const char *const rules[] = { "control:s2d:type=65:drop=3", NULL };
 	struct rig g;
-	int src, dst;
-	char *e;
 
 	rig_start(&g, "pre", rules);
-	src = t_wait(g.src, 90);
-	dst = t_wait(g.dst, 90);
-	if (src || dst)
-		rig_dump(&g, src, dst);
-	assert_int_equal(src, 0);
-	assert_int_equal(dst, 0);
-	e = rig_file(&g, "dst.err");
-	assert_non_null(strstr(e, "outcome unknown"));
-	assert_non_null(strstr(e, "redelivered the commit"));
-	free(e);
+	rig_expect(&g, 0, 0);
+	assert_said(&g, "dst.err", "outcome unknown");
+	assert_said(&g, "dst.err", "redelivered the commit");
 	assert_ran_only_at(&g, "destination");
 	rig_stop(&g);
 }
@@ -241,22 +245,11 @@ static void test_ready_lost_pre(void **state)
 {
 	static const char *const rules[] = { "control:d2s:type=64:drop=3", NULL };
 	struct rig g;
-	int src, dst;
-	char *e;
 
 	rig_start(&g, "pre", rules);
-	src = t_wait(g.src, 90);
-	dst = t_wait(g.dst, 90);
-	if (src || dst != 125)
-		rig_dump(&g, src, dst);
-	assert_int_equal(src, 0);
-	assert_int_equal(dst, 125);
-	e = rig_file(&g, "src.err");
-	assert_non_null(strstr(e, "keeps running here"));
-	free(e);
-	e = rig_file(&g, "dst.err");
-	assert_non_null(strstr(e, "dropped"));
-	free(e);
+	rig_expect(&g, 0, 125);
+	assert_said(&g, "src.err", "keeps running here");
+	assert_said(&g, "dst.err", "dropped");
 	assert_ran_only_at(&g, "source");
 	rig_stop(&g);
 }
@@ -273,15 +266,9 @@ static void postcopy_break(const char *mode, const char *rule)
 	const char *const rules[] = { rule, NULL };
 	struct rig g;
 	json_t *rec;
-	int src, dst;
 
 	rig_start(&g, mode, rules);
-	src = t_wait(g.src, 90);
-	dst = t_wait(g.dst, 90);
-	if (src || dst)
-		rig_dump(&g, src, dst);
-	assert_int_equal(src, 0);
-	assert_int_equal(dst, 0);
+	rig_expect(&g, 0, 0);
 	assert_ran_only_at(&g, "destination");
 	rec = json_load_file(t_path(g.dir, "src.json"), 0, NULL);
 	assert_non_null(rec);
