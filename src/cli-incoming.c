@@ -10,6 +10,7 @@
 
 #include "umig/cli.h"
 #include "umig/log.h"
+#include "umig/migopts.h"
 #include "umig/migrate.h"
 #include "umig/util.h"
 #include "umig/vm.h"
@@ -75,22 +76,14 @@ int cmd_incoming(int argc, char **argv)
 		case 'o': console = optarg; break;
 		case 's': o.stats_path = optarg; break;
 		case 'b': o.backend = optarg; break;
-		case 'P': {
-			uint64_t ms;
-
-			if (parse_u64(optarg, &ms) || ms < 200 || ms > 3600000)
-				return cli_usage_error("incoming", "--peer-timeout: '%s' is not milliseconds (200..3600000)", optarg);
-			o.peer_timeout_ms = ms;
+		case 'P':
+			if (migopt_ms(optarg, MIGOPT_PEER_TIMEOUT_RANGE, &o.peer_timeout_ms) < 0)
+				return cli_usage_error("incoming", "--peer-timeout: %s", err_msg(-EINVAL));
 			break;
-		}
-		case 'R': {
-			uint64_t ms;
-
-			if (parse_u64(optarg, &ms) || ms < 1000 || ms > 86400000)
-				return cli_usage_error("incoming", "--recover-timeout: '%s' is not milliseconds (1000..86400000)", optarg);
-			o.recover_timeout_ms = ms;
+		case 'R':
+			if (migopt_ms(optarg, MIGOPT_RECOVER_TIMEOUT_RANGE, &o.recover_timeout_ms) < 0)
+				return cli_usage_error("incoming", "--recover-timeout: %s", err_msg(-EINVAL));
 			break;
-		}
 		case 'T':
 			if (xport_known(optarg) < 0)
 				return cli_usage_error("incoming", "--transport: %s", err_msg(-ENOENT));

@@ -67,14 +67,24 @@ static json_t *get_prepaging(const struct mig_params *p)
 	return json_string(p->prepaging);
 }
 
-static int set_downtime(struct mig_params *p, const char *v)
+int migopt_ms(const char *v, unsigned lo, unsigned hi, unsigned *out)
 {
 	uint64_t ms;
 
-	if (parse_u64(v, &ms) || ms > 3600000)
-		return err_set(-EINVAL, "'%s' is not milliseconds (0..3600000)", v);
-	p->downtime_limit_ms = ms;
+	if (parse_u64(v, &ms) || ms < lo || ms > hi)
+		return err_set(-EINVAL, "'%s' is not milliseconds (%u..%u)", v, lo, hi);
+	*out = ms;
 	return 0;
+}
+
+static int set_downtime(struct mig_params *p, const char *v)
+{
+	unsigned ms = 0;
+	int ret = migopt_ms(v, 0, 3600000, &ms);
+
+	if (!ret)
+		p->downtime_limit_ms = ms;
+	return ret;
 }
 
 static json_t *get_downtime(const struct mig_params *p)
@@ -99,12 +109,7 @@ static json_t *get_rounds(const struct mig_params *p)
 
 static int set_peer_timeout(struct mig_params *p, const char *v)
 {
-	uint64_t ms;
-
-	if (parse_u64(v, &ms) || ms < 200 || ms > 3600000)
-		return err_set(-EINVAL, "'%s' is not milliseconds (200..3600000)", v);
-	p->peer_timeout_ms = ms;
-	return 0;
+	return migopt_ms(v, MIGOPT_PEER_TIMEOUT_RANGE, &p->peer_timeout_ms);
 }
 
 static json_t *get_peer_timeout(const struct mig_params *p)
@@ -114,12 +119,7 @@ static json_t *get_peer_timeout(const struct mig_params *p)
 
 static int set_recover_timeout(struct mig_params *p, const char *v)
 {
-	uint64_t ms;
-
-	if (parse_u64(v, &ms) || ms < 1000 || ms > 86400000)
-		return err_set(-EINVAL, "'%s' is not milliseconds (1000..86400000)", v);
-	p->recover_timeout_ms = ms;
-	return 0;
+	return migopt_ms(v, MIGOPT_RECOVER_TIMEOUT_RANGE, &p->recover_timeout_ms);
 }
 
 static json_t *get_recover_timeout(const struct mig_params *p)

@@ -122,8 +122,11 @@ static void *dst_bulk_thread(void *arg)
 		}
 		if (ev.kind == XEV_RUN) {
 			ret = dst_place_run(d, &ev.run, post);
-			progress_update(&d->c.progress, post ? "postcopy" : "precopy", d->present_count,
-					d->c.npages, mig_bytes(&d->c, XCH_BULK), d->faults, false);
+			/* the byte count takes a lock: only for a progress line that is shown */
+			if (d->c.progress.enabled)
+				progress_update(&d->c.progress, post ? "postcopy" : "precopy",
+						d->present_count, d->c.npages,
+						mig_bytes(&d->c, XCH_BULK), d->faults, false);
 		} else if (ev.kind == XEV_MARK) {
 			ret = dst_on_mark(d, &ev, &post);
 		} else {

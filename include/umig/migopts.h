@@ -38,6 +38,14 @@ int migopt_parse(struct mig_params *p, int opt, const char *arg);
 int migopt_from_json(struct mig_params *p, json_t *args);
 /* Every option of p as the control socket's `migrate` arguments. */
 json_t *migopt_to_json(const struct mig_params *p);
+/*
+ * Milliseconds in lo..hi into *out; -EINVAL naming the range.  Also for
+ * the destination's own timeouts (umig incoming), so both ends check the
+ * same bounds.
+ */
+int migopt_ms(const char *v, unsigned lo, unsigned hi, unsigned *out);
+#define MIGOPT_PEER_TIMEOUT_RANGE    200, 3600000
+#define MIGOPT_RECOVER_TIMEOUT_RANGE 1000, 86400000
 /* The help lines for the table, two-space indented. */
 void migopt_help(FILE *out);
 
