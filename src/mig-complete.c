@@ -115,10 +115,14 @@ int src_complete(struct mig_source *s)
 	struct proto_msg m = { 0 };
 	json_error_t jerr;
 	char *txt;
-	int ret = s->resolved_by_reconnect ? -ENOTCONN :
+	int ret = s->complete_early ? 1 : s->resolved_by_reconnect ? -ENOTCONN :
 		  mig_ctl_expect(&s->c, &m, MSG_COMPLETE, "COMPLETE");
 
-	if (!ret) {
+	if (ret == 1) {
+		s->dest_stats = s->complete_early;
+		s->complete_early = NULL;
+		ret = 0;
+	} else if (!ret) {
 		s->dest_stats = json_loads((char *)m.payload, 0, &jerr);
 		if (!s->dest_stats)
 			pr_warn("migration: the destination's statistics are not JSON: %s", jerr.text);
@@ -276,6 +280,16 @@ static void *dst_complete_thread(void *arg)
 	free(txt);
 	if (!ret)
 		ret = mig_ctl_recv(&d->c, &m, "the source's statistics");
+	if (ret < 0 && dst_recovering_allowed(d)) {
+		/*
+		 * The source may be recovering a link it saw break: it learns
+		 * that the migration completed when it reconnects (RECOVER is
+		 * answered with COMPLETE), so the process waits a while for it.
+		 */
+		pthread_mutex_lock(&d->c.lock);
+		d->complete_unacked = true;
+		pthread_mutex_unlock(&d->c.lock);
+	}
 	if (!ret && m.type == MSG_SRC_STATS) {
 		json_error_t jerr;
 

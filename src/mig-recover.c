@@ -115,7 +115,11 @@ static int src_resync(struct mig_source *s, struct xport *x)
 	return prepage_create(&s->pp, s->p.prepaging, s->c.npages, &s->sent);
 }
 
-/* One attempt: 1 recovered on *out, 0 no answer, -ESRCH nobody there, < 0 refused. */
+/*
+ * One attempt: 1 recovered on *out, 2 the destination had already
+ * completed (its COMPLETE kept in s->complete_early, the connection on
+ * *out), 0 no answer, -ESRCH nobody there, < 0 refused.
+ */
 static int src_try_recover(struct mig_source *s, struct xport **out)
 {
 	uint8_t ns[PROTO_NONCE_LEN], mac[PROTO_MAC_LEN], want[PROTO_MAC_LEN];
@@ -138,6 +142,18 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 		/* the host answered, but nothing there speaks for this migration */
 		xport_close(x);
 		return -ESRCH;
+	}
+	if (!ret && m.type == MSG_COMPLETE) {
+		/* every page had arrived: the break cost only the final exchange */
+		json_error_t jerr;
+
+		s->complete_early = json_loadb((char *)m.payload, m.len, 0, &jerr);
+		x->npages = s->c.npages;
+		x->version = s->c.x->version;
+		x->features = s->c.x->features;
+		proto_msg_free(&m);
+		*out = x;
+		return 2;
 	}
 	if (!ret && m.type == MSG_ERROR) {
 		proto_error_text(&m, text, sizeof(text));
@@ -199,7 +215,7 @@ int src_recover(struct mig_source *s, int why)
 		if (s->cancel_recovery)
 			return err_set(-ECANCELED, "umig is exiting: post-copy recovery abandoned");
 		ret = src_try_recover(s, &x);
-		if (ret == 1)
+		if (ret == 1 || ret == 2)
 			break;
 		if (ret == -ESRCH) {
 			return err_set(-ESRCH, "the destination died after switchover; the guest's pages "
@@ -219,6 +235,11 @@ int src_recover(struct mig_source *s, int why)
 	mig_swap_xport(&s->c, x);
 	s->recoveries++;
 	s->paused_ms += (now_ns() - t0) / 1000000;
+	if (ret == 2) {
+		pr_info("migration: the destination had every page before the link broke; "
+			"the migration is complete");
+		return 1;
+	}
 	mig_set_state(&s->c, MIG_POSTCOPY);
 	return mig_keepalive_start(&s->c);
 }
@@ -310,11 +331,46 @@ static int dst_check_proof(struct mig_dest *d, struct xport *x, const struct pro
 	return ret;
 }
 
+/*
+ * A source that reconnects after this side completed saw the link break
+ * after the last page: tell it the migration is complete (the figures of
+ * COMPLETE again), and take its statistics if they come.
+ */
+static void dst_tell_completed(struct mig_dest *d, struct xport *x)
+{
+	json_t *fig = d->record ? json_incref(d->record) : dst_figures(d);
+	char *txt = json_dumps(fig, JSON_COMPACT);
+	struct proto_msg m = { 0 };
+
+	json_decref(fig);
+	if (txt && !xport_ctl_send(x, MSG_COMPLETE, txt, strlen(txt)) &&
+	    !xport_ctl_recv(x, &m, RECOVER_STEP_MS) && m.type == MSG_SRC_STATS) {
+		json_error_t jerr;
+		json_t *r = json_loadb((char *)m.payload, m.len, 0, &jerr);
+
+		if (r && d->o.stats_path)
+			mig_write_json(d->o.stats_path, r);
+		json_decref(r);
+	}
+	free(txt);
+	proto_msg_free(&m);
+	pthread_mutex_lock(&d->c.lock);
+	d->complete_unacked = false;
+	pthread_cond_broadcast(&d->c.cond);
+	pthread_mutex_unlock(&d->c.lock);
+	pr_info("incoming: the source reconnected after the migration completed; told it so");
+	xport_close(x);
+}
+
 void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m)
 {
 	enum mig_state st = mig_get_state(&d->c);
 	int ret;
 
+	if (dst_recovering_allowed(d) && st == MIG_COMPLETED && x->session == d->c.x->session) {
+		dst_tell_completed(d, x);
+		return;
+	}
 	if (!dst_recovering_allowed(d) || (st != MIG_POSTCOPY && st != MIG_PAUSED &&
 					   st != MIG_RECOVERING)) {
 		xport_ctl_error(x, EINVAL, "nothing to recover here");

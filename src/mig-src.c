@@ -89,6 +89,7 @@ static void src_free(struct mig_source *s)
 	bitmap_free(&s->dirty);
 	mig_free_xports(&s->c);
 	json_decref(s->dest_stats);
+	json_decref(s->complete_early);
 	json_decref(s->record);
 	mig_common_destroy(&s->c);
 	free(s);

@@ -5,6 +5,7 @@
  *   idle -> setup -> [precopy] -> switchover -> [postcopy] -> completed
  *   switchover <-> outcome-unknown (the commit or its answer was lost)
  *   postcopy -> postcopy-paused -> recovering -> postcopy (a link broke)
+ *   postcopy-paused -> completed (the break came after the last page)
  *   any state before completed -> failed
  *
  * precopy is entered by pre-copy and hybrid, postcopy by post-copy and
@@ -30,7 +31,8 @@ static const unsigned mig_next[] = {
 	/* resolved: back to finishing the switchover, or the source keeps it */
 	[MIG_UNKNOWN] = S(MIG_SWITCHOVER) | S(MIG_POSTCOPY) | S(MIG_COMPLETED) | S(MIG_FAILED),
 	[MIG_POSTCOPY] = S(MIG_PAUSED) | S(MIG_COMPLETED) | S(MIG_FAILED),
-	[MIG_PAUSED] = S(MIG_RECOVERING) | S(MIG_FAILED),
+	/* completed: the destination had every page before it heard of the break */
+	[MIG_PAUSED] = S(MIG_RECOVERING) | S(MIG_COMPLETED) | S(MIG_FAILED),
 	[MIG_RECOVERING] = S(MIG_POSTCOPY) | S(MIG_PAUSED) | S(MIG_FAILED),
 	[MIG_COMPLETED] = 0,
 	[MIG_FAILED] = 0,

@@ -135,6 +135,7 @@ struct mig_source {
 	struct hb_stats hb_pause;
 	json_t *dest_stats;
 	json_t *record;
+	json_t *complete_early;      /* COMPLETE received while recovering */
 };
 
 int src_handshake(struct mig_source *s);
@@ -153,6 +154,7 @@ int src_acc_add(struct mig_source *s, struct run_acc *a, uint64_t pfn);
 int src_acc_flush(struct mig_source *s, struct run_acc *a);
 
 /* Post-copy recovery (mig-recover.c): 0 to go on pushing, < 0 lost. */
+/* 0 post-copy goes on, 1 it had completed during the break, < 0 lost */
 int src_recover(struct mig_source *s, int why);
 int src_precopy(struct mig_source *s);
 int src_switchover(struct mig_source *s);
@@ -195,6 +197,7 @@ struct mig_dest {
 
 	/* figures */
 	uint64_t t_resume, t_complete;
+	bool complete_unacked;       /* (L) COMPLETE sent, the source's answer never came */
 	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
 	unsigned rounds;
 	json_t *record;
