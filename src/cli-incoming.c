@@ -121,6 +121,8 @@ int cmd_incoming(int argc, char **argv)
 	}
 	so.incoming = d;
 	ret = cli_serve_vm(vm, &so);
+	if (vm_get_status(vm) == VM_EXITED)
+		mig_dest_guest_exited(d, ret);   /* a defined end, not a lost guest */
 	if (mig_dest_pages_missing(d)) {
 		/*
 		 * Never free the migration here: closing userfaultfd would wake

@@ -127,6 +127,11 @@ int src_complete(struct mig_source *s)
 		if (!s->dest_stats)
 			pr_warn("migration: the destination's statistics are not JSON: %s", jerr.text);
 	}
+	if (s->dest_stats && json_object_get(s->dest_stats, "guest_exited_at_destination"))
+		pr_info("migration: the guest exited at the destination (status %lld) before every "
+			"page had arrived; the migration is over",
+			(long long)json_integer_value(json_object_get(s->dest_stats,
+								      "guest_exited_at_destination")));
 	proto_msg_free(&m);
 	/*
 	 * Without post-copy the destination had every page before it ran the
@@ -184,7 +189,7 @@ static void dst_nap(struct mig_dest *d, unsigned ms)
 	struct timespec ts = { .tv_sec = t / 1000000000ull, .tv_nsec = t % 1000000000ull };
 
 	pthread_mutex_lock(&d->c.lock);
-	if (d->present_count < d->c.npages && d->c.state != MIG_FAILED)
+	if (d->present_count < d->c.npages && d->c.state != MIG_FAILED && !d->guest_exited)
 		pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
 	pthread_mutex_unlock(&d->c.lock);
 }
@@ -202,7 +207,7 @@ static int dst_wait_complete(struct mig_dest *d)
 	struct proto_msg m = { 0 };
 	int ret = 0;
 
-	while (d->present_count < d->c.npages) {
+	while (d->present_count < d->c.npages && !d->guest_exited) {
 		enum mig_state st = mig_get_state(&d->c);
 		uint64_t t = now_ns();
 
@@ -274,6 +279,9 @@ static void *dst_complete_thread(void *arg)
 	heartbeat_window(&d->c.vm->bus, false);
 	progress_end(&d->c.progress);
 	fig = dst_figures(d);
+	if (d->guest_exited)
+		json_object_set_new(fig, "guest_exited_at_destination",
+				    json_integer(d->c.vm->exit_code));
 	txt = json_dumps(fig, JSON_COMPACT);
 	json_decref(fig);
 	ret = txt ? xport_ctl_send(d->c.x, MSG_COMPLETE, txt, strlen(txt)) : -ENOMEM;

@@ -139,7 +139,21 @@ enum mig_state mig_dest_state(struct mig_dest *d)
 
 bool mig_dest_pages_missing(struct mig_dest *d)
 {
-	return d->uffd.registered && d->vm_handed && d->present_count < d->c.npages;
+	return d->uffd.registered && d->vm_handed && d->present_count < d->c.npages &&
+	       !d->guest_exited;
+}
+
+void mig_dest_guest_exited(struct mig_dest *d, int status)
+{
+	if (!d->vm_handed || d->present_count >= d->c.npages)
+		return;
+	pthread_mutex_lock(&d->c.lock);
+	d->guest_exited = true;
+	pthread_cond_broadcast(&d->c.cond);
+	pthread_mutex_unlock(&d->c.lock);
+	pr_info("incoming: the guest exited (status %d) before its last %llu pages arrived; "
+		"the migration ends here", status,
+		(unsigned long long)(d->c.npages - d->present_count));
 }
 
 uint64_t mig_dest_pages_absent(struct mig_dest *d)

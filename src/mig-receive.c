@@ -55,9 +55,14 @@ int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post)
 			memcpy(host, r->data, len);
 		else if (madvise(host, len, MADV_DONTNEED))
 			memset(host, 0, len);
+	} else if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE)) {
+		return 0;   /* the guest is gone: the rest only drains the stream */
 	} else {
 		placed = r->enc == XENC_RAW ? uffd_copy(&d->uffd, off, r->data, r->n)
 					    : uffd_zero(&d->uffd, off, r->n);
+		/* userfaultfd may close under us once the guest exited */
+		if (placed < 0 && __atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE))
+			return 0;
 		if (placed < 0)
 			return placed;
 	}
@@ -136,11 +141,18 @@ static void *dst_bulk_thread(void *arg)
 	if (ret < 0 && post && dst_recovering_allowed(d) && mig_get_state(&d->c) != MIG_FAILED) {
 		dst_pause(d, ret);   /* after the commit: recover, never fail */
 	} else if (ret < 0) {
+		bool first;
+
 		pthread_mutex_lock(&d->c.lock);
 		d->bulk_failed = true;
+		first = d->c.state != MIG_FAILED;
 		pthread_mutex_unlock(&d->c.lock);
 		mig_fail(&d->c, ret);
-		pr_err("incoming: bulk channel: %s", err_msg(ret));
+		/* after another failure this is only its echo: closed connections */
+		if (first)
+			pr_err("incoming: bulk channel: %s", err_msg(ret));
+		else
+			pr_debug("incoming: bulk channel: %s", err_msg(ret));
 	}
 	return NULL;
 }

@@ -86,6 +86,10 @@ int src_switchover(struct mig_source *s)
 	ret = vm_pause(s->c.vm);
 	if (ret < 0)
 		return ret;
+	if (vm_get_status(s->c.vm) != VM_PAUSED)
+		/* it exited or faulted on its own: there is nothing to hand over */
+		return err_set(-ECHILD, "the guest %s here during the migration; nothing to migrate",
+			       vm_get_status(s->c.vm) == VM_EXITED ? "exited" : "failed");
 	s->paused_by_us = true;
 	mig_set_state(&s->c, MIG_SWITCHOVER);
 	heartbeat_stats(&s->c.vm->bus, &s->hb_pause);
@@ -181,6 +185,12 @@ static int dst_recv_state(struct mig_dest *d, struct proto_msg *state)
 			return ret;
 		if (state->type == MSG_STATE)
 			return 0;
+		if (state->type == MSG_ERROR) {
+			char text[1100];
+
+			proto_error_text(state, text, sizeof(text));
+			return err_set(-ECONNABORTED, "the source ended the migration: %s", text);
+		}
 		if (state->type != MSG_DISCARD || d->hello.mode != MIG_MODE_HYBRID)
 			return err_set(-EPROTO, "control channel: unexpected message type %u in %s mode",
 				       state->type, mig_mode_name(d->hello.mode));

@@ -198,6 +198,7 @@ struct mig_dest {
 	/* figures */
 	uint64_t t_resume, t_complete;
 	bool complete_unacked;       /* (L) COMPLETE sent, the source's answer never came */
+	bool guest_exited;           /* (L) the guest exited here before every page arrived */
 	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
 	unsigned rounds;
 	json_t *record;

@@ -104,8 +104,11 @@ struct rig {
 	char listen[32], via[32], sock[600];
 };
 
-/* Both sides' --peer-timeout in the rig (ms); a test may lengthen it. */
+/* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
 static const char *rig_peer_timeout = "1000";
+static const char *rig_cmdline = "wss=32 passes=24";
+static const char *rig_prepaging = "bubble-dir";
+static const char *rig_after = "0.7";   /* --migrate-after, seconds */
 
 static void rig_start(struct rig *g, const char *mode, const char *const *rules)
 {
@@ -132,8 +135,9 @@ static void rig_start(struct rig *g, const char *mode, const char *const *rules)
 	assert_true(t_wait_for_text(t_path(g->dir, "dst.err"), "waiting for a migration", 10000));
 	snprintf(g->sock, sizeof(g->sock), "%s", t_path(g->dir, "src.sock"));
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
-		       "--cmdline", "wss=32 passes=24", "--migrate-to", g->via,
-		       "--migrate-after", "0.7", "--mode", (char *)mode, "--peer-timeout", (char *)rig_peer_timeout,
+		       "--cmdline", (char *)rig_cmdline, "--migrate-to", g->via,
+		       "--prepaging", (char *)rig_prepaging,
+		       "--migrate-after", (char *)rig_after, "--mode", (char *)mode, "--peer-timeout", (char *)rig_peer_timeout,
 		       "--recover-timeout", "20000", "--control", g->sock,
 		       "--stats", (char *)t_path(g->dir, "src.json"), "--quiet", NULL };
 	g->src = t_spawn(sa, t_path(g->dir, "src.out"), t_path(g->dir, "src.err"));
@@ -477,6 +481,65 @@ static void test_source_stopped_in_precopy(void **state)
 	rig_stop(&g);
 }
 
+/* --- a guest that exits by itself during the migration ---------------------- */
+
+/*
+ * At the source, before the switchover: the migration is cancelled, the
+ * destination told why; the guest's own exit status is umig's.
+ */
+static void test_guest_exits_at_source(void **state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=4000000:stall=10", NULL };
+	struct rig g;
+
+	rig_peer_timeout = "15000";
+	rig_cmdline = "wss=32 passes=4";
+	rig_start(&g, "pre", rules);
+	rig_expect_one(&g, &g.src, 60, 0, "source");
+	rig_expect_one(&g, &g.dst, 20, 125, "destination");
+	assert_said(&g, "src.err", "the guest exited here (status 0) before the switchover");
+	assert_said(&g, "dst.err", "the source's guest exited (status 0) during the migration");
+	assert_said(&g, "src.out", "memverify: done passes=4 mismatches=0");
+	char *dout = rig_file(&g, "dst.out");
+
+	assert_null(strstr(dout, "memverify"));
+	free(dout);
+	rig_stop(&g);
+	rig_peer_timeout = "1000";
+	rig_cmdline = "wss=32 passes=24";
+}
+
+/*
+ * At the destination, in post-copy, while pages it will never need are
+ * still on their way: a defined end, not a lost guest.  The destination
+ * says so and exits with the guest's status; the source learns it from
+ * COMPLETE and exits 0.
+ */
+static void test_guest_exits_at_dest_in_postcopy(void **state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=14000000:stall=10", NULL };
+	struct rig g;
+	char *dout;
+
+	rig_peer_timeout = "15000";
+	rig_cmdline = "wss=8 passes=30 ballast=96";
+	/* in order: the working set goes out before the ballast that the stall holds */
+	rig_prepaging = "linear";
+	rig_after = "2.5";   /* the ballast is written at the source, not here */
+	rig_start(&g, "post", rules);
+	rig_expect(&g, 0, 0);
+	dout = rig_file(&g, "dst.out");
+	assert_non_null(strstr(dout, "memverify: done passes=30 mismatches=0"));
+	free(dout);
+	assert_said(&g, "dst.err", "the guest exited (status 0) before its last");
+	assert_said(&g, "src.err", "the guest exited at the destination (status 0)");
+	rig_stop(&g);
+	rig_peer_timeout = "1000";
+	rig_cmdline = "wss=32 passes=24";
+	rig_prepaging = "bubble-dir";
+	rig_after = "0.7";
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -499,6 +562,8 @@ int main(void)
 		cmocka_unit_test(test_source_stopped_past_timeout),
 		cmocka_unit_test(test_dest_stopped_briefly),
 		cmocka_unit_test(test_source_stopped_in_precopy),
+		cmocka_unit_test(test_guest_exits_at_source),
+		cmocka_unit_test(test_guest_exits_at_dest_in_postcopy),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -160,6 +160,12 @@ enum mig_state mig_dest_state(struct mig_dest *d);
  */
 bool mig_dest_pages_missing(struct mig_dest *d);
 uint64_t mig_dest_pages_absent(struct mig_dest *d);
+/*
+ * The guest exited by itself at the destination (status) before every
+ * page arrived: the migration ends there (COMPLETE says so to the source)
+ * instead of counting the guest as lost.
+ */
+void mig_dest_guest_exited(struct mig_dest *d, int status);
 json_t *mig_dest_query(struct mig_dest *d);
 void mig_dest_free(struct mig_dest *d);
 
