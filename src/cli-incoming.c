@@ -37,6 +37,10 @@ static const char incoming_help[] =
 "  --peer-timeout MS      a source silent for MS milliseconds is gone (default 5000)\n"
 "  --recover-timeout MS   post-copy: wait this long for the source to recover a\n"
 "                         broken link (default 600000)\n"
+"  --overcommit           accept a guest larger than this host's free memory\n"
+"                         (MemAvailable and memory cgroup limits): the guest\n"
+"                         may then be killed after the commit, when it\n"
+"                         exists only here\n"
 "  --quiet                no progress line\n"
 "  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -55,6 +59,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "recover-timeout", required_argument, NULL, 'R' },
 		{ "vcpu", required_argument, NULL, 'b' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "overcommit", no_argument, NULL, 'O' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeline", required_argument, NULL, 't' },
 		{ "debug", no_argument, NULL, 'd' },
@@ -90,6 +95,7 @@ int cmd_incoming(int argc, char **argv)
 			o.transport = optarg;
 			break;
 		case 'q': o.quiet = true; break;
+		case 'O': o.overcommit = true; break;
 		case 't': so.timeline_path = optarg; break;
 		case 'm':
 			if (parse_size(optarg, &o.expect_ram))

@@ -24,6 +24,7 @@
 #include <gnutls/gnutls.h>
 
 #include "mig.h"
+#include "umig/admit.h"
 
 /* Read one control message, turning ERROR into a failure with its text. */
 static int hs_expect(struct mig_source *s, struct proto_msg *m, uint16_t type)
@@ -138,6 +139,12 @@ static int dst_admit(struct mig_dest *d)
 		return err_set(-EINVAL, "RAM size mismatch: the source has %llu MiB, this destination expects %llu MiB",
 			       (unsigned long long)(d->hello.ram_size >> 20),
 			       (unsigned long long)(d->o.expect_ram >> 20));
+	if (!d->o.overcommit) {
+		int ret = admit_guest_ram(d->hello.ram_size);
+
+		if (ret < 0)
+			return ret;
+	}
 	if (dst_postcopy_mode(d)) {
 		struct uffd probe = { .fd = -1 };
 		int ret = uffd_open(&probe);

@@ -3,7 +3,9 @@
  * breaks in the middle of a migration: never a guest running on memory it
  * does not have, never two running copies, and every wait bounded.
  */
+#include <errno.h>
 #include <jansson.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -540,6 +542,96 @@ static void test_guest_exits_at_dest_in_postcopy(void **state)
 	rig_after = "0.7";
 }
 
+/* --- admission --------------------------------------------------------------- */
+
+/*
+ * A child memory cgroup of ours (v2 or v1) limited to limit bytes, for
+ * the destination; NULL (and the reason) when this host cannot make one.
+ */
+static char *make_memcg(unsigned long long limit, char *why, size_t len)
+{
+	static char dir[700];
+	char line[512], path[800], *p = NULL;
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	bool v1 = false, found = false;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = 0;
+		if ((p = strstr(line, ":memory:")) != NULL) {
+			snprintf(dir, sizeof(dir), "/sys/fs/cgroup/memory%s", p + 8);
+			v1 = found = true;
+			break;
+		}
+		if (!strncmp(line, "0::", 3)) {
+			snprintf(dir, sizeof(dir), "/sys/fs/cgroup%s", line + 3);
+			found = true;
+		}
+	}
+	if (f)
+		fclose(f);
+	if (!found) {
+		snprintf(why, len, "no memory cgroup in /proc/self/cgroup");
+		return NULL;
+	}
+	snprintf(path, sizeof(path), "%.600s/umig-test-%d", dir, getpid());
+	snprintf(dir, sizeof(dir), "%.690s", path);
+	if (mkdir(dir, 0755) < 0) {
+		snprintf(why, len, "cannot create the cgroup %s: %s", dir, strerror(errno));
+		return NULL;
+	}
+	snprintf(path, sizeof(path), "%s/%s", dir, v1 ? "memory.limit_in_bytes" : "memory.max");
+	f = fopen(path, "w");
+	if (!f || fprintf(f, "%llu\n", limit) < 0 || fclose(f)) {
+		snprintf(why, len, "cannot limit the cgroup %s", dir);
+		rmdir(dir);
+		return NULL;
+	}
+	return dir;
+}
+
+/*
+ * The destination cannot hold the guest (its memory cgroup allows 64 MiB,
+ * the guest has 128 MiB): it refuses at the handshake, naming the limit,
+ * while the source guest still runs untouched.
+ */
+static void test_admission_refuses_too_big_a_guest(void **state)
+{
+	char why[1024], script[1200], listen[32], *cg = make_memcg(64ull << 20, why, sizeof(why));
+	char *dir, *so, *de;
+	int port = t_port(), st;
+
+	if (!cg) {
+		print_message("skipped: %s\n", why);
+		skip();
+	}
+	dir = t_tmpdir();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(script, sizeof(script), "echo $$ > %s/cgroup.procs && exec %s incoming --listen %s",
+		 cg, t_umig(), listen);
+	char *da[] = { "sh", "-c", script, NULL };
+	pid_t dst = t_spawn(da, NULL, t_path(dir, "dst.err"));
+
+	assert_true(t_wait_for_text(t_path(dir, "dst.err"), "waiting for a migration", 10000));
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
+		       "--cmdline", "wss=16 passes=8", "--migrate-to", listen, "--migrate-after",
+		       "0.3", "--quiet", NULL };
+	pid_t src = t_spawn(sa, t_path(dir, "src.out"), t_path(dir, "src.err"));
+
+	st = t_wait(dst, 20);
+	assert_int_equal(t_wait(src, 60), 0);
+	so = t_read_file(t_path(dir, "src.out"));
+	de = t_read_file(t_path(dir, "dst.err"));
+	rmdir(cg);
+	if (st != 125 || !strstr(de, "admission: the guest needs 128 MiB"))
+		fprintf(stderr, "destination %d:\n%s", st, de);
+	assert_int_equal(st, 125);
+	assert_non_null(strstr(de, "admission: the guest needs 128 MiB"));
+	assert_non_null(strstr(so, "memverify: done passes=8 mismatches=0"));
+	free(so);
+	free(de);
+	t_tmpdir_free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -562,6 +654,7 @@ int main(void)
 		cmocka_unit_test(test_source_stopped_past_timeout),
 		cmocka_unit_test(test_dest_stopped_briefly),
 		cmocka_unit_test(test_source_stopped_in_precopy),
+		cmocka_unit_test(test_admission_refuses_too_big_a_guest),
 		cmocka_unit_test(test_guest_exits_at_source),
 		cmocka_unit_test(test_guest_exits_at_dest_in_postcopy),
 	};

@@ -141,6 +141,7 @@ struct mig_dest_opts {
 	unsigned peer_timeout_ms;    /* 0 = the default */
 	unsigned recover_timeout_ms; /* 0 = the default */
 	bool quiet;
+	bool overcommit;             /* skip the free-memory admission check */
 };
 
 /*
