@@ -80,8 +80,14 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	pr_info("waiting for a migration on %s:%u", o->host, o->port);
 	ret = dst_run(d, lfd);
 	if (ret < 0) {
-		pr_err("incoming: migration failed: %s", err_msg(ret));
-		if (d->c.x && mig_get_state(&d->c) != MIG_FAILED)
+		bool failed = mig_get_state(&d->c) == MIG_FAILED;
+
+		/* a receiver thread that failed first said why; this side only saw the session end */
+		pthread_mutex_lock(&d->c.lock);
+		pr_err("incoming: migration failed: %s", failed && d->c.error[0] ? d->c.error :
+		       err_msg(ret));
+		pthread_mutex_unlock(&d->c.lock);
+		if (d->c.x && !failed)
 			xport_ctl_error(d->c.x, ret, err_msg(ret));
 		mig_fail(&d->c, ret);
 		return ret;

@@ -76,25 +76,13 @@ static void dst_wait_uffd(struct mig_dest *d)
 /* A mark in the bulk stream; 1 when the stream has ended. */
 static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post)
 {
+	int ret = proto_check_mark(d->hello.mode, *post, ev->mark);
+
+	if (ret < 0)
+		return ret;
 	d->rounds = ev->round;
-	switch (ev->mark) {
-	case MARK_ROUND_END:
-		if (*post || !(d->hello.mode == MIG_MODE_PRE || d->hello.mode == MIG_MODE_HYBRID))
-			return err_set(-EPROTO, "bulk channel: round-end mark in %s mode%s",
-				       mig_mode_name(d->hello.mode), *post ? " after pre-copy" : "");
+	if (ev->mark == MARK_ROUND_END)
 		return 0;
-	case MARK_PRECOPY_DONE:
-		if (*post || !dst_postcopy_mode(d))
-			return err_set(-EPROTO, "bulk channel: pre-copy-done mark in %s mode",
-				       mig_mode_name(d->hello.mode));
-		break;
-	case MARK_BULK_END:
-		if (dst_postcopy_mode(d) && !*post)
-			return err_set(-EPROTO, "bulk channel: bulk-end mark where pre-copy-done belongs");
-		break;
-	default:
-		return err_set(-EPROTO, "bulk channel: unknown mark %u", ev->mark);
-	}
 	pthread_mutex_lock(&d->c.lock);
 	d->bulk_mark = ev->mark;
 	pthread_cond_broadcast(&d->c.cond);
@@ -107,6 +95,25 @@ static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post)
 	return 0;
 }
 
+/*
+ * Before READY nothing else watches the source while the driver waits for
+ * the bulk stream, so a bulk channel silent for the peer timeout (a
+ * source stopped half way through a frame, or between frames) fails the
+ * migration.  From READY on the handover and the keepalives bound every
+ * wait, and post-copy recovers a silent channel.  -1: no bound.
+ */
+static int dst_bulk_timeout(struct mig_dest *d)
+{
+	bool ready;
+
+	if (!(d->c.x->features & FEAT_KEEPALIVE))
+		return -1;   /* a version 1 peer: no liveness to hold it to */
+	pthread_mutex_lock(&d->c.lock);
+	ready = d->ready_sent;
+	pthread_mutex_unlock(&d->c.lock);
+	return ready ? -1 : (int)d->c.peer_timeout_ms;
+}
+
 static void *dst_bulk_thread(void *arg)
 {
 	struct mig_dest *d = arg;
@@ -115,13 +122,20 @@ static void *dst_bulk_thread(void *arg)
 	int ret = 0;
 
 	while (ret == 0) {
-		ret = xport_reap(d->c.x, XQ_BULK, &ev, -1);
+		ret = xport_reap(d->c.x, XQ_BULK, &ev, dst_bulk_timeout(d));
+		if (ret == 0 && dst_bulk_timeout(d) < 0)
+			continue;   /* READY left while this waited: the handover bounds the wait now */
 		if (ret <= 0) {
-			ret = ret ? ret : err_set(-EIO, "bulk channel: no completion");
+			ret = ret ? ret : err_set(-ETIMEDOUT, "bulk channel: the source was silent for "
+						  "%.1f s before the commit",
+						  d->c.peer_timeout_ms / 1000.0);
 			break;
 		}
 		if (ev.kind == XEV_RUN) {
-			ret = dst_place_run(d, &ev.run, post);
+			ret = proto_check_bulk_run(d->hello.mode, post,
+						   ev.run.enc == XENC_ZERO ? MSG_ZERO : MSG_PAGES);
+			if (!ret)
+				ret = dst_place_run(d, &ev.run, post);
 			/* the byte count takes a lock: only for a progress line that is shown */
 			if (d->c.progress.enabled)
 				progress_update(&d->c.progress, post ? "postcopy" : "precopy",
@@ -133,15 +147,9 @@ static void *dst_bulk_thread(void *arg)
 			ret = err_set(-EPROTO, "bulk channel: unexpected completion %d", ev.kind);
 		}
 	}
-	if (ret < 0 && post && dst_recovering_allowed(d) && mig_get_state(&d->c) != MIG_FAILED) {
-		dst_pause(d, ret);   /* after the commit: recover, never fail */
-	} else if (ret < 0) {
-		pthread_mutex_lock(&d->c.lock);
-		d->bulk_failed = true;
-		pthread_mutex_unlock(&d->c.lock);
-		mig_fail(&d->c, ret);
-		pr_err("incoming: bulk channel: %s", err_msg(ret));
-	}
+	/* the frame that failed was never placed */
+	if (ret < 0)
+		dst_channel_failed(d, ret);
 	return NULL;
 }
 

@@ -30,7 +30,8 @@ static const unsigned mig_next[] = {
 	/* resolved: back to finishing the switchover, or the source keeps it */
 	[MIG_UNKNOWN] = S(MIG_SWITCHOVER) | S(MIG_POSTCOPY) | S(MIG_COMPLETED) | S(MIG_FAILED),
 	[MIG_POSTCOPY] = S(MIG_PAUSED) | S(MIG_COMPLETED) | S(MIG_FAILED),
-	[MIG_PAUSED] = S(MIG_RECOVERING) | S(MIG_FAILED),
+	/* every page arrived before the link broke: nothing is left to recover */
+	[MIG_PAUSED] = S(MIG_RECOVERING) | S(MIG_COMPLETED) | S(MIG_FAILED),
 	[MIG_RECOVERING] = S(MIG_POSTCOPY) | S(MIG_PAUSED) | S(MIG_FAILED),
 	[MIG_COMPLETED] = 0,
 	[MIG_FAILED] = 0,
