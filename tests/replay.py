@@ -17,7 +17,8 @@ and dropped.
 Mutations (--mutate, any number; frames are numbered from 0 per channel,
 after the greeting; FRAME is an index or TYPE#K, the K-th frame of that
 type, e.g. 34#0 the first MARK):
-  CH:cut=N            close CH after N bytes of its frames
+  CH:cut=N            close CH after N bytes of its frames (N < 0: all
+                      but the last -N bytes)
   CH:stall=N          send only N bytes of CH's frames, then nothing (held
                       open: no more PINGs either)
   CH:field=FRAME:NAME=VALUE   set a field of a frame: len, type, flags
@@ -103,7 +104,8 @@ def mutate(streams, spec, plan):
     kind, _, arg = rest.partition("=")
     greeting, frames, tail = streams[ch]
     if kind in ("cut", "stall"):
-        plan[ch] = (kind, int(arg))
+        n = int(arg)
+        plan[ch] = (kind, n if n >= 0 else max(0, sum(map(len, frames)) + n))
     elif kind == "field":
         where, _, assign = arg.partition(":")
         name, _, value = assign.partition("=")
