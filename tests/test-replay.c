@@ -25,9 +25,13 @@
  * guest paused by design (docs/protocol.md, "Handover"); that counts as a
  * clean end once it said so.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -142,6 +146,7 @@ static int teardown_recordings(void **state)
 
 struct outcome {
 	int status;         /* the destination's; -1 if it was still running at the bound */
+	int port;
 	double secs;
 	char *out, *err, *log;
 };
@@ -160,6 +165,7 @@ static void replay(int rec, const char *mutation, int bound_s, struct outcome *o
 	int p = t_port();
 	double t0;
 
+	o->port = p;
 	snprintf(port, sizeof(port), "%d", p);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", p);
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--peer-timeout", "1000",
@@ -199,6 +205,18 @@ static void dump(const char *what, const struct outcome *o)
 {
 	fprintf(stderr, "%s: status %d after %.1f s\n-- replay:\n%s-- dst err:\n%s-- dst out:\n%s",
 		what, o->status, o->secs, o->log, o->err, o->out);
+}
+
+/* Nothing listens on the port any more: the connection is refused. */
+static bool port_closed(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ret;
+
+	ret = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	return ret < 0 && errno == ECONNREFUSED;
 }
 
 /* "clean error" | "verified guest" | "outcome unknown"; NULL if it was not clean. */
@@ -281,6 +299,8 @@ static void test_hostile_frames_end_the_migration(void **state)
 		assert_null(strstr(o.out, "memverify: pass"));
 		/* within the peer timeout, with room for a loaded machine */
 		assert_true(o.secs < 15);
+		/* and nothing is left listening */
+		assert_true(port_closed(o.port));
 		outcome_free(&o);
 	}
 }
