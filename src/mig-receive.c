@@ -96,22 +96,15 @@ static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post)
 }
 
 /*
- * Before READY nothing else watches the source while the driver waits for
- * the bulk stream, so a bulk channel silent for the peer timeout (a
- * source stopped half way through a frame, or between frames) fails the
- * migration.  From READY on the handover and the keepalives bound every
- * wait, and post-copy recovers a silent channel.  -1: no bound.
+ * With FEAT_KEEPALIVE a frame that has begun must end within the peer
+ * timeout (a source stopped half way through one would otherwise hold
+ * this thread for good: "truncated message"); silence between frames is
+ * left to the waits that are bounded by the keepalives and to
+ * dst_wait_mark.  -1: no bound (a version 1 peer).
  */
 static int dst_bulk_timeout(struct mig_dest *d)
 {
-	bool ready;
-
-	if (!(d->c.x->features & FEAT_KEEPALIVE))
-		return -1;   /* a version 1 peer: no liveness to hold it to */
-	pthread_mutex_lock(&d->c.lock);
-	ready = d->ready_sent;
-	pthread_mutex_unlock(&d->c.lock);
-	return ready ? -1 : (int)d->c.peer_timeout_ms;
+	return d->c.x->features & FEAT_KEEPALIVE ? (int)d->c.peer_timeout_ms : -1;
 }
 
 static void *dst_bulk_thread(void *arg)
@@ -121,16 +114,15 @@ static void *dst_bulk_thread(void *arg)
 	struct xev ev;
 	int ret = 0;
 
+	d->bulk_rx_ns = now_ns();
 	while (ret == 0) {
 		ret = xport_reap(d->c.x, XQ_BULK, &ev, dst_bulk_timeout(d));
-		if (ret == 0 && dst_bulk_timeout(d) < 0)
-			continue;   /* READY left while this waited: the handover bounds the wait now */
-		if (ret <= 0) {
-			ret = ret ? ret : err_set(-ETIMEDOUT, "bulk channel: the source was silent for "
-						  "%.1f s before the commit",
-						  d->c.peer_timeout_ms / 1000.0);
+		if (ret == 0)
+			continue;   /* nothing between frames: not this thread's to judge */
+		if (ret < 0)
 			break;
-		}
+		d->bulk_rx_ns = now_ns();
+		ret = 0;
 		if (ev.kind == XEV_RUN) {
 			ret = proto_check_bulk_run(d->hello.mode, post,
 						   ev.run.enc == XENC_ZERO ? MSG_ZERO : MSG_PAGES);
@@ -161,15 +153,34 @@ int dst_start_receiver(struct mig_dest *d)
 	return 0;
 }
 
-/* Wait for the bulk channel to reach the switchover mark. */
+/*
+ * Wait for the bulk channel to reach the switchover mark.  The source sends
+ * it right after its DISCARDs and before STATE, the frames this is called
+ * on, so with FEAT_KEEPALIVE a bulk channel silent for the peer timeout,
+ * counted from its last frame or the start of the wait, fails the
+ * migration: nobody reads control meanwhile, so keepalives cannot keep
+ * it waiting.
+ */
 int dst_wait_mark(struct mig_dest *d, int mark)
 {
+	bool bounded = d->c.x->features & FEAT_KEEPALIVE;
+	uint64_t start = now_ns(), limit = d->c.peer_timeout_ms * 1000000ull;
 	int ret = 0;
 
 	pthread_mutex_lock(&d->c.lock);
-	while (d->bulk_mark != mark && !d->bulk_failed && d->c.state != MIG_FAILED)
-		pthread_cond_wait(&d->c.cond, &d->c.lock);
-	if (d->bulk_mark != mark)
+	while (d->bulk_mark != mark && !d->bulk_failed && d->c.state != MIG_FAILED) {
+		uint64_t t = now_ns() + 100000000ull, last = MAX(start, (uint64_t)d->bulk_rx_ns);
+		struct timespec ts = { .tv_sec = t / 1000000000ull, .tv_nsec = t % 1000000000ull };
+
+		if (bounded && now_ns() - last > limit) {
+			ret = err_set(-ETIMEDOUT, "bulk channel: the source was silent for %.1f s while "
+				      "this side waited for the %s mark", (now_ns() - last) / 1e9,
+				      mark == MARK_BULK_END ? "bulk-end" : "pre-copy-done");
+			break;
+		}
+		pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
+	}
+	if (!ret && d->bulk_mark != mark)
 		ret = err_set(-ECONNABORTED, "%s", d->c.error[0] ? d->c.error : "the migration failed");
 	pthread_mutex_unlock(&d->c.lock);
 	return ret;

@@ -175,6 +175,7 @@ struct mig_dest {
 	bool uffd_ready;             /* (L) post-copy placement may start */
 	bool ready_sent;             /* (L) READY left: the source may have committed */
 	int early_break;             /* (L) a page channel broke after READY, before post-copy */
+	_Atomic uint64_t bulk_rx_ns; /* when the bulk channel last delivered a frame */
 	uint64_t discard_end;        /* DISCARD runs so far end here (they ascend) */
 	int decision;                /* (L) RESOLVE_COMMIT / RESOLVE_ABORT, 0 = none yet */
 	int lfd;                     /* the listening socket, kept for reconnections */

@@ -180,6 +180,9 @@ int proto_recv(struct xconn *x, struct proto_msg *m)
 	uint8_t h[PROTO_HDR_LEN];
 	int ret = xconn_recv(x, h, sizeof(h));
 
+	if (ret == -EPROTO)
+		return err_set(ret, "%s channel: truncated frame header",
+			       xport_channel_name(x->ch));
 	if (ret < 0)
 		return ret == -EPIPE ? err_set(ret, "the %s connection closed",
 					       xport_channel_name(x->ch)) : ret;

@@ -173,7 +173,11 @@ static void replay(int rec, const char *mutation, int bound_s, struct outcome *o
 	pid_t dpid = t_spawn(da, t_path(dir, "dst.out"), t_path(dir, "dst.err"));
 
 	/* never probe the port: the first connection is taken as control */
-	assert_true(t_wait_for_text(t_path(dir, "dst.err"), "waiting for a migration", 10000));
+	if (!t_wait_for_text(t_path(dir, "dst.err"), "waiting for a migration", 10000)) {
+		t_kill(dpid);
+		t_tmpdir_free(dir);
+		fail_msg("umig incoming did not start listening within 10 s");
+	}
 	t0 = t_now();
 	char *ra[] = { "python3", "tests/replay.py", "--lifetime=40", "--mutate", (char *)mutation,
 		       rec_dir[rec], port, NULL };
