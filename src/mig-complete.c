@@ -207,15 +207,24 @@ static int dst_wait_complete(struct mig_dest *d)
 	struct proto_msg m = { 0 };
 	int ret = 0;
 
-	while (d->present_count < d->c.npages && !d->guest_exited) {
+	for (;;) {
 		enum mig_state st = mig_get_state(&d->c);
 		uint64_t t = now_ns();
 
+		/* a recovery in progress owns the threads; complete once it is over */
+		if (d->present_count == d->c.npages && st != MIG_RECOVERING)
+			break;
+		if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE))
+			break;   /* the guest is gone: what is missing no longer matters */
 		if (st == MIG_FAILED) {
 			ret = -ECONNABORTED;
 			break;
 		}
 		if (st == MIG_PAUSED || st == MIG_RECOVERING) {
+			if (d->present_count == d->c.npages) {
+				usleep(20000);   /* recovering: bounded by the recovery's own steps */
+				continue;
+			}
 			if (d->paused_at && t - d->paused_at > d->c.recover_timeout_ms * 1000000ull) {
 				ret = err_set(-ETIMEDOUT, "the source did not come back within %u s; %llu "
 					      "pages were never received; the guest cannot continue",

@@ -80,10 +80,19 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	pr_info("waiting for a migration on %s:%u", o->host, o->port);
 	ret = dst_run(d, lfd);
 	if (ret < 0) {
-		/* dst_run returns only before the commit: the guest never ran here */
+		bool failed = mig_get_state(&d->c) == MIG_FAILED;
+
+		/*
+		 * dst_run returns only before the commit: the guest never ran
+		 * here.  A receiver thread that failed first said why; this
+		 * side only saw the session end.
+		 */
+		pthread_mutex_lock(&d->c.lock);
 		pr_err("incoming: migration failed before the commit: %s; nothing runs here, "
-		       "the guest stays with the source", err_msg(ret));
-		if (d->c.x && mig_get_state(&d->c) != MIG_FAILED)
+		       "the guest stays with the source",
+		       failed && d->c.error[0] ? d->c.error : err_msg(ret));
+		pthread_mutex_unlock(&d->c.lock);
+		if (d->c.x && !failed)
 			xport_ctl_error(d->c.x, ret, err_msg(ret));
 		mig_fail(&d->c, ret);
 		return ret;

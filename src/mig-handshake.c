@@ -93,9 +93,8 @@ int src_handshake(struct mig_source *s)
 		.features = FEAT_HELLO2,
 	};
 	struct proto_msg m = { 0 };
-	struct rbuf r;
 	struct wbuf w;
-	uint64_t session, acked;
+	uint64_t session, acked = 0;
 	int ret;
 
 	if (getrandom(&session, sizeof(session), 0) != sizeof(session))
@@ -112,15 +111,10 @@ int src_handshake(struct mig_source *s)
 	ret = src_send_encoded(s, MSG_HELLO, &w);
 	if (!ret)
 		ret = hs_expect(s, &m, MSG_HELLO_ACK);
-	if (!ret) {
-		rbuf_init(&r, m.payload, m.len);
-		acked = rbuf_get_u64(&r);
-		if (acked & ~FEAT_HELLO2)
-			ret = err_set(-EPROTO, "HELLO_ACK: the destination accepted unknown feature "
-				      "bits %#llx", (unsigned long long)(acked & ~FEAT_HELLO2));
-		else if (acked & FEAT_HELLO2)
-			ret = src_negotiate(s, &m);
-	}
+	if (!ret)
+		ret = proto_decode_hello_ack(&m, &acked);
+	if (!ret && (acked & FEAT_HELLO2))
+		ret = src_negotiate(s, &m);
 	proto_msg_free(&m);
 	if (ret < 0)
 		return ret;

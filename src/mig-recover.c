@@ -79,6 +79,7 @@ static int src_resync(struct mig_source *s, struct xport *x)
 	bitmap_clear_all(&s->sent);
 	/* bounded: each frame carries at least its flags, and one says last */
 	while (!ret && !(flags & 1)) {
+		struct proto_run run;
 		struct rbuf r;
 
 		ret = xport_ctl_recv(x, &m, RECOVER_STEP_MS);
@@ -88,17 +89,8 @@ static int src_resync(struct mig_source *s, struct xport *x)
 			break;
 		rbuf_init(&r, m.payload, m.len);
 		flags = rbuf_get_u32(&r);
-		while (rbuf_left(&r)) {
-			uint64_t pfn = rbuf_get_u64(&r);
-			uint32_t n = rbuf_get_u32(&r);
-
-			if (!n || pfn >= s->c.npages || n > s->c.npages - pfn) {
-				ret = err_set(-EPROTO, "recovery: present run %llu+%u outside guest RAM",
-					      (unsigned long long)pfn, n);
-				break;
-			}
-			bitmap_set_range(&s->sent, pfn, n);
-		}
+		while ((ret = proto_next_run(&r, s->c.npages, NULL, "recovery: present", &run)) > 0)
+			bitmap_set_range(&s->sent, run.pfn, run.n);
 	}
 	proto_msg_free(&m);
 	if (ret < 0)
@@ -269,6 +261,37 @@ void dst_pause(struct mig_dest *d, int why)
 	       "waits for the source to reconnect (up to %u s)", d->c.error,
 	       d->c.recover_timeout_ms / 1000);
 	/* every thread on the broken session returns; the fault path waits */
+	xport_shutdown(d->c.x);
+}
+
+void dst_channel_failed(struct mig_dest *d, int why)
+{
+	bool recover = dst_recovering_allowed(d), ready;
+	enum mig_state st;
+
+	pthread_mutex_lock(&d->c.lock);
+	st = d->c.state;
+	ready = d->ready_sent;
+	if (recover && ready && !d->early_break && (st == MIG_SWITCHOVER || st == MIG_UNKNOWN))
+		d->early_break = why;
+	pthread_mutex_unlock(&d->c.lock);
+	if (st == MIG_FAILED || st == MIG_COMPLETED)
+		return;
+	if (recover && (st == MIG_POSTCOPY || st == MIG_PAUSED || st == MIG_RECOVERING)) {
+		dst_pause(d, why);   /* after the commit: recover, never fail */
+		return;
+	}
+	if (recover && ready) {
+		/* the handover decides who owns the guest; post-copy then pauses at once */
+		pr_warn("incoming: %s; post-copy will pause for a recovery", err_msg(why));
+		return;
+	}
+	pthread_mutex_lock(&d->c.lock);
+	d->bulk_failed = true;
+	pthread_mutex_unlock(&d->c.lock);
+	mig_fail(&d->c, why);
+	/* the driver may be waiting on control: tell the source why, then end the session */
+	xport_ctl_error(d->c.x, why, err_msg(why));
 	xport_shutdown(d->c.x);
 }
 

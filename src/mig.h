@@ -175,6 +175,9 @@ struct mig_dest {
 	int bulk_mark;               /* (L) last MARK_PRECOPY_DONE / MARK_BULK_END seen */
 	bool bulk_failed;            /* (L) */
 	bool uffd_ready;             /* (L) post-copy placement may start */
+	bool ready_sent;             /* (L) READY left: the source may have committed */
+	int early_break;             /* (L) a page channel broke after READY, before post-copy */
+	_Atomic uint64_t bulk_rx_ns; /* when the bulk channel last delivered a frame */
 	uint64_t discard_end;        /* DISCARD runs so far end here (they ascend) */
 	int decision;                /* (L) RESOLVE_COMMIT / RESOLVE_ABORT, 0 = none yet */
 	int lfd;                     /* the listening socket, kept for reconnections */
@@ -219,6 +222,13 @@ int dst_arm_postcopy(struct mig_dest *d);
 int dst_start_fault_thread(struct mig_dest *d);
 /* A link broke in post-copy: keep the guest and wait for the source (mig-recover.c). */
 void dst_pause(struct mig_dest *d, int why);
+/*
+ * A page channel failed (a malformed frame, a reset, silence): before
+ * READY the migration fails, the source is told why and the session ends
+ * so no thread waits on it; after the commit post-copy pauses for a
+ * recovery (dst_pause); in between, post-copy pauses as soon as it starts.
+ */
+void dst_channel_failed(struct mig_dest *d, int why);
 /* A reconnection asks to recover: authenticate it and resume post-copy on it. */
 void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m);
 bool dst_recovering_allowed(struct mig_dest *d);

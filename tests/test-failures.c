@@ -279,7 +279,7 @@ static void test_ready_lost_pre(void **state)
  * with what the destination lacks.  memverify finishes clean and the
  * record counts the recovery and the pages that were lost in flight.
  */
-static void postcopy_break(const char *mode, const char *rule)
+static void postcopy_break_said(const char *mode, const char *rule, const char *said)
 {
 	const char *const rules[] = { rule, NULL };
 	struct rig g;
@@ -288,6 +288,8 @@ static void postcopy_break(const char *mode, const char *rule)
 	rig_start(&g, mode, rules);
 	rig_expect(&g, 0, 0);
 	assert_ran_only_at(&g, "destination");
+	if (said)
+		assert_said(&g, "dst.err", said);
 	rec = json_load_file(t_path(g.dir, "src.json"), 0, NULL);
 	assert_non_null(rec);
 	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
@@ -300,10 +302,51 @@ static void postcopy_break(const char *mode, const char *rule)
 	rig_stop(&g);
 }
 
+static void postcopy_break(const char *mode, const char *rule)
+{
+	postcopy_break_said(mode, rule, NULL);
+}
+
 static void test_postcopy_reset_midway(void **s) { postcopy_break("post", "bulk:s2d:bytes=8000000:reset"); }
 static void test_postcopy_partition_midway(void **s) { postcopy_break("post", "bulk:s2d:bytes=8000000:drop=3"); }
 static void test_postcopy_urgent_cut(void **s) { postcopy_break("post", "urgent:d2s:bytes=40:cut"); }
 static void test_hybrid_reset_midway(void **s) { postcopy_break("hybrid", "bulk:s2d:bytes=40000000:reset"); }
+
+/*
+ * A malformed frame after the commit (the proxy corrupts a run's first
+ * page, or a reply's page number, to lie outside guest RAM): the
+ * destination drops it unplaced, closes the session, and recovery takes
+ * over; the migration completes and memverify finds every word.
+ */
+static void test_postcopy_garbled_bulk(void **s)
+{
+	postcopy_break_said("post", "bulk:s2d:bytes=8000000:garble", "outside guest RAM");
+}
+
+static void test_postcopy_garbled_urgent(void **s)
+{
+	postcopy_break_said("post", "urgent:s2d:type=49:garble", "urgent channel: PAGE");
+}
+
+/*
+ * The same corruption before the commit, in pre-copy: the destination
+ * refuses it with a message naming the channel, the type and the field
+ * and exits 125; the source resumes its guest untouched, and memverify
+ * finishes there clean.
+ */
+static void test_garbled_frame_before_commit(void **state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=2000000:garble", NULL };
+	struct rig g;
+
+	rig_start(&g, "pre", rules);
+	rig_expect(&g, 0, 125);
+	assert_said(&g, "dst.err", "bulk channel: ");
+	assert_said(&g, "dst.err", "outside guest RAM");
+	assert_said(&g, "src.err", "keeps running here");
+	assert_ran_only_at(&g, "source");
+	rig_stop(&g);
+}
 
 /* --- a peer killed (-9) or stopped (SIGSTOP) at each phase ------------------ */
 
@@ -644,6 +687,9 @@ int main(void)
 		cmocka_unit_test(test_postcopy_partition_midway),
 		cmocka_unit_test(test_postcopy_urgent_cut),
 		cmocka_unit_test(test_hybrid_reset_midway),
+		cmocka_unit_test(test_postcopy_garbled_bulk),
+		cmocka_unit_test(test_postcopy_garbled_urgent),
+		cmocka_unit_test(test_garbled_frame_before_commit),
 		cmocka_unit_test(test_dest_killed_in_precopy),
 		cmocka_unit_test(test_dest_killed_in_stop_copy),
 		cmocka_unit_test(test_dest_killed_in_hybrid_round),
