@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -238,6 +239,8 @@ static void *ep_thread(void *arg)
 			if (n)
 				continue;
 		}
+		if (e->poll_mode)
+			sched_yield();   /* spin, but let a vCPU on the same core run */
 		if (poll(p, 3, e->poll_mode ? 0 : 1000) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents & POLLIN)
