@@ -121,7 +121,9 @@ struct xport {
 
 /*
  * Source: connect the control connection of a new session to host:port
- * within timeout_ms and send its greeting.  transport: "tcp" (NULL = tcp).
+ * within timeout_ms and send its greeting.  transport: "tcp" or "rdma"
+ * (NULL = tcp); the engine sets npages, peer_timeout_ms and, for rdma,
+ * secret before xport_connect_data / xport_accept_data.
  */
 int xport_connect(struct xport **out, const char *transport, const char *host,
 		  uint16_t port, uint64_t session, int timeout_ms);
