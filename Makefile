@@ -117,6 +117,7 @@ LIB_SRCS := \
 	src/vm.c \
 	src/xport.c \
 	rdma/frame.c \
+	rdma/prefetch.c \
 	tcp/conn.c \
 	tcp/tcp.c \
 	tcp/uring.c \

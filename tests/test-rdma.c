@@ -6,7 +6,9 @@
  * over real queue pairs, one migration's worth of frames in both
  * directions with data checks (more frames than there are credits), and
  * a source with the wrong secret refused.  Skips those with a reason
- * elsewhere.
+ * elsewhere.  Also the bookkeeping of one-sided post-copy (prefetch.c):
+ * every page READ exactly once, faults first, the window respected, and
+ * the zero map's wire form.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -18,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "t-util.h"
+#include "prefetch.h"
 #include "rdma.h"
 #include "umig/log.h"
 #include "umig/util.h"
@@ -152,6 +155,133 @@ static void test_retry_bounds(void **state)
 			assert_true(total_us <= (uint64_t)ms[i] * 1000 / 2 || t == 8);
 	}
 	assert_true(RDMA_RNR_RETRY < 7);
+}
+
+/* Every page exactly once over faults and prefetches, faults first, within the window. */
+static void prefetch_policy(const char *policy)
+{
+	enum { N = 4096, WINDOW = 8 };
+	struct rdma_prefetch *p;
+	struct bitmap skip, seen;
+	uint64_t reads = 0, expect;
+	unsigned out = 0, step = 0;
+
+	assert_int_equal(bitmap_init(&skip, N), 0);
+	assert_int_equal(bitmap_init(&seen, N), 0);
+	bitmap_set_range(&skip, 1000, 500);          /* zero at the source */
+	bitmap_set(&skip, 7);
+	expect = N - bitmap_count(&skip);
+	assert_int_equal(rdma_prefetch_create(&p, policy, N, &skip, WINDOW), 0);
+	for (;;) {
+		uint64_t pfn;
+
+		/* a fault every third step, on pages spread over RAM */
+		if (step++ % 3 == 0) {
+			uint64_t f = (step * 2654435761u) % N;
+			int r = rdma_prefetch_fault(p, f);
+
+			assert_true(r == 0 || r == 1);
+			if (r == 1) {
+				/* faults first: a faulted page nobody claimed is read now */
+				assert_false(bitmap_test(&skip, f));
+				assert_false(bitmap_test_and_set(&seen, f));
+				reads++;
+			}
+		}
+		pfn = rdma_prefetch_next(p);
+		if (pfn == N) {
+			/* only a full window or the end stops the prefetcher */
+			if (out < WINDOW)
+				assert_int_equal(bitmap_count(&seen), expect);
+			if (!out)
+				break;
+			rdma_prefetch_done(p);
+			out--;
+			continue;
+		}
+		assert_true(++out <= WINDOW);
+		assert_false(bitmap_test(&skip, pfn));
+		assert_false(bitmap_test_and_set(&seen, pfn));
+		reads++;
+		if (step % 2)
+			out--, rdma_prefetch_done(p);
+	}
+	assert_int_equal(reads, expect);
+	assert_int_equal(bitmap_count(&seen), expect);
+	assert_int_equal(p->faults_read + p->prefetched, expect);
+	/* once everything is issued, a fault needs no READ */
+	assert_int_equal(rdma_prefetch_fault(p, 0), 0);
+	assert_int_equal(rdma_prefetch_fault(p, N), -EINVAL);
+	rdma_prefetch_destroy(p);
+	bitmap_free(&skip);
+	bitmap_free(&seen);
+}
+
+static void test_prefetch_exactly_once(void **state)
+{
+	prefetch_policy("linear");
+	prefetch_policy("bubble");
+	prefetch_policy("bubble-dir");
+}
+
+/* The policy follows faults: after a fault, the prefetch continues next to it. */
+static void test_prefetch_follows_faults(void **state)
+{
+	struct rdma_prefetch *p;
+	uint64_t pfn;
+
+	assert_int_equal(rdma_prefetch_create(&p, "bubble", 1000, NULL, 4), 0);
+	assert_int_equal(rdma_prefetch_fault(p, 600), 1);
+	pfn = rdma_prefetch_next(p);
+	assert_true(pfn >= 598 && pfn <= 602 && pfn != 600);
+	rdma_prefetch_destroy(p);
+}
+
+static void test_zeromap(void **state)
+{
+	enum { N = 300 };
+	struct bitmap pop, zero;
+	struct wbuf w;
+	uint8_t bad[12];
+	struct wbuf b = { .data = bad, .cap = sizeof(bad) };
+
+	assert_int_equal(bitmap_init(&pop, N), 0);
+	assert_int_equal(bitmap_init(&zero, N), 0);
+	bitmap_set_range(&pop, 0, 10);
+	bitmap_set_range(&pop, 50, 100);
+	bitmap_set(&pop, 299);
+	wbuf_init(&w);
+	rdma_zeromap_encode(&w, &pop, N);
+	assert_int_equal(w.len, 2 * 12);             /* 10..49, 150..298 */
+	assert_int_equal(rdma_zeromap_decode(w.data, w.len, N, &zero), 0);
+	for (uint64_t i = 0; i < N; i++)
+		assert_int_equal(bitmap_test(&zero, i), !bitmap_test(&pop, i));
+	/* refused: a ragged length, a run past RAM, an empty run, runs out of order */
+	assert_int_equal(rdma_zeromap_decode(w.data, w.len - 1, N, &zero), -EPROTO);
+	assert_int_equal(rdma_zeromap_decode(w.data, w.len, 200, &zero), -EPROTO);
+	wbuf_put_u64(&b, 5);
+	wbuf_put_u32(&b, 0);
+	assert_int_equal(rdma_zeromap_decode(bad, 12, N, &zero), -EPROTO);
+	memcpy(bad, (uint8_t *)w.data + 12, 12);
+	{
+		uint8_t two[24];
+
+		memcpy(two, (uint8_t *)w.data + 12, 12);
+		memcpy(two + 12, w.data, 12);
+		assert_int_equal(rdma_zeromap_decode(two, 24, N, &zero), -EPROTO);
+	}
+	/* nothing populated: one run; everything: no run */
+	wbuf_reset(&w);
+	bitmap_clear_all(&pop);
+	rdma_zeromap_encode(&w, &pop, N);
+	assert_int_equal(w.len, 12);
+	wbuf_reset(&w);
+	bitmap_set_range(&pop, 0, N);
+	rdma_zeromap_encode(&w, &pop, N);
+	assert_int_equal(w.len, 0);
+	wbuf_free(&w);
+	bitmap_free(&pop);
+	bitmap_free(&zero);
 }
 
 /* --- over real queue pairs (the test VM) ----------------------------------------- */
@@ -316,6 +446,9 @@ int main(void)
 		cmocka_unit_test(test_auth),
 		cmocka_unit_test(test_listen_msg),
 		cmocka_unit_test(test_retry_bounds),
+		cmocka_unit_test(test_prefetch_exactly_once),
+		cmocka_unit_test(test_prefetch_follows_faults),
+		cmocka_unit_test(test_zeromap),
 		cmocka_unit_test(test_qp_traffic),
 		cmocka_unit_test(test_qp_traffic_busy_poll),
 		cmocka_unit_test(test_wrong_secret_refused),
