@@ -33,7 +33,9 @@ static const char incoming_help[] =
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
 "  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
 "                         /dev/kvm works); --backend is the same option\n"
-"  --transport NAME       page transport to accept: tcp (default tcp)\n"
+"  --transport NAME       page transport to accept: tcp or rdma (default tcp;\n"
+"                         rdma needs an RDMA device behind the --listen address)\n"
+"  --rdma-poll            rdma: busy-poll completions instead of sleeping on them\n"
 "  --peer-timeout MS      a source silent for MS milliseconds is gone (default 5000)\n"
 "  --recover-timeout MS   post-copy: wait this long for the source to recover a\n"
 "                         broken link (default 600000)\n"
@@ -55,6 +57,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "stats", required_argument, NULL, 's' },
 		{ "backend", required_argument, NULL, 'b' },
 		{ "transport", required_argument, NULL, 'T' },
+		{ "rdma-poll", no_argument, NULL, 'r' },
 		{ "peer-timeout", required_argument, NULL, 'P' },
 		{ "recover-timeout", required_argument, NULL, 'R' },
 		{ "vcpu", required_argument, NULL, 'b' },
@@ -94,6 +97,7 @@ int cmd_incoming(int argc, char **argv)
 				return cli_usage_error("incoming", "--transport: %s", err_msg(-ENOENT));
 			o.transport = optarg;
 			break;
+		case 'r': o.rdma_poll = true; break;
 		case 'q': o.quiet = true; break;
 		case 'O': o.overcommit = true; break;
 		case 't': so.timeline_path = optarg; break;

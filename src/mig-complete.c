@@ -86,6 +86,10 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "recoveries", json_integer(s->recoveries));
 	json_object_set_new(r, "pages_lost_in_flight", json_integer(s->pages_lost_in_flight));
 	json_object_set_new(r, "postcopy_paused_ms", json_integer(s->paused_ms));
+	/* what serving the rest of the guest cost this process, after the switchover */
+	json_object_set_new(r, "src_cpu_after_switchover_s",
+			    json_real(s->cpu_resumed_us && s->cpu_end_us >= s->cpu_resumed_us ?
+				      (s->cpu_end_us - s->cpu_resumed_us) / 1e6 : 0));
 	if (s->unknown_why[0])
 		json_object_set_new(r, "outcome_unknown_because", json_string(s->unknown_why));
 	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
@@ -146,6 +150,7 @@ int src_complete(struct mig_source *s)
 	if (ret < 0)
 		return ret;
 	s->t_end = now_ns();
+	s->cpu_end_us = cpu_self_us();
 	mig_set_state(&s->c, MIG_COMPLETED);
 	s->record = src_record(s);
 	txt = json_dumps(s->record, JSON_COMPACT);

@@ -167,6 +167,8 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 		x->peer_timeout_ms = s->c.peer_timeout_ms;
 		x->version = s->c.x->version;
 		x->features = s->c.x->features;
+		x->secret = s->c.secret;
+		x->busy_poll = s->c.x->busy_poll;
 		xconn_tcp_set_user_timeout(x->ctl, s->c.peer_timeout_ms);
 		mig_set_state(&s->c, MIG_RECOVERING);
 		ret = src_resync(s, x);
@@ -420,6 +422,8 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	x->peer_timeout_ms = d->c.peer_timeout_ms;
 	x->version = d->c.x->version;
 	x->features = d->c.x->features;
+	x->secret = d->c.secret;
+	x->busy_poll = d->c.x->busy_poll;
 	xconn_tcp_set_user_timeout(x->ctl, d->c.peer_timeout_ms);
 	ret = dst_send_present(d, x);
 	if (!ret)

@@ -129,6 +129,7 @@ int src_switchover(struct mig_source *s)
 	if (ret < 0)
 		return ret;
 	s->t_resumed = now_ns();
+	s->cpu_resumed_us = cpu_self_us();
 	s->resumed_remote = true;
 	return 0;
 }

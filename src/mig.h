@@ -123,6 +123,7 @@ struct mig_source {
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
+	uint64_t cpu_resumed_us, cpu_end_us; /* umig's own CPU time (getrusage) then */
 	unsigned recoveries;
 	uint64_t pages_lost_in_flight; /* sent, not placed when a link broke: sent again */
 	uint64_t paused_ms;          /* post-copy time spent paused or recovering */

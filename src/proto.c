@@ -140,6 +140,7 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	case MSG_RECOVER_AUTH: return len == PROTO_MAC_LEN;
 	case MSG_RECOVER_STATE: return len >= 4 && (len - 4) % 12 == 0;
 	case MSG_SECRET: return len == PROTO_SECRET_LEN;
+	case MSG_RDMA_LISTEN: return len == 8 + PROTO_NONCE_LEN;
 	case MSG_STATE: return len > 0 && len <= (1u << 20);
 	case MSG_DISCARD: return len % 12 == 0;
 	case MSG_SRC_STATS: case MSG_COMPLETE: return len <= (1u << 20);

@@ -50,7 +50,8 @@ bool mig_state_ok(enum mig_state from, enum mig_state to);
 
 struct mig_params {
 	enum mig_mode mode;
-	char transport[16];          /* page transport ("tcp") */
+	char transport[16];          /* page transport ("tcp", "rdma") */
+	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
 	char host[256];
 	uint16_t port;
 	char prepaging[32];          /* post-copy policy name (prepage.h) */
@@ -137,6 +138,7 @@ struct mig_dest_opts {
 	int console_fd;
 	const char *backend;
 	const char *transport;       /* page transport, NULL = tcp */
+	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
 	uint64_t expect_ram;         /* 0 = accept the source's size */
 	unsigned peer_timeout_ms;    /* 0 = the default */
 	unsigned recover_timeout_ms; /* 0 = the default */

@@ -73,6 +73,9 @@ enum proto_type {
 	MSG_RECOVER_AUTH = 71,      /* src -> dst: 32-byte HMAC */
 	MSG_RECOVER_STATE = 72,     /* dst -> src: u32 flags (1 = last), runs {u64, u32} present */
 	MSG_SECRET = 73,    /* src -> dst at handshake: the migration's 32-byte secret */
+	/* RDMA transport (FEAT_RDMA) */
+	MSG_RDMA_LISTEN = 96, /* dst -> src on control: u16 port, u16 0, u32 0, 16-byte nonce */
+	MSG_RDMA_CREDIT = 97, /* RDMA frames only: receive credits returned, no data */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -97,8 +100,12 @@ enum proto_mark {
 #define FEAT_COMMIT        (1ull << 2)  /* READY / COMMIT handover, RESOLVE */
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 #define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
+#define FEAT_RDMA          (1ull << 16) /* page channels are RDMA queue pairs (RDMA_LISTEN) */
+/* bits that name the page transport: both ends must agree on them exactly */
+#define FEAT_TRANSPORTS    FEAT_RDMA
 /* every feature this umig knows */
-#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER)
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER | \
+			    FEAT_RDMA)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16
