@@ -79,6 +79,13 @@ json_t *src_record(struct mig_source *s)
 		"prepaging", post ? s->p.prepaging : "",
 		"error", s->c.error,
 		"precopy_bytes", (json_int_t)s->precopy_bytes);
+	if (s->paused_since && (s->c.state == MIG_PAUSED || s->c.state == MIG_RECOVERING)) {
+		uint64_t spent = (now_ns() - s->paused_since) / 1000000;
+
+		json_object_set_new(r, "paused_because", json_string(s->paused_why));
+		json_object_set_new(r, "recover_ms_left", json_integer(
+			spent < s->c.recover_timeout_ms ? s->c.recover_timeout_ms - spent : 0));
+	}
 	pthread_mutex_unlock(&s->c.lock);
 	json_object_set_new(r, "transport", json_string(s->c.x ? s->c.x->ops->name : s->p.transport));
 	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));

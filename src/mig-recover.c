@@ -196,6 +196,10 @@ int src_recover(struct mig_source *s, int why)
 
 	if (!(s->c.x->features & FEAT_RECOVER))
 		return why;
+	pthread_mutex_lock(&s->c.lock);
+	s->paused_since = t0;
+	snprintf(s->paused_why, sizeof(s->paused_why), "%s", err_msg(why));
+	pthread_mutex_unlock(&s->c.lock);
 	mig_set_state(&s->c, MIG_PAUSED);
 	pr_err("migration: post-copy paused: %s; the guest's pages stay here, reconnecting for up "
 	       "to %u s", err_msg(why), s->c.recover_timeout_ms / 1000);
@@ -229,6 +233,9 @@ int src_recover(struct mig_source *s, int why)
 	mig_swap_xport(&s->c, x);
 	s->recoveries++;
 	s->paused_ms += (now_ns() - t0) / 1000000;
+	pthread_mutex_lock(&s->c.lock);
+	s->paused_since = 0;
+	pthread_mutex_unlock(&s->c.lock);
 	if (ret == 2) {
 		pr_info("migration: the destination had every page before the link broke; "
 			"the migration is complete");

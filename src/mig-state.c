@@ -88,6 +88,9 @@ static int mig_set_state_locked(struct mig_common *c, enum mig_state to)
 	}
 	pr_debug("%s: %s -> %s", c->side, mig_state_name(c->state), mig_state_name(to));
 	c->state = to;
+	/* the holds an operator must see at a glance, on the progress line too */
+	if (to == MIG_UNKNOWN || to == MIG_PAUSED || to == MIG_RECOVERING)
+		progress_note(&c->progress, mig_state_name(to));
 	pthread_cond_broadcast(&c->cond);
 	return 0;
 }

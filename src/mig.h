@@ -127,6 +127,8 @@ struct mig_source {
 	unsigned recoveries;
 	uint64_t pages_lost_in_flight; /* sent, not placed when a link broke: sent again */
 	uint64_t paused_ms;          /* post-copy time spent paused or recovering */
+	uint64_t paused_since;       /* (L) this pause began, 0 = not paused */
+	char paused_why[256];        /* (L) what broke */
 	uint64_t pages_bulk, pages_zero, pages_resent;
 	_Atomic uint64_t pages_urgent, requests;
 	unsigned rounds;

@@ -93,6 +93,8 @@ void progress_init(struct mig_progress *pr, const char *side, bool quiet);
 void progress_update(struct mig_progress *pr, const char *phase, uint64_t done,
 		     uint64_t total, uint64_t bytes, uint64_t faults, bool force);
 void progress_end(struct mig_progress *pr);
+/* One line for a state an operator must notice (outcome-unknown, paused). */
+void progress_note(struct mig_progress *pr, const char *state);
 
 /* Who owns the guest, as an operator decides it (migrate-resolve). */
 enum { MIG_OWNER_SOURCE = 1, MIG_OWNER_DEST = 2 };
