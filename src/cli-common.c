@@ -259,6 +259,17 @@ static void cli_write_timeline(struct vm *vm, const char *path)
 	free(s);
 }
 
+/* A migration state change, as the control socket's MIGRATION event. */
+static void cli_mig_event(void *opaque, const char *side, const char *from, const char *to,
+			  const char *why)
+{
+	json_t *data = json_pack("{s:s, s:s, s:s}", "side", side, "status", to, "from", from);
+
+	if (data && why && *why)
+		json_object_set_new(data, "reason", json_string(why));
+	control_event(opaque, "MIGRATION", data);
+}
+
 int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 {
 	struct sig_ctx sc = { .vm = vm };
@@ -285,6 +296,8 @@ int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 			goto out;
 		}
 	}
+	if (ctl)
+		mig_set_event_hook(cli_mig_event, ctl);
 	ret = mig_ctl_register(&mig, ctl, vm);
 	if (ret < 0) {
 		pr_err("%s", err_msg(ret));
@@ -299,6 +312,7 @@ int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 	}
 	ret = cli_serve_loop(vm, ctl, mig, o);
 out:
+	mig_set_event_hook(NULL, NULL);
 	control_stop(ctl);
 	mig_ctl_free(mig);
 	if (o->timeline_path)

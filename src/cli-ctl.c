@@ -18,7 +18,7 @@
 
 
 static const char ctl_help[] =
-"usage: umig ctl [--raw] SOCKET COMMAND ['{\"arg\": value}']\n"
+"usage: umig ctl [--raw] [--events SECS] SOCKET COMMAND ['{\"arg\": value}']\n"
 "\n"
 "Send one command to a umig control socket and print the reply.\n"
 "Commands: query-status, query-stats, stop, cont, quit, migrate,\n"
@@ -28,6 +28,10 @@ static const char ctl_help[] =
 "\n"
 "options:\n"
 "  --raw       print the reply as received (one line of JSON)\n"
+"  --events SECS  subscribe to events first, send COMMAND, then print the\n"
+"              reply and every event (one JSON line each) for SECS seconds\n"
+"              or until umig closes the socket, e.g.\n"
+"              umig ctl --events 60 SOCK migrate '{\"to\": \"HOST:PORT\"}'\n"
 "  -h, --help  this text\n";
 
 static int ctl_build_request(const char *cmd, const char *args_text, char **out)
@@ -51,15 +55,58 @@ static int ctl_build_request(const char *cmd, const char *args_text, char **out)
 	return *out ? 0 : -ENOMEM;
 }
 
+/*
+ * --events: every line the server sends, for secs (bounded) or until it
+ * closes.  0 when the command's reply (the second reply line: the first
+ * answers subscribe-events) says "return", 1 when it is an error.
+ */
+static int ctl_follow(int fd, double secs)
+{
+	uint64_t deadline = now_ns() + (uint64_t)(secs * 1e9);
+	char buf[65536];
+	size_t len = 0;
+	int replies = 0, ret = EXIT_FAILURE_UMIG;
+
+	while (now_ns() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int ms = (int)MIN((deadline - now_ns()) / 1000000 + 1, 1000ull);
+		char *nl;
+		ssize_t n;
+
+		if (poll(&p, 1, ms) <= 0)
+			continue;
+		n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (n <= 0)
+			break;
+		len += n;
+		buf[len] = 0;
+		while ((nl = strchr(buf, '\n')) != NULL) {
+			*nl = 0;
+			puts(buf);
+			fflush(stdout);
+			if (!strstr(buf, "\"event\"") && ++replies == 2)
+				ret = strstr(buf, "\"return\"") ? 0 : 1;
+			len -= nl + 1 - buf;
+			memmove(buf, nl + 1, len + 1);
+		}
+		if (len == sizeof(buf) - 1)
+			len = 0;   /* a line longer than any umig sends: skip it */
+	}
+	return ret;
+}
+
 int cmd_ctl(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "raw", no_argument, NULL, 'r' },
+		{ "events", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	char *req = NULL, *reply = NULL;
 	bool raw = false;
+	double follow = 0;
+	char *end;
 	json_t *j;
 	int opt, fd, ret, wret;
 
@@ -68,6 +115,13 @@ int cmd_ctl(int argc, char **argv)
 		if (opt == 'h') {
 			fputs(ctl_help, stdout);
 			return 0;
+		}
+		if (opt == 'e') {
+			follow = strtod(optarg, &end);
+			if (*end || !(follow > 0 && follow <= 86400))
+				return cli_usage_error("ctl", "--events: '%s' is not 0..86400 seconds",
+						       optarg);
+			continue;
 		}
 		if (opt != 'r')
 			return cli_usage_error("ctl", "unknown option '%s'", argv[optind - 1]);
@@ -89,6 +143,19 @@ int cmd_ctl(int argc, char **argv)
 	 * closes, so our write may fail with EPIPE: its reply is still there
 	 * to read, and says more than the EPIPE.
 	 */
+	if (follow) {
+		static const char sub[] = "{\"execute\":\"subscribe-events\"}\n";
+
+		wret = write_full(fd, sub, strlen(sub));
+		if (!wret)
+			wret = write_full(fd, req, strlen(req));
+		if (!wret)
+			wret = write_full(fd, "\n", 1);
+		free(req);
+		ret = wret < 0 ? EXIT_FAILURE_UMIG : ctl_follow(fd, follow);
+		close(fd);
+		return ret;
+	}
 	wret = write_full(fd, req, strlen(req));
 	if (!wret)
 		wret = write_full(fd, "\n", 1);

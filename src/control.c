@@ -14,6 +14,13 @@
  * most CTL_BURST requests of one client, so a pipelining client cannot
  * starve the others; a full client table first drops the client idle the
  * longest (if idle for CTL_EVICT_NS) and otherwise answers "busy".
+ *
+ * Events (QMP's convention): a client that sends "subscribe-events" then
+ * also receives one line per event, {"event": NAME, "data": {...},
+ * "timestamp": {"seconds": S, "microseconds": US}}, between its replies.
+ * Any thread may post one (control_event); the control thread hands it to
+ * every subscriber, under the same output bound.  A subscriber is exempt
+ * from the idle timeout: waiting is what it is for.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -25,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "umig/control.h"
@@ -40,6 +48,7 @@
 #define CTL_ACCEPT_BURST 64                  /* connections accepted per round */
 #define CTL_IDLE_NS      (60ull * 1000000000) /* no byte either way: dropped */
 #define CTL_EVICT_NS     (2ull * 1000000000) /* idle this long: may give way */
+#define CTL_EVENTS_MAX   (1u << 20)          /* posted, not yet handed out */
 
 struct ctl_client {
 	int fd;              /* -1: a free slot */
@@ -49,6 +58,7 @@ struct ctl_client {
 	size_t out_off, out_len, out_cap;
 	uint64_t active_ns;  /* when a byte last moved either way */
 	bool eof;            /* the client shut down its side: finish, then close */
+	bool events;         /* subscribed: events are queued to it */
 	bool closing;        /* close once the queued replies are sent */
 };
 
@@ -70,6 +80,11 @@ struct control {
 	struct ctl_client clients[CTL_MAX_CLIENTS];
 	struct ctl_command cmds[CTL_MAX_COMMANDS];
 	unsigned ncmds;
+	struct ctl_client *current;  /* the client whose request runs (control thread) */
+	int ev_efd;                  /* posted events wake the control thread */
+	pthread_mutex_t ev_lock;     /* ev_buf; never held while calling out */
+	char *ev_buf;
+	size_t ev_len;
 };
 
 /* --- built-in commands ------------------------------------------------------ */
@@ -121,6 +136,15 @@ static int cmd_quit(struct control *c, json_t *args, json_t **res, void *o)
 	c->quit_requested = true;
 	pthread_mutex_unlock(&c->lock);
 	vm_notify(control_vm(c));
+	return 0;
+}
+
+static int cmd_subscribe_events(struct control *c, json_t *args, json_t **res, void *o)
+{
+	if (!c->current)
+		return err_set(-EINVAL, "events need a connected client");
+	c->current->events = true;
+	*res = json_pack("{s:b}", "subscribed", 1);
 	return 0;
 }
 
@@ -433,8 +457,12 @@ static bool ctl_client_process(struct control *c, struct ctl_client *cl)
 		cl->in_off += nl + 1 - line;
 		if (nl == line)
 			continue;   /* empty lines get no reply */
-		if (!ctl_reply(cl, control_execute_line(c, line, nl - line)))
+		c->current = cl;
+		if (!ctl_reply(cl, control_execute_line(c, line, nl - line))) {
+			c->current = NULL;
 			return false;
+		}
+		c->current = NULL;
 		done++;
 	}
 	if (cl->in_off == 0 && cl->in_len == CTL_LINE_MAX) {
@@ -460,7 +488,7 @@ static bool ctl_client_serve(struct control *c, struct ctl_client *cl, short rev
 	if (cl->out_len == 0 && (cl->closing || (cl->eof && !ctl_has_line(cl))))
 		return false;
 	/* active_ns may be later than now: it moves while this round runs */
-	if (cl->active_ns + CTL_IDLE_NS < now && !ctl_has_line(cl)) {
+	if (!cl->events && cl->active_ns + CTL_IDLE_NS < now && !ctl_has_line(cl)) {
 		pr_debug("control: closing a client idle for %llu s",
 			 (unsigned long long)(CTL_IDLE_NS / 1000000000));
 		ctl_queue(cl, CTL_MSG_IDLE, strlen(CTL_MSG_IDLE), false);
@@ -534,11 +562,76 @@ static int ctl_poll_timeout(struct control *c, uint64_t now)
 			continue;
 		if (!cl->closing && ctl_has_line(cl))
 			return 0;
-		next = MIN(next, cl->active_ns + CTL_IDLE_NS);
+		if (!cl->events)
+			next = MIN(next, cl->active_ns + CTL_IDLE_NS);
 	}
 	if (next == UINT64_MAX)
 		return -1;
 	return next <= now ? 0 : (int)MIN((next - now) / 1000000 + 1, 60000ull);
+}
+
+/* Hand the posted events to every subscriber; one that cannot take them goes. */
+static void ctl_deliver_events(struct control *c)
+{
+	uint64_t v;
+	char *buf;
+	size_t len;
+
+	if (read(c->ev_efd, &v, sizeof(v)) != sizeof(v))
+		return;
+	pthread_mutex_lock(&c->ev_lock);
+	buf = c->ev_buf;
+	len = c->ev_len;
+	c->ev_buf = NULL;
+	c->ev_len = 0;
+	pthread_mutex_unlock(&c->ev_lock);
+	for (int i = 0; i < CTL_MAX_CLIENTS && buf; i++) {
+		struct ctl_client *cl = &c->clients[i];
+
+		if (cl->fd >= 0 && cl->events && !cl->closing &&
+		    (!ctl_queue(cl, buf, len, true) || !ctl_flush(cl)))
+			ctl_client_drop(cl, NULL);
+	}
+	free(buf);
+}
+
+void control_event(struct control *c, const char *name, json_t *data)
+{
+	struct timespec ts;
+	json_t *ev;
+	char *line;
+	uint64_t one = 1;
+	size_t n;
+
+	if (!c || c->ev_efd < 0) {
+		json_decref(data);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ev = json_pack("{s:s, s:o, s:{s:I, s:I}}", "event", name, "data", data ? data : json_object(),
+		       "timestamp", "seconds", (json_int_t)ts.tv_sec,
+		       "microseconds", (json_int_t)(ts.tv_nsec / 1000));
+	line = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+	json_decref(ev);
+	if (!line)
+		return;
+	n = strlen(line);
+	pthread_mutex_lock(&c->ev_lock);
+	/* bounded: a stuck control thread loses events, never memory */
+	if (c->ev_len + n + 1 <= CTL_EVENTS_MAX) {
+		char *b = realloc(c->ev_buf, c->ev_len + n + 1);
+
+		if (b) {
+			memcpy(b + c->ev_len, line, n);
+			b[c->ev_len + n] = '\n';
+			c->ev_buf = b;
+			c->ev_len += n + 1;
+		}
+	}
+	pthread_mutex_unlock(&c->ev_lock);
+	free(line);
+	if (write(c->ev_efd, &one, sizeof(one)) != sizeof(one))
+		pr_debug("control: cannot wake the control thread for an event");
 }
 
 static void *ctl_thread(void *arg)
@@ -546,13 +639,14 @@ static void *ctl_thread(void *arg)
 	struct control *c = arg;
 
 	for (;;) {
-		struct pollfd pfd[CTL_MAX_CLIENTS + 2];
-		int map[CTL_MAX_CLIENTS + 2];
+		struct pollfd pfd[CTL_MAX_CLIENTS + 3];
+		int map[CTL_MAX_CLIENTS + 3];
 		int n = 0, timeout = ctl_poll_timeout(c, now_ns());
 		uint64_t now;
 
 		pfd[n++] = (struct pollfd){ .fd = c->quit_efd, .events = POLLIN };
 		pfd[n++] = (struct pollfd){ .fd = c->listen_fd, .events = POLLIN };
+		pfd[n++] = (struct pollfd){ .fd = c->ev_efd, .events = POLLIN };
 		for (int i = 0; i < CTL_MAX_CLIENTS; i++) {
 			struct ctl_client *cl = &c->clients[i];
 			short ev = 0;
@@ -575,7 +669,9 @@ static void *ctl_thread(void *arg)
 		if (pfd[0].revents)
 			break;
 		now = now_ns();
-		for (int i = 2; i < n; i++) {
+		if (pfd[2].revents & POLLIN)
+			ctl_deliver_events(c);
+		for (int i = 3; i < n; i++) {
 			struct ctl_client *cl = &c->clients[map[i]];
 
 			if (cl->fd >= 0 && !ctl_client_serve(c, cl, pfd[i].revents, now))
@@ -699,7 +795,9 @@ int control_create(struct control **out, struct vm *vm)
 	c->vm = vm;
 	c->listen_fd = -1;
 	c->quit_efd = -1;
+	c->ev_efd = -1;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->ev_lock, NULL);
 	for (int i = 0; i < CTL_MAX_CLIENTS; i++)
 		c->clients[i].fd = -1;
 	control_register(c, "query-status", cmd_query_status, NULL);
@@ -707,6 +805,7 @@ int control_create(struct control **out, struct vm *vm)
 	control_register(c, "stop", cmd_stop, NULL);
 	control_register(c, "cont", cmd_cont, NULL);
 	control_register(c, "quit", cmd_quit, NULL);
+	control_register(c, "subscribe-events", cmd_subscribe_events, NULL);
 	*out = c;
 	return 0;
 }
@@ -719,7 +818,8 @@ int control_start(struct control **out, const char *path, struct vm *vm)
 	if (ret < 0)
 		return ret;
 	c->quit_efd = eventfd(0, EFD_CLOEXEC);
-	ret = c->quit_efd < 0 ? -errno : ctl_listen(c, path);
+	c->ev_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ret = c->quit_efd < 0 || c->ev_efd < 0 ? -errno : ctl_listen(c, path);
 	if (!ret)
 		ret = -pthread_create(&c->thread, NULL, ctl_thread, c);
 	if (ret < 0) {
@@ -768,6 +868,10 @@ void control_stop(struct control *c)
 	}
 	if (c->quit_efd >= 0)
 		close(c->quit_efd);
+	if (c->ev_efd >= 0)
+		close(c->ev_efd);
+	free(c->ev_buf);
+	pthread_mutex_destroy(&c->ev_lock);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }

@@ -77,8 +77,36 @@ void mig_common_destroy(struct mig_common *c)
 	pthread_mutex_destroy(&c->lock);
 }
 
+/*
+ * Who hears of every transition (the control socket's MIGRATION event).
+ * Called with the context's lock held: the hook must only queue.
+ */
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static mig_event_fn hook_fn;
+static void *hook_opaque;
+
+void mig_set_event_hook(mig_event_fn fn, void *opaque)
+{
+	pthread_mutex_lock(&hook_lock);
+	hook_fn = fn;
+	hook_opaque = opaque;
+	pthread_mutex_unlock(&hook_lock);
+}
+
+static void mig_emit(struct mig_common *c, enum mig_state from, enum mig_state to)
+{
+	pthread_mutex_lock(&hook_lock);
+	if (hook_fn)
+		hook_fn(hook_opaque, !strcmp(c->side, "incoming") ? "destination" : "source",
+			mig_state_name(from), mig_state_name(to),
+			to == MIG_FAILED || to == MIG_PAUSED ? c->error : "");
+	pthread_mutex_unlock(&hook_lock);
+}
+
 static int mig_set_state_locked(struct mig_common *c, enum mig_state to)
 {
+	enum mig_state from = c->state;
+
 	if (c->state == to)
 		return 0;
 	if (!mig_state_ok(c->state, to)) {
@@ -91,6 +119,7 @@ static int mig_set_state_locked(struct mig_common *c, enum mig_state to)
 	/* the holds an operator must see at a glance, on the progress line too */
 	if (to == MIG_UNKNOWN || to == MIG_PAUSED || to == MIG_RECOVERING)
 		progress_note(&c->progress, mig_state_name(to));
+	mig_emit(c, from, to);
 	pthread_cond_broadcast(&c->cond);
 	return 0;
 }

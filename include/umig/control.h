@@ -45,6 +45,11 @@ char *control_execute_line(struct control *c, const char *line, size_t len);
 int control_register(struct control *c, const char *name, control_fn fn, void *opaque);
 /* Stops the thread, closes every client and removes the socket file. */
 void control_stop(struct control *c);
+/*
+ * Post an event to every client subscribed with "subscribe-events" (any
+ * thread; never blocks; takes data).  QMP's shape: docs/control.md.
+ */
+void control_event(struct control *c, const char *name, json_t *data);
 /* True once a client has sent "quit". */
 bool control_quit_requested(struct control *c);
 struct vm *control_vm(struct control *c);

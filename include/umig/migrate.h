@@ -93,6 +93,15 @@ void progress_init(struct mig_progress *pr, const char *side, bool quiet);
 void progress_update(struct mig_progress *pr, const char *phase, uint64_t done,
 		     uint64_t total, uint64_t bytes, uint64_t faults, bool force);
 void progress_end(struct mig_progress *pr);
+/*
+ * Every state change of the migration in this process, for the control
+ * socket's events.  Called with the migration's lock held: fn only queues.
+ * NULL removes it.
+ */
+typedef void (*mig_event_fn)(void *opaque, const char *side, const char *from,
+			     const char *to, const char *why);
+void mig_set_event_hook(mig_event_fn fn, void *opaque);
+
 /* One line for a state an operator must notice (outcome-unknown, paused). */
 void progress_note(struct mig_progress *pr, const char *state);
 
