@@ -84,6 +84,80 @@ void rt_heartbeat(void)
 	outl(UMIG_PORT_HEARTBEAT, (uint32_t)rt_beats);
 }
 
+/* --- the time-based heartbeat (rt.h) -------------------------------------- */
+
+#define RT_TICK_MAX 65536u	/* ticks between clock reads, at most */
+
+u32 rt_tick_left = 1;		/* the first tick initialises with defaults */
+static int rt_beat_ready;
+static u64 rt_beat_ns = 1000000;	/* 0: beats by count */
+static u64 rt_beat_units = 4096;
+static u32 rt_tick_every = 1;	/* ticks between clock reads */
+static u64 rt_last_read_ns, rt_last_beat_ns;
+
+void rt_beat_init(u64 default_units)
+{
+	rt_beat_ns = rt_arg_u64("beat_us", 1000) * 1000;
+	rt_beat_units = rt_arg_u64("beat_units", default_units);
+	if (!rt_beat_units)
+		rt_beat_units = 1;
+	rt_tick_every = 1;
+	rt_last_read_ns = rt_last_beat_ns = rt_clock_ns();
+	rt_tick_left = rt_beat_ns ? 1 : (u32)(rt_beat_units < RT_TICK_MAX ? rt_beat_units : RT_TICK_MAX);
+	rt_beat_ready = 1;
+}
+
+int rt_beat_timed(void)
+{
+	return rt_beat_ns != 0;
+}
+
+u64 rt_beat_us(void)
+{
+	return rt_beat_ns / 1000;
+}
+
+void rt_beat(u64 work)
+{
+	rt_beats++;
+	outl(UMIG_PORT_HEARTBEAT, (uint32_t)work);
+	if (rt_beat_ns)
+		rt_last_beat_ns = rt_clock_ns();
+}
+
+/*
+ * Every rt_tick_every ticks: read the clock, beat if beat_us has passed
+ * since the last beat, and adapt rt_tick_every so the next read comes
+ * after about an eighth to a quarter of the interval.  The interval is
+ * guest time, which stands still while umig has the guest paused.
+ */
+void rt_tick_slow(u64 work)
+{
+	u64 now, since;
+
+	if (!rt_beat_ready)
+		rt_beat_init(4096);
+	if (!rt_beat_ns) {
+		rt_beats++;
+		outl(UMIG_PORT_HEARTBEAT, (uint32_t)work);
+		rt_tick_left = (u32)(rt_beat_units < RT_TICK_MAX ? rt_beat_units : RT_TICK_MAX);
+		return;
+	}
+	now = rt_clock_ns();
+	since = now - rt_last_read_ns;
+	rt_last_read_ns = now;
+	if (since < rt_beat_ns / 8 && rt_tick_every < RT_TICK_MAX)
+		rt_tick_every *= 2;
+	else if (since > rt_beat_ns / 4 && rt_tick_every > 1)
+		rt_tick_every /= 2;
+	if (now - rt_last_beat_ns >= rt_beat_ns) {
+		rt_beats++;
+		outl(UMIG_PORT_HEARTBEAT, (uint32_t)work);
+		rt_last_beat_ns = now;
+	}
+	rt_tick_left = rt_tick_every;
+}
+
 _Noreturn void rt_exit(int code)
 {
 	outl(UMIG_PORT_EXIT, (uint32_t)code);
