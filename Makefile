@@ -58,6 +58,7 @@ FUZZ_DEB_PKGS := clang-14 libclang-rt-14-dev
 
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
+	src/beatgap.c \
 	src/bitmap.c \
 	src/buf.c \
 	src/caps.c \

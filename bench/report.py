@@ -23,8 +23,9 @@ import sys
 
 FIELDS = [
     "run", "link", "guest", "ram", "mode", "prepaging", "rep", "status", "failed",
-    "failure", "downtime_ms", "blackout_ms", "total_ms", "wire_bytes", "ram_bytes",
-    "bytes_per_ram", "pages_bulk", "pages_urgent", "pages_zero", "pages_resent",
+    "failure", "downtime_ms", "blackout_ms", "switch_gap_ms", "max_beat_gap_ms",
+    "guest_rate_during_postcopy", "total_ms", "wire_bytes", "ram_bytes",
+    "bytes_per_ram", "pages_bulk", "pages_urgent", "pages_zero", "pages_resent", "pages_dup",
     "rounds", "converged", "faults", "fault_us_p50", "fault_us_p99", "fault_us_max",
     "rate_before_hz", "lost_work_s",
 ]
@@ -32,6 +33,9 @@ FIELDS = [
 SUMMARY = [
     ("downtime_ms", "downtime ms", "{:.2f}"),
     ("blackout_ms", "blackout ms", "{:.1f}"),
+    ("switch_gap_ms", "switch gap ms", "{:.1f}"),
+    ("max_beat_gap_ms", "max beat gap ms", "{:.1f}"),
+    ("guest_rate_during_postcopy", "rate in post", "{:.2f}"),
     ("total_ms", "total ms", "{:.0f}"),
     ("bytes_per_ram", "bytes/RAM", "{:.2f}"),
     ("faults", "faults", "{:.0f}"),
@@ -104,9 +108,14 @@ def run_row(d):
     row["run"] = os.path.basename(d)
     for k in ("status", "downtime_ms", "blackout_ms", "total_ms", "wire_bytes", "ram_bytes",
               "pages_bulk", "pages_urgent", "pages_zero", "pages_resent", "rounds",
-              "converged", "faults", "fault_us_p50", "fault_us_p99", "fault_us_max"):
+              "converged", "faults", "fault_us_p50", "fault_us_p99", "fault_us_max",
+              "switch_gap_ms", "max_beat_gap_ms", "guest_rate_during_postcopy", "pages_dup"):
         if k in rec:
             row[k] = rec[k]
+    # the destination's record carries max_beat_gap_ms to 1 s after completion
+    drec = load_json(os.path.join(d, "dst.json")) or {}
+    if "max_beat_gap_ms" in drec:
+        row["max_beat_gap_ms"] = max(float(drec["max_beat_gap_ms"]), float(rec.get("max_beat_gap_ms", 0)))
     failure = []
     if not rec:
         failure.append("no statistics record")

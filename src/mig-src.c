@@ -60,6 +60,8 @@ static void *mig_source_thread(void *arg)
 	int ret;
 
 	s->t_start = now_ns();
+	/* the source's part of max_beat_gap_ms: start -> pause (mig-complete.c) */
+	heartbeat_window(&s->c.vm->bus, true);
 	err_clear();
 	ret = src_run(s);
 	progress_end(&s->c.progress);

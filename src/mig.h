@@ -199,6 +199,7 @@ struct mig_dest {
 	unsigned rounds;
 	json_t *record;
 	bool vm_handed;              /* the caller owns c.vm */
+	_Atomic bool closing;        /* mig_dest_free() runs: stop waiting */
 };
 
 static inline bool dst_postcopy_mode(const struct mig_dest *d)

@@ -25,6 +25,39 @@ static int t_port(void)
 	return base++;
 }
 
+static double t_num(json_t *rec, const char *key)
+{
+	json_t *v = json_object_get(rec, key);
+
+	if (!v)
+		fprintf(stderr, "the record has no '%s'\n", key);
+	assert_non_null(v);
+	return json_number_value(v);
+}
+
+/*
+ * The guest-perceived figures hold their ordering relations whatever the
+ * timing (docs/metrics.md): the switchover gap contains the downtime, the
+ * blackout the switchover gap, the longest beat gap both and the source's
+ * part; the guest beats every millisecond, so its gaps are measured.
+ */
+static void check_gaps(json_t *rec, const char *mode)
+{
+	double sw = t_num(rec, "switch_gap_ms"), mx = t_num(rec, "max_beat_gap_ms");
+
+	assert_true(sw >= t_num(rec, "downtime_ms"));
+	assert_true(sw >= t_num(rec, "blackout_before_pause_ms") + t_num(rec, "resume_to_first_beat_ms"));
+	assert_true(t_num(rec, "blackout_ms") >= sw);
+	assert_true(mx >= t_num(rec, "blackout_ms"));
+	assert_true(mx >= t_num(rec, "src_max_beat_gap_ms"));
+	assert_true(mx >= t_num(rec, "postcopy_max_beat_gap_ms"));
+	assert_true(t_num(rec, "guest_rate_before") > 0);
+	if (!strcmp(mode, "post") || !strcmp(mode, "hybrid"))
+		assert_true(t_num(rec, "guest_rate_during_postcopy") >= 0);
+	else
+		assert_null(json_object_get(rec, "guest_rate_during_postcopy"));
+}
+
 static void migrate_mode(const char *mode)
 {
 	char *dir = t_tmpdir();
@@ -34,6 +67,7 @@ static void migrate_mode(const char *mode)
 	json_t *rec;
 	char *o;
 	int port = t_port(), dst;
+	double sw;
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	snprintf(stats, sizeof(stats), "%s", t_path(dir, "dst.json"));
@@ -90,9 +124,16 @@ static void migrate_mode(const char *mode)
 		    json_integer_value(json_object_get(rec, "pages_zero")) >= (128 << 20) / 4096);
 	if (!strcmp(mode, "post"))
 		assert_int_equal(json_integer_value(json_object_get(rec, "pages_resent")), 0);
+	check_gaps(rec, mode);
+	sw = t_num(rec, "max_beat_gap_ms");
 	json_decref(rec);
 	rec = json_load_file(stats, 0, NULL);
 	assert_non_null(rec);   /* the destination wrote the same record */
+	/* ... and a second after completion the tail of max_beat_gap_ms */
+	check_gaps(rec, mode);
+	assert_true(t_num(rec, "max_beat_gap_ms") >= sw);
+	assert_true(t_num(rec, "max_beat_gap_ms") >= t_num(rec, "dst_max_beat_gap_ms"));
+	assert_true(t_num(rec, "dst_max_beat_gap_ms") >= t_num(rec, "postcopy_max_beat_gap_ms"));
 	json_decref(rec);
 	free(o);
 	t_result_free(&r);
