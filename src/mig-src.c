@@ -86,6 +86,7 @@ static void src_free(struct mig_source *s)
 {
 	prepage_destroy(s->pp);
 	bitmap_free(&s->sent);
+	free((void *)s->push_end);
 	bitmap_free(&s->ever);
 	bitmap_free(&s->populated);
 	bitmap_free(&s->dirty);

@@ -120,6 +120,13 @@ struct mig_source {
 	struct dirty_tracker tracker;
 	bool tracking;
 	struct prepage *pp;
+	/*
+	 * Post-copy in-flight tracking (mig-postcopy-src.c): per page the
+	 * bulk stream's byte offset just past the run that pushed it;
+	 * PUSH_QUEUED while its run is still being gathered, 0 if it was not
+	 * pushed in post-copy.
+	 */
+	_Atomic uint64_t *push_end;
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
@@ -128,6 +135,7 @@ struct mig_source {
 	uint64_t paused_ms;          /* post-copy time spent paused or recovering */
 	uint64_t pages_bulk, pages_zero, pages_resent;
 	_Atomic uint64_t pages_urgent, requests;
+	_Atomic uint64_t pages_dup;    /* urgent replies that duplicate an in-flight push */
 	unsigned rounds;
 	bool converged;
 	uint64_t remaining_at_stop;  /* pages sent during the downtime */

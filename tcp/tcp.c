@@ -13,8 +13,11 @@
  * the frame buffer of its queue and stays valid until the next reap.
  */
 #include <errno.h>
+#include <linux/tcp.h>	/* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "tcp.h"
 #include "umig/log.h"
@@ -236,6 +239,29 @@ static uint64_t tcp_bytes(struct xport *x, enum xport_channel ch)
 	return c ? c->bytes_sent + c->bytes_recv : 0;
 }
 
+/*
+ * What the bulk connection has queued and what the peer acknowledged.
+ * bytes_sent counts what was handed to the connection (some may still
+ * wait in io_uring's batch); the kernel's tcpi_bytes_acked counts the
+ * same stream's bytes from its first, the greeting, so the two compare.
+ */
+static int tcp_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked)
+{
+	struct xconn *c = tp(x) ? tp(x)->c[XCH_BULK] : NULL;
+	struct tcp_info ti = { 0 };
+	socklen_t len = sizeof(ti);
+
+	if (!c)
+		return -ENOTCONN;
+	*queued = c->bytes_sent;
+	if (getsockopt(xconn_fd(c), IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return -errno;
+	if (len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+		return -EOPNOTSUPP;
+	*acked = ti.tcpi_bytes_acked;
+	return 0;
+}
+
 static void tcp_shutdown(struct xport *x)
 {
 	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++)
@@ -264,6 +290,7 @@ const struct xport_ops xport_tcp_ops = {
 	.fetch = tcp_fetch,
 	.reap = tcp_reap,
 	.queue_fd = tcp_queue_fd,
+	.bulk_inflight = tcp_bulk_inflight,
 	.bytes = tcp_bytes,
 	.shutdown = tcp_shutdown,
 	.close = tcp_close,

@@ -40,6 +40,7 @@
 #ifndef UMIG_XPORT_H
 #define UMIG_XPORT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -101,6 +102,12 @@ struct xport_ops {
 	uint64_t (*bytes)(struct xport *x, enum xport_channel ch);
 	void (*shutdown)(struct xport *x);
 	void (*close)(struct xport *x);
+	/*
+	 * Optional (NULL: unknown).  Source: bytes handed to the bulk channel
+	 * so far, and how many of them the peer has acknowledged; a run whose
+	 * last byte lies beyond *acked is still queued here or on the wire.
+	 */
+	int (*bulk_inflight)(struct xport *x, uint64_t *queued, uint64_t *acked);
 };
 
 struct xport {
@@ -173,6 +180,12 @@ static inline int xport_reap(struct xport *x, enum xq q, struct xev *ev, int tim
 
 /* Readable when a reap of q may find a completion (for poll()). */
 static inline int xport_queue_fd(struct xport *x, enum xq q) { return x->ops->queue_fd(x, q); }
+
+/* -EOPNOTSUPP when the transport cannot tell (see xport_ops.bulk_inflight). */
+static inline int xport_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked)
+{
+	return x->ops->bulk_inflight ? x->ops->bulk_inflight(x, queued, acked) : -EOPNOTSUPP;
+}
 
 /* Bytes sent plus received on a channel (control included). */
 uint64_t xport_bytes(struct xport *x, enum xport_channel ch);
