@@ -35,13 +35,13 @@
 static bool src_inflight(struct mig_source *s, uint64_t pfn)
 {
 	uint64_t end = s->push_end ? atomic_load_explicit(&s->push_end[pfn], memory_order_acquire) : 0;
-	uint64_t queued, acked;
+	uint64_t acked;
 
 	if (!end)
 		return false;
 	if (end == PUSH_QUEUED || s->p.dup_inflight == MIG_DUP_ALWAYS)
 		return true;
-	return xport_bulk_inflight(s->c.x, &queued, &acked) == 0 && acked < end;
+	return xport_bulk_inflight(s->c.x, NULL, &acked) == 0 && acked < end;
 }
 
 static bool src_dup_allowed(struct mig_source *s)
@@ -52,9 +52,9 @@ static bool src_dup_allowed(struct mig_source *s)
 /* The run of pages that are gathered but not yet stamped: stamp them. */
 static void src_stamp(struct mig_source *s, const uint64_t *pfns, size_t n)
 {
-	uint64_t queued, acked;
+	uint64_t queued;
 
-	if (!s->push_end || !n || xport_bulk_inflight(s->c.x, &queued, &acked) < 0)
+	if (!s->push_end || !n || xport_bulk_inflight(s->c.x, &queued, NULL) < 0)
 		return;
 	for (size_t i = 0; i < n; i++)
 		atomic_store_explicit(&s->push_end[pfns[i]], queued, memory_order_release);
@@ -110,7 +110,9 @@ static void *src_urgent_thread(void *arg)
  * Push every page not yet sent.  Each page is marked PUSH_QUEUED before
  * it joins a run and stamped with the bulk offset once its run has been
  * handed to the transport (after the flush that src_acc_add() may do
- * when a page does not extend the run, or the one below).
+ * when a page does not extend the run, or the one below).  A request
+ * that finds the bit set before PUSH_QUEUED is stored reads 0 and gets no
+ * duplicate, as before duplicates existed: a window of nanoseconds.
  */
 static int src_push(struct mig_source *s)
 {

@@ -253,7 +253,11 @@ static int tcp_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked)
 
 	if (!c)
 		return -ENOTCONN;
-	*queued = c->bytes_sent;
+	if (queued)	/* the pushing thread's own counter: only it asks for it */
+		*queued = c->bytes_sent;
+	if (!acked)
+		return 0;
+	/* takes the socket's lock: never on the pushing thread's every run */
 	if (getsockopt(xconn_fd(c), IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
 		return -errno;
 	if (len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))

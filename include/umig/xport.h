@@ -106,6 +106,8 @@ struct xport_ops {
 	 * Optional (NULL: unknown).  Source: bytes handed to the bulk channel
 	 * so far, and how many of them the peer has acknowledged; a run whose
 	 * last byte lies beyond *acked is still queued here or on the wire.
+	 * queued may be NULL, and must be for any thread but the pushing one;
+	 * acked may be NULL (asking for it may cost a lock on the connection).
 	 */
 	int (*bulk_inflight)(struct xport *x, uint64_t *queued, uint64_t *acked);
 };
