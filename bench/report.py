@@ -8,6 +8,8 @@ dst-timeline.csv, dst-console.txt}, and writes
     DIR/runs.csv       one row per run, every figure
     DIR/summary.md     per link profile: one row per guest/mode/policy,
                        median [min..max] over the repetitions
+    DIR/targets.md     the post-copy targets against the run's floors
+                       (bench/targets.py)
     DIR/*.svg          plots (gnuplot), when gnuplot is installed
 docs/bench.md defines each figure.  Standard library only.
 """
@@ -20,6 +22,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import targets  # noqa: E402  (bench/targets.py)
 
 FIELDS = [
     "run", "link", "guest", "ram", "mode", "prepaging", "rep", "status", "failed",
@@ -366,6 +371,7 @@ def main():
     plot_progress(res, raw_dirs, main_guest)
     plot_fault_cdf(res, raw_dirs, main_guest)
     write_summary(res, rows, info)
+    targets.write_targets(res, raw_dirs)
     nfail = sum(int(r["failed"]) for r in rows)
     print("bench/report.py: {} runs ({} failed) -> {}/runs.csv, summary.md{}".format(
         len(rows), nfail, res, ", plots" if shutil.which("gnuplot") else " (no gnuplot: no plots)"))
