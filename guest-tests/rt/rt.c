@@ -86,14 +86,41 @@ void rt_heartbeat(void)
 
 /* --- the time-based heartbeat (rt.h) -------------------------------------- */
 
-#define RT_TICK_MAX 65536u	/* ticks between clock reads, at most */
+#define RT_TICK_MAX 65536u	/* count beats: ticks per slow path, at most */
+#define RT_TSC_EVERY 4u		/* time beats: ticks between TSC reads */
 
 u32 rt_tick_left = 1;		/* the first tick initialises with defaults */
 static int rt_beat_ready;
 static u64 rt_beat_ns = 1000000;	/* 0: beats by count */
 static u64 rt_beat_units = 4096;
-static u32 rt_tick_every = 1;	/* ticks between clock reads */
-static u64 rt_last_read_ns, rt_last_beat_ns;
+static u64 rt_tsc_gate;		/* TSC ticks between clock reads (~beat_us / 8) */
+static u64 rt_last_tsc, rt_last_beat_ns;
+
+static inline u64 rt_rdtsc(void)
+{
+	u32 lo, hi;
+
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return (u64)hi << 32 | lo;
+}
+
+/*
+ * TSC ticks per beat_us / 8, measured against the guest clock over about
+ * a millisecond (bounded).  The TSC is only a cheap gate in front of the
+ * clock, which decides every beat: it need not be continuous across a
+ * migration (it is not), and a wrong rate only makes reads more or less
+ * frequent.
+ */
+static void rt_tsc_calibrate(void)
+{
+	u64 c0 = rt_clock_ns(), t0 = rt_rdtsc(), c1 = c0, t1 = t0;
+
+	for (int i = 0; i < 100000 && c1 - c0 < 1000000; i++) {
+		c1 = rt_clock_ns();
+		t1 = rt_rdtsc();
+	}
+	rt_tsc_gate = c1 > c0 && t1 > t0 ? (t1 - t0) * (rt_beat_ns / 8) / (c1 - c0) : 0;
+}
 
 void rt_beat_init(u64 default_units)
 {
@@ -101,9 +128,12 @@ void rt_beat_init(u64 default_units)
 	rt_beat_units = rt_arg_u64("beat_units", default_units);
 	if (!rt_beat_units)
 		rt_beat_units = 1;
-	rt_tick_every = 1;
-	rt_last_read_ns = rt_last_beat_ns = rt_clock_ns();
-	rt_tick_left = rt_beat_ns ? 1 : (u32)(rt_beat_units < RT_TICK_MAX ? rt_beat_units : RT_TICK_MAX);
+	if (rt_beat_ns)
+		rt_tsc_calibrate();
+	rt_last_tsc = rt_rdtsc();
+	rt_last_beat_ns = rt_clock_ns();
+	rt_tick_left = rt_beat_ns ? RT_TSC_EVERY :
+		       (u32)(rt_beat_units < RT_TICK_MAX ? rt_beat_units : RT_TICK_MAX);
 	rt_beat_ready = 1;
 }
 
@@ -126,14 +156,17 @@ void rt_beat(u64 work)
 }
 
 /*
- * Every rt_tick_every ticks: read the clock, beat if beat_us has passed
- * since the last beat, and adapt rt_tick_every so the next read comes
- * after about an eighth to a quarter of the interval.  The interval is
- * guest time, which stands still while umig has the guest paused.
+ * Time beats: every RT_TSC_EVERY ticks read the TSC (no exit to umig);
+ * once about beat_us / 8 of it has passed, or it ran backwards (a
+ * migration to another host), read the clock and beat if beat_us of guest
+ * time has passed since the last beat.  Counting ticks alone between
+ * clock reads would not do: a guest slowed by post-copy faults (100 µs
+ * each) would take many milliseconds over a count tuned at full speed, and
+ * its gaps would be the runtime's, not umig's.
  */
 void rt_tick_slow(u64 work)
 {
-	u64 now, since;
+	u64 tsc, now;
 
 	if (!rt_beat_ready)
 		rt_beat_init(4096);
@@ -143,19 +176,17 @@ void rt_tick_slow(u64 work)
 		rt_tick_left = (u32)(rt_beat_units < RT_TICK_MAX ? rt_beat_units : RT_TICK_MAX);
 		return;
 	}
+	rt_tick_left = RT_TSC_EVERY;
+	tsc = rt_rdtsc();
+	if (tsc >= rt_last_tsc && tsc - rt_last_tsc < rt_tsc_gate)
+		return;
+	rt_last_tsc = tsc;
 	now = rt_clock_ns();
-	since = now - rt_last_read_ns;
-	rt_last_read_ns = now;
-	if (since < rt_beat_ns / 8 && rt_tick_every < RT_TICK_MAX)
-		rt_tick_every *= 2;
-	else if (since > rt_beat_ns / 4 && rt_tick_every > 1)
-		rt_tick_every /= 2;
 	if (now - rt_last_beat_ns >= rt_beat_ns) {
 		rt_beats++;
 		outl(UMIG_PORT_HEARTBEAT, (uint32_t)work);
 		rt_last_beat_ns = now;
 	}
-	rt_tick_left = rt_tick_every;
 }
 
 _Noreturn void rt_exit(int code)

@@ -70,10 +70,10 @@ _Noreturn void rt_exit(int code);	/* code 0..255 */
  * work (a page dirtied, a page checked) with its running count of units;
  * the runtime beats once every beat_us= microseconds of guest time
  * (default 1000), writing `work` as the beat's value, so umig's timeline
- * shows both liveness (beats) and progress (work).  It reads the clock
- * only every so many ticks, adapting that count so the clock is read
- * about four to eight times per beat interval: a tick costs a decrement
- * and a branch.  beat_us=0 selects beats by count instead: one every
+ * shows both liveness (beats) and progress (work).  A tick costs a
+ * decrement and a branch; every fourth reads the TSC (no exit to umig),
+ * and about eight times per beat interval of TSC time the guest clock,
+ * which decides the beats.  beat_us=0 selects beats by count instead: one every
  * beat_units= ticks (the guest's default, e.g. 4096 pages for dirty).
  * Only the boot vCPU may tick (the clock is the boot vCPU's).
  */
