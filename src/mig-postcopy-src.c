@@ -10,8 +10,9 @@
  * faulting vCPU waits for all of them.  So the push records where each
  * page's run ends in the bulk byte stream (push_end), and a request for a
  * page whose bytes the destination has not yet acknowledged (the
- * transport's bulk_inflight) is answered on the urgent channel as well: a
- * deliberate duplicate, counted in pages_dup.  The guest is stopped here,
+ * transport's bulk_inflight), with more queued ahead of it than the
+ * channel delivers in DUP_MIN_WAIT_US, is answered on the urgent channel
+ * as well: a deliberate duplicate, counted in pages_dup.  The guest is stopped here,
  * so both copies are the same bytes; the destination places whichever
  * arrives first and skips the other (EEXIST, uffd.c).  A page already
  * acknowledged gets no reply: it is in the destination's receive queue,
@@ -29,19 +30,33 @@
 #define PUSH_QUEUED UINT64_MAX
 
 /*
- * Is the push's copy of pfn still queued at this end or on the wire?
- * Pages not pushed in post-copy (pre-copy rounds, urgent replies) are not.
+ * A duplicate pays when the push's copy would arrive later than an urgent
+ * reply: when the bytes still ahead of it would take longer than this to
+ * drain at the channel's delivery rate.  An urgent reply costs about a
+ * round trip plus a placement (bench/floors: 40-60 us here); a margin
+ * above that keeps duplicates from taking the link's bandwidth for pages
+ * that were about to arrive anyway (on a 1 Gbit/s link, 300 us is 37 KB).
+ */
+#define DUP_MIN_WAIT_US 300
+
+/*
+ * Is the push's copy of pfn still queued at this end or on the wire, long
+ * enough that an urgent copy would arrive first?  Pages not pushed in
+ * post-copy (pre-copy rounds, urgent replies) are not.
  */
 static bool src_inflight(struct mig_source *s, uint64_t pfn)
 {
 	uint64_t end = s->push_end ? atomic_load_explicit(&s->push_end[pfn], memory_order_acquire) : 0;
-	uint64_t acked;
+	uint64_t acked, rate;
 
 	if (!end)
 		return false;
 	if (end == PUSH_QUEUED || s->p.dup_inflight == MIG_DUP_ALWAYS)
 		return true;
-	return xport_bulk_inflight(s->c.x, NULL, &acked) == 0 && acked < end;
+	if (xport_bulk_inflight(s->c.x, NULL, &acked, &rate) < 0 || acked >= end)
+		return false;
+	/* unknown rate: the bytes are queued, assume they wait */
+	return !rate || (end - acked) * 1000000.0 / rate > DUP_MIN_WAIT_US;
 }
 
 static bool src_dup_allowed(struct mig_source *s)
@@ -54,7 +69,7 @@ static void src_stamp(struct mig_source *s, const uint64_t *pfns, size_t n)
 {
 	uint64_t queued;
 
-	if (!s->push_end || !n || xport_bulk_inflight(s->c.x, &queued, NULL) < 0)
+	if (!s->push_end || !n || xport_bulk_inflight(s->c.x, &queued, NULL, NULL) < 0)
 		return;
 	for (size_t i = 0; i < n; i++)
 		atomic_store_explicit(&s->push_end[pfns[i]], queued, memory_order_release);

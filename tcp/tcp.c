@@ -244,8 +244,9 @@ static uint64_t tcp_bytes(struct xport *x, enum xport_channel ch)
  * bytes_sent counts what was handed to the connection (some may still
  * wait in io_uring's batch); the kernel's tcpi_bytes_acked counts the
  * same stream's bytes from its first, the greeting, so the two compare.
+ * rate must be given with acked.
  */
-static int tcp_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked)
+static int tcp_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked, uint64_t *rate)
 {
 	struct xconn *c = tp(x) ? tp(x)->c[XCH_BULK] : NULL;
 	struct tcp_info ti = { 0 };
@@ -263,6 +264,9 @@ static int tcp_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked)
 	if (len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
 		return -EOPNOTSUPP;
 	*acked = ti.tcpi_bytes_acked;
+	/* the kernel's delivery rate estimate (Linux 4.18); 0 in an older struct */
+	*rate = len >= offsetof(struct tcp_info, tcpi_delivery_rate) + sizeof(ti.tcpi_delivery_rate) ?
+		ti.tcpi_delivery_rate : 0;
 	return 0;
 }
 
