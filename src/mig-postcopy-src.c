@@ -75,6 +75,20 @@ static void src_stamp(struct mig_source *s, const uint64_t *pfns, size_t n)
 		atomic_store_explicit(&s->push_end[pfns[i]], queued, memory_order_release);
 }
 
+/*
+ * Whether a requested page is zero.  The request server starts before the
+ * scan of populated pages (it takes tens of ms for a large guest, and the
+ * destination's first faults would wait for it): until the scan is done
+ * the page itself is looked at (reading a never-touched page maps the
+ * shared zero page, which costs a fault but is correct).
+ */
+static bool src_reply_zero(struct mig_source *s, uint64_t pfn)
+{
+	if (atomic_load_explicit(&s->pc_scanned, memory_order_acquire))
+		return src_page_zero(s, pfn);
+	return mem_page_is_zero(mem_page(&s->c.vm->mem, pfn));
+}
+
 static void *src_urgent_thread(void *arg)
 {
 	struct mig_source *s = arg;
@@ -101,7 +115,7 @@ static void *src_urgent_thread(void *arg)
 				continue;
 		}
 		r = (struct xrun){ .pfn = pfn, .n = 1, .enc = XENC_ZERO };
-		if (!src_page_zero(s, pfn)) {
+		if (!src_reply_zero(s, pfn)) {
 			r.enc = XENC_RAW;
 			r.data = mem_page(&s->c.vm->mem, pfn);
 			r.len = PAGE_SIZE;
@@ -187,6 +201,7 @@ int src_postcopy_early(struct mig_source *s)
 		return 0;
 	src_scan_populated(s);
 	s->scanned = true;
+	atomic_store_explicit(&s->pc_scanned, true, memory_order_release);
 	if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
 		return err_set(-EAGAIN, "cannot start the urgent thread");
 	s->urgent_started = true;
@@ -203,25 +218,32 @@ int src_postcopy(struct mig_source *s)
 {
 	int ret;
 
-	/*
-	 * The guest is stopped here for good, so the map stays true;
-	 * scanning after RESUMED keeps it out of the downtime.
-	 */
-	if (!s->scanned)
-		src_scan_populated(s);
 	/* without it, no duplicates: every push is then taken as delivered */
 	if (!s->push_end && s->p.dup_inflight != MIG_DUP_OFF)
 		s->push_end = calloc(s->c.npages, sizeof(*s->push_end));
 	mig_set_state(&s->c, MIG_POSTCOPY);
 	/* one-sided transports: the destination pulls every page itself */
-	if (xport_caps(s->c.x) & XCAP_ONESIDED)
+	if (xport_caps(s->c.x) & XCAP_ONESIDED) {
+		if (!s->scanned)
+			src_scan_populated(s);
 		return src_complete(s);
+	}
 	for (;;) {
 		ret = 0;
 		if (!s->urgent_started) {
 			if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
 				return err_set(-EAGAIN, "cannot start the urgent thread");
 			s->urgent_started = true;
+		}
+		/*
+		 * The guest is stopped here for good, so the map stays true;
+		 * scanning after RESUMED keeps it out of the downtime, and
+		 * after starting the request server out of the first faults.
+		 */
+		if (!s->scanned) {
+			src_scan_populated(s);
+			s->scanned = true;
+			atomic_store_explicit(&s->pc_scanned, true, memory_order_release);
 		}
 		ret = src_push(s);
 		if (!ret)

@@ -111,6 +111,7 @@ struct mig_source {
 	int resolve_owner;           /* (L) the operator's decision, MIG_OWNER_* */
 	bool cancel_recovery;        /* umig is exiting: do not reconnect */
 	bool scanned;                /* post-copy: populated is final */
+	_Atomic bool pc_scanned;     /* ... and the request server may read it */
 	char unknown_why[256];       /* (L) why the outcome became unknown */
 
 	struct bitmap sent;          /* post-copy: the page is at (or on its way to) dst */
