@@ -69,6 +69,7 @@ FUZZ_DEB_PKGS := clang-14 libclang-rt-14-dev
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
 	src/admit.c \
+	src/beatgap.c \
 	src/bitmap.c \
 	src/buf.c \
 	src/caps.c \
@@ -139,7 +140,7 @@ GUESTS := dirty hello idle memverify regtorture spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
 # Benchmark programs, built with everything (bench/ scripts run them).
-BENCHES := codec-speed
+BENCHES := codec-speed floors
 
 TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))
 # One libFuzzer harness per file, tests/fuzz/fuzz-NAME.c, seeds in

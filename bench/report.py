@@ -8,6 +8,8 @@ dst-timeline.csv, dst-console.txt}, and writes
     DIR/runs.csv       one row per run, every figure
     DIR/summary.md     per link profile: one row per guest/mode/policy,
                        median [min..max] over the repetitions
+    DIR/targets.md     the post-copy targets against the run's floors
+                       (bench/targets.py)
     DIR/*.svg          plots (gnuplot), when gnuplot is installed
 docs/bench.md defines each figure.  Standard library only.
 """
@@ -21,10 +23,14 @@ import statistics
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import targets  # noqa: E402  (bench/targets.py)
+
 FIELDS = [
     "run", "link", "guest", "ram", "mode", "prepaging", "rep", "status", "failed",
-    "failure", "downtime_ms", "blackout_ms", "total_ms", "wire_bytes", "ram_bytes",
-    "bytes_per_ram", "pages_bulk", "pages_urgent", "pages_zero", "pages_resent",
+    "failure", "downtime_ms", "blackout_ms", "switch_gap_ms", "max_beat_gap_ms",
+    "guest_rate_during_postcopy", "total_ms", "wire_bytes", "ram_bytes",
+    "bytes_per_ram", "pages_bulk", "pages_urgent", "pages_zero", "pages_resent", "pages_dup",
     "rounds", "converged", "faults", "fault_us_p50", "fault_us_p99", "fault_us_max",
     "rate_before_hz", "lost_work_s",
 ]
@@ -32,6 +38,9 @@ FIELDS = [
 SUMMARY = [
     ("downtime_ms", "downtime ms", "{:.2f}"),
     ("blackout_ms", "blackout ms", "{:.1f}"),
+    ("switch_gap_ms", "switch gap ms", "{:.1f}"),
+    ("max_beat_gap_ms", "max beat gap ms", "{:.1f}"),
+    ("guest_rate_during_postcopy", "rate in post", "{:.2f}"),
     ("total_ms", "total ms", "{:.0f}"),
     ("bytes_per_ram", "bytes/RAM", "{:.2f}"),
     ("faults", "faults", "{:.0f}"),
@@ -104,9 +113,14 @@ def run_row(d):
     row["run"] = os.path.basename(d)
     for k in ("status", "downtime_ms", "blackout_ms", "total_ms", "wire_bytes", "ram_bytes",
               "pages_bulk", "pages_urgent", "pages_zero", "pages_resent", "rounds",
-              "converged", "faults", "fault_us_p50", "fault_us_p99", "fault_us_max"):
+              "converged", "faults", "fault_us_p50", "fault_us_p99", "fault_us_max",
+              "switch_gap_ms", "max_beat_gap_ms", "guest_rate_during_postcopy", "pages_dup"):
         if k in rec:
             row[k] = rec[k]
+    # the destination's record carries max_beat_gap_ms to 1 s after completion
+    drec = load_json(os.path.join(d, "dst.json")) or {}
+    if "max_beat_gap_ms" in drec:
+        row["max_beat_gap_ms"] = max(float(drec["max_beat_gap_ms"]), float(rec.get("max_beat_gap_ms", 0)))
     failure = []
     if not rec:
         failure.append("no statistics record")
@@ -357,6 +371,7 @@ def main():
     plot_progress(res, raw_dirs, main_guest)
     plot_fault_cdf(res, raw_dirs, main_guest)
     write_summary(res, rows, info)
+    targets.write_targets(res, raw_dirs)
     nfail = sum(int(r["failed"]) for r in rows)
     print("bench/report.py: {} runs ({} failed) -> {}/runs.csv, summary.md{}".format(
         len(rows), nfail, res, ", plots" if shutil.which("gnuplot") else " (no gnuplot: no plots)"))

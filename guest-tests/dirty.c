@@ -16,8 +16,9 @@
  * that kind of content and each store writes a new word of the same kind,
  * so compression and delta encoding see realistic pages.  Prints a line
  * per guest second with the total pages dirtied and the pages dirtied in
- * that second.  Heartbeats after every
- * pass over wss, every 4096 pages, and every guest second.
+ * that second.  Heartbeats every beat_us= of guest time (1000; rt.h), the
+ * beat's value the pages dirtied so far; with beat_us=0 every beat_units=
+ * pages (4096), after every pass over wss, and every guest second.
  *
  * With threads=N the secondary vCPUs 1..N-1 dirty pages too, each with its
  * own PRNG and sequence position, keeping pace with the boot vCPU (so rate
@@ -103,8 +104,10 @@ static void fill_wss(struct dirty *d)
 
 		for (i = 0; i < RT_PAGE_SIZE / 8; i++)
 			w[i] = pagefill_word(k, page, i, 0);
-		if ((page + 1) % 256 == 0)
-			rt_heartbeat();
+		if (rt_beat_timed())
+			rt_tick(0);	/* filling is not the work the rate counts */
+		else if ((page + 1) % 256 == 0)
+			rt_beat(0);
 	}
 }
 
@@ -224,7 +227,7 @@ static int pace_and_report(struct dirty *d)
 				  d->t, n, n - d->last_count);
 			d->last_count = n;
 			d->next_report += RT_NS_PER_S;
-			rt_heartbeat();	/* a slow rate may not fill 4096 pages */
+			rt_beat(d->count);	/* a slow rate may not fill beat_units pages */
 			if (d->secs && d->t >= d->secs)
 				return 1;
 		}
@@ -250,6 +253,7 @@ int main(void)
 
 	if (rc)
 		return rc;
+	rt_beat_init(4096);
 	fill_wss(&shared);   /* before any vCPU dirties it */
 	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
 	d = shared;	/* the boot vCPU works on a copy; shared.count publishes its count */
@@ -261,8 +265,9 @@ int main(void)
 	for (;;) {
 		for (i = 0; i < chunk; i++) {
 			dirty_page(&d, ++d.count);
-			if (d.count % 4096 == 0 || d.count % d.npages == 0)
-				rt_heartbeat();
+			rt_tick(d.count);
+			if (d.count % d.npages == 0 && !rt_beat_timed())
+				rt_beat(d.count);	/* count beats: also every pass */
 		}
 		__atomic_store_n(&shared.count, d.count, __ATOMIC_RELAXED);
 		if (pace_and_report(&d)) {

@@ -235,7 +235,10 @@ static int cli_serve_loop(struct vm *vm, struct control *ctl, struct mig_ctl *mi
 	}
 }
 
-/* The heartbeat timeline as CSV: host CLOCK_MONOTONIC ns, cumulative beats. */
+/*
+ * The heartbeat timeline as CSV: host CLOCK_MONOTONIC ns, cumulative beats,
+ * the guest's progress count.
+ */
 static void cli_write_timeline(struct vm *vm, const char *path)
 {
 	size_t max = 65536, n;
@@ -251,10 +254,10 @@ static void cli_write_timeline(struct vm *vm, const char *path)
 		free(s);
 		return;
 	}
-	fprintf(f, "t_ns,beats\n");
+	fprintf(f, "t_ns,beats,work\n");
 	for (size_t i = 0; i < n; i++)
-		fprintf(f, "%llu,%llu\n", (unsigned long long)s[i].t_ns,
-			(unsigned long long)s[i].beats);
+		fprintf(f, "%llu,%llu,%llu\n", (unsigned long long)s[i].t_ns,
+			(unsigned long long)s[i].beats, (unsigned long long)s[i].work);
 	fclose(f);
 	free(s);
 }

@@ -10,7 +10,12 @@
  *    the migration engine derives guest-perceived blackout;
  *  - the longest gap between beats inside a window the engine opens (e.g.
  *    the post-copy phase, where faults stall the guest).
- * The beat count is device state: it survives snapshot and migration.
+ * The value the guest writes is its running count of work units (the
+ * runtime's rt_tick(); a guest with no finer measure writes its beat
+ * count): the device widens it to 64 bits, so the timeline shows progress
+ * as well as liveness, which a time-based heartbeat alone cannot.
+ * The beat count and the guest's value are device state: they survive
+ * snapshot and migration.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -36,7 +41,7 @@ struct heartbeat {
 
 static void hb_push(struct heartbeat *h, uint64_t t)
 {
-	h->ring[h->head] = (struct hb_sample){ .t_ns = t, .beats = h->st.beats };
+	h->ring[h->head] = (struct hb_sample){ .t_ns = t, .beats = h->st.beats, .work = h->st.work };
 	h->head = (h->head + 1) % HB_RING;
 	if (h->count < HB_RING)
 		h->count++;
@@ -53,6 +58,8 @@ static void hb_out(struct device *d, uint16_t port, unsigned size, uint32_t val)
 		h->st.window_max_gap_ns = t - h->st.last_beat_ns;
 	h->st.beats++;
 	h->st.last_beat_ns = t;
+	/* widen: the difference modulo 2^32 is the progress since the last beat */
+	h->st.work += (uint32_t)(val - h->guest_count);
 	h->guest_count = val;
 	if (!h->st.first_after_resume_ns && h->st.resume_ns)
 		h->st.first_after_resume_ns = t;
@@ -80,6 +87,7 @@ static void hb_resume(struct device *d)
 	pthread_mutex_lock(&h->lock);
 	h->st.resume_ns = t;
 	h->st.first_after_resume_ns = 0;
+	h->st.resume_work = h->st.work;
 	/* a gap spanning the pause is downtime, not a window gap */
 	h->st.last_beat_ns = 0;
 	hb_push(h, t);
@@ -103,6 +111,7 @@ static int hb_load(struct device *d, struct rbuf *r)
 	pthread_mutex_lock(&h->lock);
 	h->st.beats = rbuf_get_u64(r);
 	h->guest_count = rbuf_get_u32(r);
+	h->st.work = h->guest_count;
 	pthread_mutex_unlock(&h->lock);
 	return 0;
 }
@@ -196,4 +205,29 @@ void heartbeat_window(struct pio_bus *b, bool on)
 	if (on)
 		h->st.window_max_gap_ns = 0;
 	pthread_mutex_unlock(&h->lock);
+}
+
+double heartbeat_work_rate(struct pio_bus *b, uint64_t from_ns, uint64_t to_ns)
+{
+	struct heartbeat *h = hb_get(b);
+	struct hb_sample first = { 0 }, last = { 0 };
+	size_t start, n = 0;
+
+	if (!h)
+		return 0;
+	pthread_mutex_lock(&h->lock);
+	start = (h->head + HB_RING - h->count) % HB_RING;
+	for (size_t i = 0; i < h->count; i++) {
+		const struct hb_sample *x = &h->ring[(start + i) % HB_RING];
+
+		if (x->t_ns < from_ns || x->t_ns > to_ns)
+			continue;
+		if (!n++)
+			first = *x;
+		last = *x;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (n < 2 || last.t_ns <= first.t_ns)
+		return 0;
+	return (double)(last.work - first.work) * 1e9 / (double)(last.t_ns - first.t_ns);
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "mig.h"
+#include "umig/beatgap.h"
 
 /* --- source ---------------------------------------------------------------- */
 
@@ -39,13 +40,42 @@ static const char *src_status(struct mig_source *s)
 	}
 }
 
+/*
+ * The guest-perceived figures (beatgap.h): the parts measured on this
+ * host's clock and the destination's, composed.  The undisturbed rate is
+ * the guest's progress over the second before the migration started.
+ */
+static void src_guest_figures(struct mig_source *s, json_t *r, bool post)
+{
+	const struct hb_stats *h = &s->hb_pause;
+	struct beat_parts p = {
+		.src_window_ms = h->window_max_gap_ns / 1e6,
+		.before_pause_ms = h->last_beat_ns && h->pause_ns >= h->last_beat_ns ?
+				   (h->pause_ns - h->last_beat_ns) / 1e6 : 0,
+		.downtime_ms = s->t_resumed ? (s->t_resumed - s->t_pause) / 1e6 : 0,
+		.resume_to_first_ms = dget(s->dest_stats, "resume_to_first_beat_ms"),
+		.dst_window_ms = dget(s->dest_stats, "postcopy_max_beat_gap_ms"),
+	};
+	double before = heartbeat_work_rate(&s->c.vm->bus, s->t_start - MIN(s->t_start, 1000000000ull),
+					    s->t_start);
+	double during = dget(s->dest_stats, "postcopy_work_rate");
+	struct beat_gaps g;
+
+	beat_gaps(&p, &g);
+	json_object_set_new(r, "blackout_ms", json_real(MAX(g.switch_gap_ms, p.dst_window_ms)));
+	json_object_set_new(r, "blackout_before_pause_ms", json_real(p.before_pause_ms));
+	json_object_set_new(r, "switch_gap_ms", json_real(g.switch_gap_ms));
+	json_object_set_new(r, "max_beat_gap_ms", json_real(g.max_beat_gap_ms));
+	json_object_set_new(r, "src_max_beat_gap_ms", json_real(p.src_window_ms));
+	json_object_set_new(r, "guest_rate_before", json_real(before));
+	if (post)
+		json_object_set_new(r, "guest_rate_during_postcopy",
+				    json_real(before > 0 ? during / before : 0));
+}
+
 json_t *src_record(struct mig_source *s)
 {
 	double downtime = s->t_resumed ? (s->t_resumed - s->t_pause) / 1e6 : 0;
-	double gap_before = s->hb_pause.last_beat_ns && s->hb_pause.pause_ns >= s->hb_pause.last_beat_ns ?
-			    (s->hb_pause.pause_ns - s->hb_pause.last_beat_ns) / 1e6 : 0;
-	double switch_gap = gap_before + downtime + dget(s->dest_stats, "resume_to_first_beat_ms");
-	double window_gap = dget(s->dest_stats, "postcopy_max_beat_gap_ms");
 	uint64_t end = s->t_end ? s->t_end : now_ns();
 	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
 	json_t *r;
@@ -54,7 +84,7 @@ json_t *src_record(struct mig_source *s)
 
 	/* the byte counts take the lock themselves: read them first */
 	pthread_mutex_lock(&s->c.lock);
-	r = json_pack("{s:s, s:s, s:s, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+	r = json_pack("{s:s, s:s, s:s, s:I, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
 		      " s:I, s:b, s:I, s:I, s:s, s:s, s:I}",
 		"mode", mig_mode_name(s->p.mode),
 		"status", src_status(s),
@@ -62,7 +92,6 @@ json_t *src_record(struct mig_source *s)
 		"ram_bytes", (json_int_t)s->c.vm->mem.size,
 		"total_ms", (end - s->t_start) / 1e6,
 		"downtime_ms", downtime,
-		"blackout_ms", MAX(switch_gap, window_gap),
 		"precopy_ms", s->t_pause ? (s->t_pause - s->t_start) / 1e6 : (end - s->t_start) / 1e6,
 		"wire_bytes", (json_int_t)(wc + wb + wu),
 		"wire_bytes_control", (json_int_t)wc,
@@ -87,9 +116,10 @@ json_t *src_record(struct mig_source *s)
 			spent < s->c.recover_timeout_ms ? s->c.recover_timeout_ms - spent : 0));
 	}
 	pthread_mutex_unlock(&s->c.lock);
+	src_guest_figures(s, r, post);
 	json_object_set_new(r, "transport", json_string(s->c.x ? s->c.x->ops->name : s->p.transport));
 	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));
-	json_object_set_new(r, "blackout_before_pause_ms", json_real(gap_before));
+	json_object_set_new(r, "pages_dup", json_integer(s->pages_dup));
 	json_object_set_new(r, "recoveries", json_integer(s->recoveries));
 	json_object_set_new(r, "pages_lost_in_flight", json_integer(s->pages_lost_in_flight));
 	json_object_set_new(r, "postcopy_paused_ms", json_integer(s->paused_ms));
@@ -174,12 +204,13 @@ json_t *dst_figures(struct mig_dest *d)
 {
 	struct hb_stats hb = { 0 };
 	double first = 0;
+	json_t *fig;
 
 	if (d->c.vm)
 		heartbeat_stats(&d->c.vm->bus, &hb);
 	if (hb.first_after_resume_ns && hb.first_after_resume_ns >= hb.resume_ns)
 		first = (hb.first_after_resume_ns - hb.resume_ns) / 1e6;
-	return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:o}",
+	fig = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:o}",
 		"faults", (json_int_t)d->faults,
 		"fault_us_p50", lat_percentile(&d->lat, 50),
 		"fault_us_p90", lat_percentile(&d->lat, 90),
@@ -192,6 +223,11 @@ json_t *dst_figures(struct mig_dest *d)
 		"dst_pages_zero", (json_int_t)d->pages_zero,
 		"postcopy_ms", d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0.0,
 		"fault_us_hist", lat_histogram(&d->lat));
+	/* the guest's progress while post-copy ran (work units per second) */
+	if (fig && d->c.vm && d->t_complete > d->t_resume)
+		json_object_set_new(fig, "postcopy_work_rate",
+				    json_real(heartbeat_work_rate(&d->c.vm->bus, d->t_resume, d->t_complete)));
+	return fig;
 }
 
 /* Wait on the context's condition for at most ms (CLOCK_MONOTONIC). */
@@ -284,6 +320,37 @@ static void dst_wait_first_beat(struct mig_dest *d)
 	}
 }
 
+/*
+ * max_beat_gap_ms runs to one second after completion: keep the window
+ * open that long (less if the guest stops or umig exits), then add the
+ * tail to the record and write it again.  The source's record, sent at
+ * COMPLETE, cannot wait for it; docs/metrics.md says which covers what.
+ */
+static void dst_beat_tail(struct mig_dest *d)
+{
+	uint64_t until = d->t_complete + 1000000000ull;
+	struct hb_stats hb;
+	json_t *rec;
+
+	while (now_ns() < until && !d->closing && vm_get_status(d->c.vm) == VM_RUNNING)
+		usleep(10000);
+	heartbeat_stats(&d->c.vm->bus, &hb);
+	heartbeat_window(&d->c.vm->bus, false);
+	rec = json_deep_copy(d->record);
+	if (!rec)
+		return;
+	json_object_set_new(rec, "dst_max_beat_gap_ms", json_real(hb.window_max_gap_ns / 1e6));
+	json_object_set_new(rec, "dst_tail_ms", json_real((MIN(now_ns(), until) - d->t_complete) / 1e6));
+	json_object_set_new(rec, "max_beat_gap_ms",
+			    json_real(MAX(dget(rec, "max_beat_gap_ms"), hb.window_max_gap_ns / 1e6)));
+	pthread_mutex_lock(&d->c.lock);
+	json_decref(d->record);
+	d->record = rec;
+	pthread_mutex_unlock(&d->c.lock);
+	if (d->o.stats_path && mig_write_json(d->o.stats_path, rec) < 0)
+		pr_err("%s", err_msg(-EIO));
+}
+
 static void *dst_complete_thread(void *arg)
 {
 	struct mig_dest *d = arg;
@@ -297,7 +364,6 @@ static void *dst_complete_thread(void *arg)
 	d->t_complete = now_ns();
 	dst_stop_fault_thread(d);
 	dst_wait_first_beat(d);
-	heartbeat_window(&d->c.vm->bus, false);
 	progress_end(&d->c.progress);
 	fig = dst_figures(d);
 	if (d->guest_exited)
@@ -330,6 +396,7 @@ static void *dst_complete_thread(void *arg)
 	mig_set_state(&d->c, MIG_COMPLETED);
 	if (d->o.stats_path && mig_write_json(d->o.stats_path, d->record) < 0)
 		pr_err("%s", err_msg(-EIO));
+	dst_beat_tail(d);
 	return NULL;
 }
 

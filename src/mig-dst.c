@@ -172,8 +172,16 @@ uint64_t mig_dest_pages_absent(struct mig_dest *d)
 
 json_t *mig_dest_query(struct mig_dest *d)
 {
-	json_t *r = d->record && mig_dest_state(d) == MIG_COMPLETED ?
-		    json_incref(d->record) : dst_figures(d);
+	bool done = mig_dest_state(d) == MIG_COMPLETED;
+	json_t *r = NULL;
+
+	/* a copy: the completion thread replaces the record a second after completion */
+	pthread_mutex_lock(&d->c.lock);
+	if (done && d->record)
+		r = json_deep_copy(d->record);
+	pthread_mutex_unlock(&d->c.lock);
+	if (!r)
+		r = dst_figures(d);
 
 	json_object_set_new(r, "status", json_string(mig_state_name(mig_dest_state(d))));
 	return r;
@@ -185,6 +193,7 @@ void mig_dest_free(struct mig_dest *d)
 
 	if (!d)
 		return;
+	d->closing = true;
 	mig_fail(&d->c, -ECANCELED);  /* no-op once completed; wakes every waiter */
 	if (write(d->quit_efd, &one, sizeof(one)) != sizeof(one))
 		pr_debug("incoming: quit eventfd write failed");

@@ -159,6 +159,26 @@ static json_t *get_quiet(const struct mig_params *p)
 	return json_boolean(p->quiet);
 }
 
+static int set_dup(struct mig_params *p, const char *v)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "true"))
+		p->dup_inflight = MIG_DUP_ON;
+	else if (!strcmp(v, "off") || !strcmp(v, "false"))
+		p->dup_inflight = MIG_DUP_OFF;
+	else if (!strcmp(v, "always"))
+		p->dup_inflight = MIG_DUP_ALWAYS;
+	else
+		return err_set(-EINVAL, "dup-inflight: '%s' is not on, off or always", v);
+	return 0;
+}
+
+static json_t *get_dup(const struct mig_params *p)
+{
+	static const char *const names[] = { "on", "off", "always" };
+
+	return json_string(names[p->dup_inflight]);
+}
+
 static const struct migopt migopts[] = {
 	{ "mode", "mode", "MODE", "post|pre|hybrid|stop-copy (default post)", set_mode, get_mode },
 	{ "transport", "transport", "NAME", "page transport: tcp or rdma (default tcp)", set_transport,
@@ -169,6 +189,10 @@ static const struct migopt migopts[] = {
 	{ "prepaging", "prepaging", "POLICY",
 	  "post-copy push order: linear, bubble, bubble-dir (default bubble)", set_prepaging,
 	  get_prepaging },
+	{ "dup-inflight", "dup_inflight", "on|off|always",
+	  "post-copy: a fault on a page still queued behind bulk data is answered on the urgent "
+	  "channel too, a counted duplicate (default on; always: whether queued or not, to "
+	  "test the duplicate path)", set_dup, get_dup },
 	{ "downtime-limit", "downtime_limit_ms", "MS",
 	  "pre-copy stops when the rest fits MS milliseconds (default 300)", set_downtime,
 	  get_downtime },

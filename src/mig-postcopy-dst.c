@@ -9,7 +9,10 @@
  * zero page never populated here (or was placed a moment ago): it is
  * resolved locally.  The bulk receiver (mig-receive.c) places pushed
  * pages concurrently; whoever places a page first wins, the other gets
- * EEXIST, which uffd.c treats as done.
+ * EEXIST, which uffd.c treats as done.  That is also how a deliberate
+ * duplicate (the source answering a request for a page its push sent but
+ * that is still in flight, mig-postcopy-src.c) is ignored: the same bytes
+ * arrive twice, and the second copy finds the page present.
  */
 #include <errno.h>
 #include <poll.h>

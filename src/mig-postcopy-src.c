@@ -3,15 +3,91 @@
  * not yet sent, in pre-paging order, and the server that answers the
  * destination's page requests.
  *
- * Exactly-once: `sent` has a bit per page; whoever sets it first (the
- * push or a request) sends the page, the other skips it.  A request for
- * a page the push already sent gets no reply: the page is on its way and
- * placing it wakes the faulting vCPU.  The request server runs only on
+ * `sent` has a bit per page; whoever sets it first (the push or a
+ * request) sends the page.  A request for a page the push already sent
+ * used to get no reply, the page being on its way; but "on its way" can
+ * mean queued behind megabytes of bulk data in the socket buffer, and the
+ * faulting vCPU waits for all of them.  So the push records where each
+ * page's run ends in the bulk byte stream (push_end), and a request for a
+ * page whose bytes the destination has not yet acknowledged (the
+ * transport's bulk_inflight), with more queued ahead of it than the
+ * channel delivers in DUP_MIN_WAIT_US, is answered on the urgent channel
+ * as well: a deliberate duplicate, counted in pages_dup.  The guest is stopped here,
+ * so both copies are the same bytes; the destination places whichever
+ * arrives first and skips the other (EEXIST, uffd.c).  A page already
+ * acknowledged gets no reply: it is in the destination's receive queue,
+ * ahead of anything sent now.  Duplicates only go to destinations of
+ * protocol 2 or later (umig 0.1's receiver never saw a page twice), and
+ * `--dup-inflight off` turns them off (`always` duplicates every
+ * request for a pushed page, acknowledged or not: for tests).  The request server runs only on
  * transports whose fetches need the source (no XCAP_ONESIDED).
  */
 #include <errno.h>
+#include <stdlib.h>
 
 #include "mig.h"
+
+#define PUSH_QUEUED UINT64_MAX
+
+/*
+ * A duplicate pays when the push's copy would arrive later than an urgent
+ * reply: when the bytes still ahead of it would take longer than this to
+ * drain at the channel's delivery rate.  An urgent reply costs about a
+ * round trip plus a placement (bench/floors: 40-60 us here); a margin
+ * above that keeps duplicates from taking the link's bandwidth for pages
+ * that were about to arrive anyway (on a 1 Gbit/s link, 300 us is 37 KB).
+ */
+#define DUP_MIN_WAIT_US 300
+
+/*
+ * Is the push's copy of pfn still queued at this end or on the wire, long
+ * enough that an urgent copy would arrive first?  Pages not pushed in
+ * post-copy (pre-copy rounds, urgent replies) are not.
+ */
+static bool src_inflight(struct mig_source *s, uint64_t pfn)
+{
+	uint64_t end = s->push_end ? atomic_load_explicit(&s->push_end[pfn], memory_order_acquire) : 0;
+	uint64_t acked, rate;
+
+	if (!end)
+		return false;
+	if (end == PUSH_QUEUED || s->p.dup_inflight == MIG_DUP_ALWAYS)
+		return true;
+	if (xport_bulk_inflight(s->c.x, NULL, &acked, &rate) < 0 || acked >= end)
+		return false;
+	/* unknown rate: the bytes are queued, assume they wait */
+	return !rate || (end - acked) * 1000000.0 / rate > DUP_MIN_WAIT_US;
+}
+
+static bool src_dup_allowed(struct mig_source *s)
+{
+	return s->push_end && s->p.dup_inflight != MIG_DUP_OFF && s->c.x->version > 1;
+}
+
+/* The run of pages that are gathered but not yet stamped: stamp them. */
+static void src_stamp(struct mig_source *s, const uint64_t *pfns, size_t n)
+{
+	uint64_t queued;
+
+	if (!s->push_end || !n || xport_bulk_inflight(s->c.x, &queued, NULL, NULL) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		atomic_store_explicit(&s->push_end[pfns[i]], queued, memory_order_release);
+}
+
+/*
+ * Whether a requested page is zero.  The request server starts before the
+ * scan of populated pages (it takes tens of ms for a large guest, and the
+ * destination's first faults would wait for it): until the scan is done
+ * the page itself is looked at (reading a never-touched page maps the
+ * shared zero page, which costs a fault but is correct).
+ */
+static bool src_reply_zero(struct mig_source *s, uint64_t pfn)
+{
+	if (atomic_load_explicit(&s->pc_scanned, memory_order_acquire))
+		return src_page_zero(s, pfn);
+	return mem_page_is_zero(mem_page(&s->c.vm->mem, pfn));
+}
 
 static void *src_urgent_thread(void *arg)
 {
@@ -21,6 +97,7 @@ static void *src_urgent_thread(void *arg)
 	for (;;) {
 		struct xrun r;
 		uint64_t pfn;
+		bool dup = false;
 		int ret = xport_reap(s->c.x, XQ_URGENT, &ev, -1);
 
 		if (ret <= 0 || ev.kind != XEV_REQ) {
@@ -31,14 +108,18 @@ static void *src_urgent_thread(void *arg)
 		pfn = ev.run.pfn;
 		s->requests++;
 		prepage_fault(s->pp, pfn);
-		if (bitmap_test_and_set(&s->sent, pfn))
-			continue;   /* the push sent it already */
+		if (bitmap_test_and_set(&s->sent, pfn)) {
+			/* the push sent it: answer too only if it is still queued */
+			dup = src_dup_allowed(s) && src_inflight(s, pfn);
+			if (!dup)
+				continue;
+		}
 		r = (struct xrun){ .pfn = pfn, .n = 1, .enc = XENC_ZERO };
-		if (!src_page_zero(s, pfn)) {
+		if (!src_reply_zero(s, pfn)) {
 			r.enc = XENC_RAW;
 			r.data = mem_page(&s->c.vm->mem, pfn);
 			r.len = PAGE_SIZE;
-			if (bitmap_test_and_set(&s->ever, pfn))
+			if (!dup && bitmap_test_and_set(&s->ever, pfn))
 				s->pages_resent++;
 		}
 		if (xport_reply(s->c.x, &r) < 0) {
@@ -46,31 +127,53 @@ static void *src_urgent_thread(void *arg)
 			break;
 		}
 		s->pages_urgent++;
-		pr_debug("migration: urgent page %llu", (unsigned long long)pfn);
+		if (dup)
+			s->pages_dup++;
+		pr_debug("migration: urgent page %llu%s", (unsigned long long)pfn,
+			 dup ? " (a duplicate of an in-flight push)" : "");
 	}
 	return NULL;
 }
 
+/*
+ * Push every page not yet sent.  Each page is marked PUSH_QUEUED before
+ * it joins a run and stamped with the bulk offset once its run has been
+ * handed to the transport (after the flush that src_acc_add() may do
+ * when a page does not extend the run, or the one below).  A request
+ * that finds the bit set before PUSH_QUEUED is stored reads 0 and gets no
+ * duplicate, as before duplicates existed: a window of nanoseconds.
+ */
 static int src_push(struct mig_source *s)
 {
 	struct run_acc a = { 0 };
-	uint64_t pushed = 0, pfn;
+	uint64_t pushed = 0, pfn, open[256];
+	size_t nopen = 0;
 	int ret;
 
 	while ((pfn = prepage_next(s->pp)) < s->c.npages) {
 		if (bitmap_test_and_set(&s->sent, pfn))
 			continue;
+		if (s->push_end)
+			atomic_store_explicit(&s->push_end[pfn], PUSH_QUEUED, memory_order_release);
 		ret = src_acc_add(s, &a, pfn);
 		if (ret < 0)
 			return ret;
+		if (a.n == 1) {   /* a new run: the pages before it were flushed */
+			src_stamp(s, open, nopen);
+			nopen = 0;
+		}
+		open[nopen++] = pfn;
 		/*
 		 * A page in an open run is marked sent but not yet on the wire,
 		 * and a fault on it waits for the run: keep runs short (a zero
 		 * run once grew over the whole untouched half of RAM, and one
 		 * fault waited 2.3 s for it).
 		 */
-		if (a.n >= (a.enc == XENC_RAW ? 16 : 256))
+		if (a.n >= (a.enc == XENC_RAW ? 16 : 256) || nopen == ARRAY_SIZE(open)) {
 			ret = src_acc_flush(s, &a);
+			src_stamp(s, open, nopen);
+			nopen = 0;
+		}
 		if (ret < 0)
 			return ret;
 		if (!(++pushed & 1023))
@@ -78,6 +181,7 @@ static int src_push(struct mig_source *s)
 					mig_bytes(&s->c, XCH_BULK), s->requests, false);
 	}
 	ret = src_acc_flush(s, &a);
+	src_stamp(s, open, nopen);
 	if (!ret)
 		ret = xport_mark(s->c.x, MARK_BULK_END, 0);
 	if (!ret)
@@ -97,6 +201,7 @@ int src_postcopy_early(struct mig_source *s)
 		return 0;
 	src_scan_populated(s);
 	s->scanned = true;
+	atomic_store_explicit(&s->pc_scanned, true, memory_order_release);
 	if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
 		return err_set(-EAGAIN, "cannot start the urgent thread");
 	s->urgent_started = true;
@@ -113,22 +218,32 @@ int src_postcopy(struct mig_source *s)
 {
 	int ret;
 
-	/*
-	 * The guest is stopped here for good, so the map stays true;
-	 * scanning after RESUMED keeps it out of the downtime.
-	 */
-	if (!s->scanned)
-		src_scan_populated(s);
+	/* without it, no duplicates: every push is then taken as delivered */
+	if (!s->push_end && s->p.dup_inflight != MIG_DUP_OFF)
+		s->push_end = calloc(s->c.npages, sizeof(*s->push_end));
 	mig_set_state(&s->c, MIG_POSTCOPY);
 	/* one-sided transports: the destination pulls every page itself */
-	if (xport_caps(s->c.x) & XCAP_ONESIDED)
+	if (xport_caps(s->c.x) & XCAP_ONESIDED) {
+		if (!s->scanned)
+			src_scan_populated(s);
 		return src_complete(s);
+	}
 	for (;;) {
 		ret = 0;
 		if (!s->urgent_started) {
 			if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
 				return err_set(-EAGAIN, "cannot start the urgent thread");
 			s->urgent_started = true;
+		}
+		/*
+		 * The guest is stopped here for good, so the map stays true;
+		 * scanning after RESUMED keeps it out of the downtime, and
+		 * after starting the request server out of the first faults.
+		 */
+		if (!s->scanned) {
+			src_scan_populated(s);
+			s->scanned = true;
+			atomic_store_explicit(&s->pc_scanned, true, memory_order_release);
 		}
 		ret = src_push(s);
 		if (!ret)

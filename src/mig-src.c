@@ -65,6 +65,8 @@ static void *mig_source_thread(void *arg)
 	int ret;
 
 	s->t_start = now_ns();
+	/* the source's part of max_beat_gap_ms: start -> pause (mig-complete.c) */
+	heartbeat_window(&s->c.vm->bus, true);
 	err_clear();
 	ret = src_run(s);
 	progress_end(&s->c.progress);
@@ -89,6 +91,7 @@ static void src_free(struct mig_source *s)
 {
 	prepage_destroy(s->pp);
 	bitmap_free(&s->sent);
+	free((void *)s->push_end);
 	bitmap_free(&s->ever);
 	bitmap_free(&s->populated);
 	bitmap_free(&s->dirty);

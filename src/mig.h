@@ -111,6 +111,7 @@ struct mig_source {
 	int resolve_owner;           /* (L) the operator's decision, MIG_OWNER_* */
 	bool cancel_recovery;        /* umig is exiting: do not reconnect */
 	bool scanned;                /* post-copy: populated is final */
+	_Atomic bool pc_scanned;     /* ... and the request server may read it */
 	char unknown_why[256];       /* (L) why the outcome became unknown */
 
 	struct bitmap sent;          /* post-copy: the page is at (or on its way to) dst */
@@ -120,6 +121,13 @@ struct mig_source {
 	struct dirty_tracker tracker;
 	bool tracking;
 	struct prepage *pp;
+	/*
+	 * Post-copy in-flight tracking (mig-postcopy-src.c): per page the
+	 * bulk stream's byte offset just past the run that pushed it;
+	 * PUSH_QUEUED while its run is still being gathered, 0 if it was not
+	 * pushed in post-copy.
+	 */
+	_Atomic uint64_t *push_end;
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
@@ -131,6 +139,7 @@ struct mig_source {
 	char paused_why[256];        /* (L) what broke */
 	uint64_t pages_bulk, pages_zero, pages_resent;
 	_Atomic uint64_t pages_urgent, requests;
+	_Atomic uint64_t pages_dup;    /* urgent replies that duplicate an in-flight push */
 	unsigned rounds;
 	bool converged;
 	uint64_t remaining_at_stop;  /* pages sent during the downtime */
@@ -209,6 +218,7 @@ struct mig_dest {
 	unsigned rounds;
 	json_t *record;
 	bool vm_handed;              /* the caller owns c.vm */
+	_Atomic bool closing;        /* mig_dest_free() runs: stop waiting */
 };
 
 static inline bool dst_postcopy_mode(const struct mig_dest *d)

@@ -13,8 +13,11 @@
  * the frame buffer of its queue and stays valid until the next reap.
  */
 #include <errno.h>
+#include <linux/tcp.h>	/* struct tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "tcp.h"
 #include "umig/log.h"
@@ -240,6 +243,37 @@ static uint64_t tcp_bytes(struct xport *x, enum xport_channel ch)
 	return c ? c->bytes_sent + c->bytes_recv : 0;
 }
 
+/*
+ * What the bulk connection has queued and what the peer acknowledged.
+ * bytes_sent counts what was handed to the connection (some may still
+ * wait in io_uring's batch); the kernel's tcpi_bytes_acked counts the
+ * same stream's bytes from its first, the greeting, so the two compare.
+ * rate must be given with acked.
+ */
+static int tcp_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked, uint64_t *rate)
+{
+	struct xconn *c = tp(x) ? tp(x)->c[XCH_BULK] : NULL;
+	struct tcp_info ti = { 0 };
+	socklen_t len = sizeof(ti);
+
+	if (!c)
+		return -ENOTCONN;
+	if (queued)	/* the pushing thread's own counter: only it asks for it */
+		*queued = c->bytes_sent;
+	if (!acked)
+		return 0;
+	/* takes the socket's lock: never on the pushing thread's every run */
+	if (getsockopt(xconn_fd(c), IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return -errno;
+	if (len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+		return -EOPNOTSUPP;
+	*acked = ti.tcpi_bytes_acked;
+	/* the kernel's delivery rate estimate (Linux 4.18); 0 in an older struct */
+	*rate = len >= offsetof(struct tcp_info, tcpi_delivery_rate) + sizeof(ti.tcpi_delivery_rate) ?
+		ti.tcpi_delivery_rate : 0;
+	return 0;
+}
+
 static void tcp_shutdown(struct xport *x)
 {
 	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++)
@@ -268,6 +302,7 @@ const struct xport_ops xport_tcp_ops = {
 	.fetch = tcp_fetch,
 	.reap = tcp_reap,
 	.queue_fd = tcp_queue_fd,
+	.bulk_inflight = tcp_bulk_inflight,
 	.bytes = tcp_bytes,
 	.shutdown = tcp_shutdown,
 	.close = tcp_close,

@@ -618,6 +618,33 @@ static void test_heartbeat_window_max_gap(void **state)
 	assert_true(st.window_max_gap_ns == 0);
 }
 
+/* The guest's value is its progress count: widened across 2^32, and a rate. */
+static void test_heartbeat_work_widened_and_rated(void **state)
+{
+	struct t_ctx *t = *state;
+	struct hb_stats st;
+	uint64_t h0, h1;
+	double rate;
+
+	h0 = now_ns();
+	t_beat(&t->vm->bus, 0xfffffff0u);
+	t_sleep_ms(20);
+	t_beat(&t->vm->bus, 0x10u);	/* wrapped: 0x20 units of progress */
+	h1 = now_ns();
+	heartbeat_stats(&t->vm->bus, &st);
+	assert_true(st.work == 0x100000010ull);
+	rate = heartbeat_work_rate(&t->vm->bus, h0, h1);
+	/* 0x20 units over >= 20 ms: at most 1600 units/s, and not zero */
+	assert_true(rate > 0 && rate <= 0x20 * 1000.0 / 20);
+	/* one sample (or none) in the range: no rate */
+	assert_true(heartbeat_work_rate(&t->vm->bus, h1 + 1, h1 + 2) == 0);
+	/* the resume remembers where progress stood */
+	devices_pause(&t->vm->bus);
+	devices_resume(&t->vm->bus);
+	heartbeat_stats(&t->vm->bus, &st);
+	assert_true(st.resume_work == 0x100000010ull);
+}
+
 /* A gap that spans a pause is downtime, not a stall inside the window. */
 static void test_heartbeat_gap_across_pause_not_counted(void **state)
 {
@@ -850,6 +877,7 @@ int main(void)
 		T_CASE(test_heartbeat_samples_rate_limited),
 		T_CASE(test_heartbeat_pause_resume_marks),
 		T_CASE(test_heartbeat_window_max_gap),
+		T_CASE(test_heartbeat_work_widened_and_rated),
 		T_CASE(test_heartbeat_gap_across_pause_not_counted),
 		T_CASE(test_heartbeat_count_survives_save_load),
 		T_CASE(test_exit_port_ends_vm),

@@ -84,6 +84,111 @@ void rt_heartbeat(void)
 	outl(UMIG_PORT_HEARTBEAT, (uint32_t)rt_beats);
 }
 
+/* --- the time-based heartbeat (rt.h) -------------------------------------- */
+
+#define RT_TICK_MAX 65536u	/* count beats: ticks per slow path, at most */
+#define RT_TSC_EVERY 4u		/* time beats: ticks between TSC reads */
+
+u32 rt_tick_left = 1;		/* the first tick initialises with defaults */
+static int rt_beat_ready;
+static u64 rt_beat_ns = 1000000;	/* 0: beats by count */
+static u64 rt_beat_units = 4096;
+static u64 rt_tsc_gate;		/* TSC ticks between clock reads (~beat_us / 8) */
+static u64 rt_last_tsc, rt_last_beat_ns;
+
+static inline u64 rt_rdtsc(void)
+{
+	u32 lo, hi;
+
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return (u64)hi << 32 | lo;
+}
+
+/*
+ * TSC ticks per beat_us / 8, measured against the guest clock over about
+ * a millisecond (bounded).  The TSC is only a cheap gate in front of the
+ * clock, which decides every beat: it need not be continuous across a
+ * migration (it is not), and a wrong rate only makes reads more or less
+ * frequent.
+ */
+static void rt_tsc_calibrate(void)
+{
+	u64 c0 = rt_clock_ns(), t0 = rt_rdtsc(), c1 = c0, t1 = t0;
+
+	for (int i = 0; i < 100000 && c1 - c0 < 1000000; i++) {
+		c1 = rt_clock_ns();
+		t1 = rt_rdtsc();
+	}
+	rt_tsc_gate = c1 > c0 && t1 > t0 ? (t1 - t0) * (rt_beat_ns / 8) / (c1 - c0) : 0;
+}
+
+void rt_beat_init(u64 default_units)
+{
+	rt_beat_ns = rt_arg_u64("beat_us", 1000) * 1000;
+	rt_beat_units = rt_arg_u64("beat_units", default_units);
+	if (!rt_beat_units)
+		rt_beat_units = 1;
+	if (rt_beat_ns)
+		rt_tsc_calibrate();
+	rt_last_tsc = rt_rdtsc();
+	rt_last_beat_ns = rt_clock_ns();
+	rt_tick_left = rt_beat_ns ? RT_TSC_EVERY :
+		       (u32)(rt_beat_units < RT_TICK_MAX ? rt_beat_units : RT_TICK_MAX);
+	rt_beat_ready = 1;
+}
+
+int rt_beat_timed(void)
+{
+	return rt_beat_ns != 0;
+}
+
+u64 rt_beat_us(void)
+{
+	return rt_beat_ns / 1000;
+}
+
+void rt_beat(u64 work)
+{
+	rt_beats++;
+	outl(UMIG_PORT_HEARTBEAT, (uint32_t)work);
+	if (rt_beat_ns)
+		rt_last_beat_ns = rt_clock_ns();
+}
+
+/*
+ * Time beats: every RT_TSC_EVERY ticks read the TSC (no exit to umig);
+ * once about beat_us / 8 of it has passed, or it ran backwards (a
+ * migration to another host), read the clock and beat if beat_us of guest
+ * time has passed since the last beat.  Counting ticks alone between
+ * clock reads would not do: a guest slowed by post-copy faults (100 µs
+ * each) would take many milliseconds over a count tuned at full speed, and
+ * its gaps would be the runtime's, not umig's.
+ */
+void rt_tick_slow(u64 work)
+{
+	u64 tsc, now;
+
+	if (!rt_beat_ready)
+		rt_beat_init(4096);
+	if (!rt_beat_ns) {
+		rt_beats++;
+		outl(UMIG_PORT_HEARTBEAT, (uint32_t)work);
+		rt_tick_left = (u32)(rt_beat_units < RT_TICK_MAX ? rt_beat_units : RT_TICK_MAX);
+		return;
+	}
+	rt_tick_left = RT_TSC_EVERY;
+	tsc = rt_rdtsc();
+	if (tsc >= rt_last_tsc && tsc - rt_last_tsc < rt_tsc_gate)
+		return;
+	rt_last_tsc = tsc;
+	now = rt_clock_ns();
+	if (now - rt_last_beat_ns >= rt_beat_ns) {
+		rt_beats++;
+		outl(UMIG_PORT_HEARTBEAT, (uint32_t)work);
+		rt_last_beat_ns = now;
+	}
+}
+
 _Noreturn void rt_exit(int code)
 {
 	outl(UMIG_PORT_EXIT, (uint32_t)code);

@@ -65,6 +65,31 @@ void rt_sleep_us(uint32_t us);		/* may return early */
 void rt_heartbeat(void);
 _Noreturn void rt_exit(int code);	/* code 0..255 */
 
+/*
+ * The time-based heartbeat.  A guest calls rt_tick(work) after each unit of
+ * work (a page dirtied, a page checked) with its running count of units;
+ * the runtime beats once every beat_us= microseconds of guest time
+ * (default 1000), writing `work` as the beat's value, so umig's timeline
+ * shows both liveness (beats) and progress (work).  A tick costs a
+ * decrement and a branch; every fourth reads the TSC (no exit to umig),
+ * and about eight times per beat interval of TSC time the guest clock,
+ * which decides the beats.  beat_us=0 selects beats by count instead: one every
+ * beat_units= ticks (the guest's default, e.g. 4096 pages for dirty).
+ * Only the boot vCPU may tick (the clock is the boot vCPU's).
+ */
+extern u32 rt_tick_left;
+void rt_tick_slow(u64 work);
+void rt_beat_init(u64 default_units);	/* reads beat_us= and beat_units= */
+int rt_beat_timed(void);		/* 1: beats every beat_us; 0: by count */
+u64 rt_beat_us(void);
+void rt_beat(u64 work);			/* beat now with this progress value */
+
+static inline void rt_tick(u64 work)
+{
+	if (__builtin_expect(--rt_tick_left == 0, 0))
+		rt_tick_slow(work);
+}
+
 /* --- boot params ------------------------------------------------------- */
 
 /*

@@ -75,6 +75,7 @@ uint64_t clock_guest_ns(struct pio_bus *b);
 struct hb_sample {
 	uint64_t t_ns;    /* host CLOCK_MONOTONIC */
 	uint64_t beats;   /* cumulative heartbeats at t_ns */
+	uint64_t work;    /* the guest's progress count at t_ns (its beat values, widened) */
 };
 
 struct hb_stats {
@@ -84,6 +85,8 @@ struct hb_stats {
 	uint64_t resume_ns;          /* host time of the latest resume */
 	uint64_t first_after_resume_ns; /* first beat after that resume (0: none yet) */
 	uint64_t window_max_gap_ns;  /* longest gap between beats inside the window */
+	uint64_t work;               /* the guest's progress count: its beat values, widened to 64 bits */
+	uint64_t resume_work;        /* work at the latest resume */
 };
 
 int heartbeat_register(struct pio_bus *b, struct vm *vm);
@@ -91,8 +94,17 @@ void heartbeat_stats(struct pio_bus *b, struct hb_stats *out);
 /* Copy up to max samples newer than since_ns, oldest first; returns count. */
 size_t heartbeat_samples(struct pio_bus *b, uint64_t since_ns,
 			 struct hb_sample *out, size_t max);
-/* Start/stop measuring the longest gap between beats (e.g. during post-copy). */
+/*
+ * Start/stop measuring the longest gap between beats (e.g. during post-copy).
+ * The window stays open across a pause and a resume, but a gap that spans
+ * them is not counted (it is the switchover's, measured in parts).
+ */
 void heartbeat_window(struct pio_bus *b, bool on);
+/*
+ * The guest's progress rate (work units per second of host time) over the
+ * samples in [from_ns, to_ns]; 0 with fewer than two samples there.
+ */
+double heartbeat_work_rate(struct pio_bus *b, uint64_t from_ns, uint64_t to_ns);
 
 /* --- exit device (port 0x501) --- */
 int exit_register(struct pio_bus *b, struct vm *vm);

@@ -61,7 +61,10 @@ struct mig_params {
 	unsigned recover_timeout_ms; /* post-copy: how long to try to recover a broken link */
 	char stats_path[1024];       /* "" = none */
 	bool quiet;                  /* no progress line */
+	int dup_inflight;            /* post-copy: urgent duplicates of in-flight pages, MIG_DUP_* */
 };
+
+enum { MIG_DUP_ON = 0, MIG_DUP_OFF = 1, MIG_DUP_ALWAYS = 2 };
 
 #define MIG_PEER_TIMEOUT_DEFAULT_MS 5000
 #define MIG_RECOVER_TIMEOUT_DEFAULT_MS (10 * 60 * 1000)

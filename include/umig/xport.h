@@ -40,6 +40,7 @@
 #ifndef UMIG_XPORT_H
 #define UMIG_XPORT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -102,6 +103,16 @@ struct xport_ops {
 	uint64_t (*bytes)(struct xport *x, enum xport_channel ch);
 	void (*shutdown)(struct xport *x);
 	void (*close)(struct xport *x);
+	/*
+	 * Optional (NULL: unknown).  Source: bytes handed to the bulk channel
+	 * so far, how many of them the peer has acknowledged (a run whose
+	 * last byte lies beyond *acked is still queued here or on the wire),
+	 * and the rate the channel delivers at, bytes/s (0: not known yet).
+	 * queued may be NULL, and must be for any thread but the pushing one;
+	 * acked may be NULL (asking for it may cost a lock on the connection),
+	 * and rate is only filled with acked.
+	 */
+	int (*bulk_inflight)(struct xport *x, uint64_t *queued, uint64_t *acked, uint64_t *rate);
 };
 
 struct xport {
@@ -178,6 +189,13 @@ static inline int xport_reap(struct xport *x, enum xq q, struct xev *ev, int tim
 
 /* Readable when a reap of q may find a completion (for poll()). */
 static inline int xport_queue_fd(struct xport *x, enum xq q) { return x->ops->queue_fd(x, q); }
+
+/* -EOPNOTSUPP when the transport cannot tell (see xport_ops.bulk_inflight). */
+static inline int xport_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked,
+				      uint64_t *rate)
+{
+	return x->ops->bulk_inflight ? x->ops->bulk_inflight(x, queued, acked, rate) : -EOPNOTSUPP;
+}
 
 /* Bytes sent plus received on a channel (control included). */
 uint64_t xport_bytes(struct xport *x, enum xport_channel ch);
