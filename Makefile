@@ -52,7 +52,7 @@ LIBS    := -lunicorn -luring -ljansson -lxxhash -lgnutls -llz4 -lzstd -lpthread 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
 	    liburing-dev libjansson-dev libxxhash-dev libgnutls28-dev liblz4-dev libzstd-dev \
-	    iproute2 jq python3
+	    iproute2 jq python3 gnutls-bin
 # ... and those only `make fuzz` needs (libFuzzer is in the clang runtime).
 FUZZ_DEB_PKGS := clang-14 libclang-rt-14-dev
 
@@ -107,6 +107,7 @@ LIB_SRCS := \
 	src/xport.c \
 	tcp/conn.c \
 	tcp/tcp.c \
+	tcp/tls.c \
 	tcp/uring.c
 
 # One file per verb, plus main (sorted).
@@ -115,6 +116,7 @@ CLI_SRCS := \
 	src/cli-common.c \
 	src/cli-ctl.c \
 	src/cli-incoming.c \
+	src/cli-keygen.c \
 	src/cli-migrate.c \
 	src/cli-restore.c \
 	src/cli-run.c \

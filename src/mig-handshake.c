@@ -34,6 +34,10 @@ static int hs_expect(struct mig_source *s, struct proto_msg *m, uint16_t type)
 	if (ret == -ETIMEDOUT)
 		return err_set(ret, "the destination did not answer the handshake within %d s",
 			       MIG_HANDSHAKE_TIMEOUT_MS / 1000);
+	if (!s->c.sec && (ret == -ECONNRESET || ret == -EPIPE))
+		return err_set(ret, "authentication failed: the destination closed the connection "
+			       "during the handshake (a destination with --auth-key or --tls-creds "
+			       "drops a source without them)");
 	if (ret < 0)
 		return err_set(ret, "handshake: %s", err_msg(ret));
 	if (m->type == MSG_ERROR) {
@@ -58,7 +62,8 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 {
 	struct proto_hello2 h = {
 		.min_version = 2, .max_version = PROTO_VERSION_MAX,
-		.offered = FEAT_KNOWN & ~FEAT_HELLO2, .required = 0,
+		.offered = FEAT_KNOWN & ~FEAT_HELLO2 & ~(s->c.sec ? 0 : FEAT_TLS),
+		.required = s->c.sec ? FEAT_TLS : 0,
 	};
 	struct proto_hello2_ack a;
 	struct wbuf w;
@@ -82,7 +87,9 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 	/* what a reconnection must prove it knows (mig-recover.c) */
 	if (gnutls_rnd(GNUTLS_RND_KEY, s->c.secret, sizeof(s->c.secret)) < 0)
 		return err_set(-EIO, "cannot draw the migration's secret");
-	return xport_ctl_send(s->c.x, MSG_SECRET, s->c.secret, sizeof(s->c.secret));
+	ret = xport_ctl_send(s->c.x, MSG_SECRET, s->c.secret, sizeof(s->c.secret));
+	/* under TLS the secret is worth nothing without this TLS session */
+	return ret < 0 ? ret : xport_bind_secret(s->c.x, s->c.secret);
 }
 
 int src_handshake(struct mig_source *s)
@@ -100,7 +107,7 @@ int src_handshake(struct mig_source *s)
 	if (getrandom(&session, sizeof(session), 0) != sizeof(session))
 		session = now_realtime_ns();
 	ret = xport_connect(&s->c.x, s->p.transport, s->p.host, s->p.port, session,
-			    MIG_CONNECT_TIMEOUT_MS);
+			    MIG_CONNECT_TIMEOUT_MS, s->c.sec);
 	if (ret < 0)
 		return ret;
 	s->c.x->npages = s->c.npages;
@@ -161,7 +168,10 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	if (!ret)
 		ret = proto_decode_hello2(m, &h);
 	if (!ret)
-		ret = proto_negotiate(&h, FEAT_KNOWN & ~FEAT_HELLO2, &a);
+		ret = proto_negotiate(&h, FEAT_KNOWN & ~FEAT_HELLO2 & ~(d->c.sec ? 0 : FEAT_TLS), &a);
+	if (!ret && d->c.sec && !(a.features & FEAT_TLS))
+		ret = err_set(-EPROTO, "this destination runs TLS and the source does not bind its "
+			      "channels to the session (FEAT_TLS)");
 	if (ret < 0)
 		return ret;
 	wbuf_init(&w);
@@ -177,7 +187,7 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 		ret = err_set(-EPROTO, "expected the migration's secret, got message type %u", m->type);
 	if (!ret)
 		memcpy(d->c.secret, m->payload, sizeof(d->c.secret));
-	return ret;
+	return ret < 0 ? ret : xport_bind_secret(d->c.x, d->c.secret);
 }
 
 int dst_handshake(struct mig_dest *d, int lfd)
@@ -187,7 +197,7 @@ int dst_handshake(struct mig_dest *d, int lfd)
 	uint8_t ack[8] = { 0 };
 	int ret;
 
-	ret = xport_accept(&d->c.x, d->o.transport, lfd, -1);
+	ret = xport_accept(&d->c.x, d->o.transport, lfd, -1, d->c.sec);
 	if (!ret)
 		ret = xport_ctl_recv(d->c.x, &m, MIG_HANDSHAKE_TIMEOUT_MS);
 	if (ret == -ETIMEDOUT)

@@ -63,7 +63,10 @@ static void *dst_fault_thread(void *arg)
 			{ .fd = d->quit_efd, .events = POLLIN },
 		};
 
-		if (poll(p, 3, -1) < 0) {
+		/* TLS may hold a decrypted reply that poll() cannot see */
+		bool pending = xport_pending(d->c.x, XQ_URGENT);
+
+		if (poll(p, 3, pending ? 0 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			ret = -errno;
@@ -79,7 +82,7 @@ static void *dst_fault_thread(void *arg)
 			if (n < 0)
 				ret = n;
 		}
-		if (!ret && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+		if (!ret && (pending || (p[1].revents & (POLLIN | POLLHUP | POLLERR)))) {
 			ret = xport_reap(d->c.x, XQ_URGENT, &ev, -1);
 			ret = ret > 0 ? dst_handle_reply(d, &ev) : ret ? ret : -EIO;
 		}

@@ -57,6 +57,9 @@ int proto_recv_greeting(struct xconn *x, enum xport_channel *ch, uint64_t *sessi
 	version = rbuf_get_u16(&r);
 	c = rbuf_get_u16(&r);
 	*session = rbuf_get_u64(&r);
+	if (magic != PROTO_MAGIC && g[0] == 0x16 && g[1] == 0x03)
+		return err_set(-EPROTO, "authentication failed: the peer starts TLS and this side has "
+			       "no credentials (give --auth-key FILE or --tls-creds DIR)");
 	if (magic != PROTO_MAGIC)
 		return err_set(-EPROTO, "not a umig migration stream (bad magic 0x%08x)", magic);
 	if (version < 1 || version > PROTO_VERSION_MAX)
@@ -87,15 +90,12 @@ int proto_send2(struct xconn *x, uint16_t type, const void *a, uint32_t alen,
 		const void *b, uint32_t blen)
 {
 	uint8_t h[PROTO_HDR_LEN];
-	int ret;
+	struct iovec iov[3] = {
+		{ h, sizeof(h) }, { (void *)a, alen }, { (void *)b, blen },
+	};
 
 	proto_header(h, type, alen + blen);
-	ret = xconn_send(x, h, sizeof(h));
-	if (!ret && alen)
-		ret = xconn_send(x, a, alen);
-	if (!ret && blen)
-		ret = xconn_send(x, b, blen);
-	return ret;
+	return xconn_sendv(x, iov, 3);
 }
 
 /* Smallest and largest payload each type may carry. */
@@ -115,6 +115,7 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	case MSG_RECOVER_AUTH: return len == PROTO_MAC_LEN;
 	case MSG_RECOVER_STATE: return len >= 4 && (len - 4) % 12 == 0;
 	case MSG_SECRET: return len == PROTO_SECRET_LEN;
+	case MSG_BIND: return len == PROTO_MAC_LEN;
 	case MSG_STATE: return len > 0 && len <= (1u << 20);
 	case MSG_DISCARD: return len % 12 == 0;
 	case MSG_SRC_STATS: case MSG_COMPLETE: return len <= (1u << 20);

@@ -42,6 +42,8 @@ static int tcp_send(struct xconn *x, const void *buf, size_t len)
 {
 	struct tcp_conn *t = tx(x);
 
+	if (t->tls)
+		return tcp_tls_send(t, buf, len);
 	if (t->ring)
 		return tcp_uring_send(t, buf, len);
 	while (len) {
@@ -58,6 +60,19 @@ static int tcp_send(struct xconn *x, const void *buf, size_t len)
 	return 0;
 }
 
+static int tcp_sendv(struct xconn *x, const struct iovec *iov, int n)
+{
+	struct tcp_conn *t = tx(x);
+	int ret = 0;
+
+	if (t->tls)
+		return tcp_tls_sendv(t, iov, n);
+	for (int i = 0; i < n && !ret; i++)
+		if (iov[i].iov_len)
+			ret = tcp_send(x, iov[i].iov_base, iov[i].iov_len);
+	return ret;
+}
+
 static int tcp_wait(int fd, short events, int timeout_ms);
 
 /* Exact receive; -EPIPE on a clean close, -ETIMEDOUT past the deadline. */
@@ -65,6 +80,8 @@ static int tcp_recv(struct xconn *x, void *buf, size_t len)
 {
 	int fd = tx(x)->fd;
 
+	if (tx(x)->tls)
+		return tcp_tls_recv(tx(x), x->timeout_ms, buf, len);
 	if (x->timeout_ms < 0)
 		return read_full(fd, buf, len);
 	for (size_t got = 0; len;) {
@@ -116,6 +133,7 @@ static void tcp_close(struct xconn *x)
 		shutdown(t->fd, SHUT_RDWR);
 	if (t->ring)
 		tcp_uring_destroy(t);
+	tcp_tls_free(t);
 	close(t->fd);
 	free(t);
 	free(x);
@@ -124,6 +142,7 @@ static void tcp_close(struct xconn *x)
 static const struct xconn_ops tcp_ops = {
 	.name = "tcp",
 	.send = tcp_send,
+	.sendv = tcp_sendv,
 	.recv = tcp_recv,
 	.flush = tcp_flush,
 	.fd = tcp_fd,
@@ -158,12 +177,27 @@ void xconn_tcp_set_channel(struct xconn *x, enum xport_channel ch)
 	}
 	if (ch == XCH_BULK) {
 		setsockopt(t->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-		int ret = t->ring ? 0 : tcp_uring_init(t);
+		/* io_uring cannot encrypt: a TLS bulk channel sends through GnuTLS */
+		int ret = t->ring || t->tls ? 0 : tcp_uring_init(t);
 
 		if (ret < 0)
 			pr_warn("io_uring unavailable for the bulk channel (%s); using send(2)",
 				err_msg(ret));
 	}
+}
+
+void xconn_tcp_peer_name(struct xconn *x, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+
+	if (getpeername(tx(x)->fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(buf, len, "an unknown peer");
+	else
+		snprintf(buf, len, "%s:%s", host, port);
 }
 
 static int tcp_wrap(struct xconn **out, int fd, enum xport_channel ch)
@@ -248,7 +282,7 @@ int xconn_tcp_listen(const char *host, uint16_t port)
 		return -errno;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 8) < 0) {
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
 		ret = errno;
 		freeaddrinfo(ai);
 		close(fd);

@@ -5,8 +5,10 @@
 #define UMIG_TCP_INTERNAL_H
 
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/uio.h>
 
 #include "umig/xconn.h"
 
@@ -20,7 +22,8 @@ struct tcp_uring;
 
 struct tcp_conn {
 	int fd;
-	struct tcp_uring *ring;   /* bulk channel only */
+	struct tcp_uring *ring;   /* bulk channel only, never under TLS */
+	gnutls_session_t tls;     /* NULL: plaintext */
 };
 
 int tcp_uring_init(struct tcp_conn *t);
@@ -28,5 +31,11 @@ int tcp_uring_send(struct tcp_conn *t, const void *buf, size_t len);
 int tcp_uring_flush(struct tcp_conn *t);
 bool tcp_uring_busy(struct tcp_conn *t);
 void tcp_uring_destroy(struct tcp_conn *t);
+
+/* tls.c: the connection's bytes through its TLS session */
+int tcp_tls_send(struct tcp_conn *t, const void *buf, size_t len);
+int tcp_tls_sendv(struct tcp_conn *t, const struct iovec *iov, int n);
+int tcp_tls_recv(struct tcp_conn *t, int timeout_ms, void *buf, size_t len);
+void tcp_tls_free(struct tcp_conn *t);
 
 #endif

@@ -20,7 +20,7 @@ static int sp_flush(struct xconn *x) { return 0; }
 static int sp_fd(struct xconn *x) { return *(int *)x->priv; }
 static void sp_close(struct xconn *x) { close(*(int *)x->priv); }
 static void sp_shutdown(struct xconn *x) { shutdown(*(int *)x->priv, SHUT_RDWR); }
-static const struct xconn_ops sp_ops = { "pair", sp_send, sp_recv, sp_flush, sp_fd, sp_shutdown, sp_close };
+static const struct xconn_ops sp_ops = { "pair", sp_send, sp_recv, sp_flush, sp_fd, sp_shutdown, sp_close, NULL };
 
 struct pair {
 	int fd[2];

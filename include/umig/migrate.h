@@ -60,6 +60,9 @@ struct mig_params {
 	unsigned recover_timeout_ms; /* post-copy: how long to try to recover a broken link */
 	char stats_path[1024];       /* "" = none */
 	bool quiet;                  /* no progress line */
+	char auth_key[1024];         /* TLS with this pre-shared key file ("" = none) */
+	char tls_creds[1024];        /* TLS with X.509 certificates in this directory */
+	bool insecure;               /* plaintext to a non-loopback address allowed */
 };
 
 #define MIG_PEER_TIMEOUT_DEFAULT_MS 5000
@@ -141,6 +144,9 @@ struct mig_dest_opts {
 	unsigned peer_timeout_ms;    /* 0 = the default */
 	unsigned recover_timeout_ms; /* 0 = the default */
 	bool quiet;
+	const char *auth_key;        /* TLS: pre-shared key file (NULL = none) */
+	const char *tls_creds;       /* TLS: X.509 directory (NULL = none) */
+	bool insecure;               /* plaintext on a non-loopback address allowed */
 };
 
 /*

@@ -72,6 +72,8 @@ enum proto_type {
 	MSG_RECOVER_AUTH = 71,      /* src -> dst: 32-byte HMAC */
 	MSG_RECOVER_STATE = 72,     /* dst -> src: u32 flags (1 = last), runs {u64, u32} present */
 	MSG_SECRET = 73,    /* src -> dst at handshake: the migration's 32-byte secret */
+	/* authentication (FEAT_TLS) */
+	MSG_BIND = 80,      /* src -> dst, first frame of bulk and urgent under TLS: 32-byte HMAC */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -96,8 +98,10 @@ enum proto_mark {
 #define FEAT_COMMIT        (1ull << 2)  /* READY / COMMIT handover, RESOLVE */
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 #define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
+#define FEAT_TLS           (1ull << 8)  /* every connection is TLS 1.3; channels BIND */
 /* every feature this umig knows */
-#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER)
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
+			    FEAT_RECOVER | FEAT_TLS)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16

@@ -98,14 +98,20 @@ struct xport_ops {
 	int (*fetch)(struct xport *x, uint64_t pfn);
 	int (*reap)(struct xport *x, enum xq q, struct xev *ev, int timeout_ms);
 	int (*queue_fd)(struct xport *x, enum xq q);
+	bool (*pending)(struct xport *x, enum xq q);   /* NULL: never */
 	uint64_t (*bytes)(struct xport *x, enum xport_channel ch);
 	void (*shutdown)(struct xport *x);
 	void (*close)(struct xport *x);
 };
 
+struct xsec;
+
 struct xport {
 	const struct xport_ops *ops;
 	struct xconn *ctl;           /* the control connection */
+	const struct xsec *sec;      /* TLS credentials of every connection; NULL: plaintext */
+	char host[256];              /* source: the destination's name (certificate check) */
+	uint8_t bind_key[32];        /* TLS: binds each channel to the session (xport.c) */
 	pthread_mutex_t ctl_lock;    /* one control sender at a time */
 	uint64_t session;
 	bool source;                 /* this end sends the guest */
@@ -118,15 +124,39 @@ struct xport {
 
 /*
  * Source: connect the control connection of a new session to host:port
- * within timeout_ms and send its greeting.  transport: "tcp" (NULL = tcp).
+ * within timeout_ms, run TLS on it when sec is given (before any umig
+ * byte), and send its greeting.  transport: "tcp" (NULL = tcp).  sec is
+ * borrowed: it must outlive the xport.
  */
 int xport_connect(struct xport **out, const char *transport, const char *host,
-		  uint16_t port, uint64_t session, int timeout_ms);
+		  uint16_t port, uint64_t session, int timeout_ms, const struct xsec *sec);
 /*
- * Destination: accept a control connection within timeout_ms and read its
- * greeting within the same bound.
+ * Destination: the first control connection, within timeout_ms (-1 = no
+ * bound), that finishes its TLS handshake (when sec is given) and its
+ * greeting.  Connections are greeted concurrently, each within 10 s: a
+ * stranger that stays silent, sends junk or fails authentication is
+ * logged and dropped, and never delays the real source.
  */
-int xport_accept(struct xport **out, const char *transport, int listen_fd, int timeout_ms);
+int xport_accept(struct xport **out, const char *transport, int listen_fd, int timeout_ms,
+		 const struct xsec *sec);
+/*
+ * The same for the transports: n connections into out[channel] (which
+ * has XCH_COUNT slots), all within timeout_ms.  x NULL wants one control
+ * channel; otherwise n distinct bulk or urgent channels of x's session,
+ * which under TLS must open with a BIND frame proving they belong to x's
+ * control TLS session (docs/protocol.md, "Authentication").
+ */
+int xport_accept_conns(struct xconn **out, unsigned n, int listen_fd, struct xport *x,
+		       const struct xsec *sec, int timeout_ms, uint64_t *session);
+/* Source: after the greeting of a data channel, bind it (no-op without TLS). */
+int xport_bind_send(struct xport *x, struct xconn *c);
+/*
+ * Under TLS, make the recovery secret depend on the control connection's
+ * TLS session too (in place); no-op without TLS.
+ */
+int xport_bind_secret(struct xport *x, uint8_t *secret);
+/* An exporter of the control connection's TLS session; zeroes without TLS. */
+int xport_ctl_exporter(struct xport *x, const char *label, uint8_t *out, size_t len);
 void xport_close(struct xport *x);
 void xport_shutdown(struct xport *x);
 /* Names of the transports this build has ("tcp"). */
@@ -173,6 +203,15 @@ static inline int xport_reap(struct xport *x, enum xq q, struct xev *ev, int tim
 
 /* Readable when a reap of q may find a completion (for poll()). */
 static inline int xport_queue_fd(struct xport *x, enum xq q) { return x->ops->queue_fd(x, q); }
+
+/*
+ * A completion of q is already received (TLS holds decrypted bytes that
+ * poll() on queue_fd does not see): check this before polling.
+ */
+static inline bool xport_pending(struct xport *x, enum xq q)
+{
+	return x->ops->pending && x->ops->pending(x, q);
+}
 
 /* Bytes sent plus received on a channel (control included). */
 uint64_t xport_bytes(struct xport *x, enum xport_channel ch);
