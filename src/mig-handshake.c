@@ -34,10 +34,6 @@ static int hs_expect(struct mig_source *s, struct proto_msg *m, uint16_t type)
 	if (ret == -ETIMEDOUT)
 		return err_set(ret, "the destination did not answer the handshake within %d s",
 			       MIG_HANDSHAKE_TIMEOUT_MS / 1000);
-	if (!s->c.sec && (ret == -ECONNRESET || ret == -EPIPE))
-		return err_set(ret, "authentication failed: the destination closed the connection "
-			       "during the handshake (a destination with --auth-key or --tls-creds "
-			       "drops a source without them)");
 	if (ret < 0)
 		return err_set(ret, "handshake: %s", err_msg(ret));
 	if (m->type == MSG_ERROR) {
@@ -129,7 +125,7 @@ int src_handshake(struct mig_source *s)
 	}
 	proto_msg_free(&m);
 	if (ret < 0)
-		return ret;
+		return xport_explain_refusal(s->c.x, ret);
 	pr_debug("migration: protocol version %u, features %#llx", s->c.x->version,
 		 (unsigned long long)s->c.x->features);
 	ret = xport_connect_data(s->c.x, s->p.host, s->p.port, MIG_CONNECT_TIMEOUT_MS);

@@ -172,6 +172,21 @@ int xport_bind_secret(struct xport *x, uint8_t *secret)
 	return ret;
 }
 
+int xport_explain_refusal(struct xport *x, int err)
+{
+	if (x->ctl->bytes_recv || (err != -EPIPE && err != -ECONNRESET && err != -EACCES))
+		return err;
+	if (err == -EACCES)
+		return err;
+	if (x->sec)
+		return err_set(-EACCES, "authentication failed: the destination closed the "
+			       "connection after the TLS handshake: it does not trust this source's "
+			       "%s", strcmp(xsec_kind(x->sec), "psk") ? "certificate" : "key");
+	return err_set(-EACCES, "authentication failed: the destination closed the connection "
+		       "during the handshake (a destination with --auth-key or --tls-creds drops "
+		       "a source without them)");
+}
+
 int xport_ctl_exporter(struct xport *x, const char *label, uint8_t *out, size_t len)
 {
 	memset(out, 0, len);

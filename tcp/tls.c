@@ -391,6 +391,9 @@ static int tls_errno(struct tcp_conn *t, ssize_t n, const char *what)
 		return -ECONNRESET;
 	if (n == GNUTLS_E_PUSH_ERROR)
 		return -EPIPE;
+	if (n == GNUTLS_E_FATAL_ALERT_RECEIVED)
+		return err_set(-EACCES, "authentication failed: the peer ended TLS (%s)",
+			       gnutls_alert_get_name(gnutls_alert_get(t->tls)));
 	return err_set(-EPROTO, "TLS %s: %s", what, gnutls_strerror((int)n));
 }
 

@@ -155,6 +155,13 @@ int xport_bind_send(struct xport *x, struct xconn *c);
  * TLS session too (in place); no-op without TLS.
  */
 int xport_bind_secret(struct xport *x, uint8_t *secret);
+/*
+ * Source: a control connection that the destination closed before
+ * answering anything was refused by its authentication (TLS 1.3 checks
+ * the client's credentials after the client's handshake is done); say so
+ * instead of "broken pipe".  Other errors are returned unchanged.
+ */
+int xport_explain_refusal(struct xport *x, int err);
 /* An exporter of the control connection's TLS session; zeroes without TLS. */
 int xport_ctl_exporter(struct xport *x, const char *label, uint8_t *out, size_t len);
 void xport_close(struct xport *x);
