@@ -58,7 +58,8 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 {
 	struct proto_hello2 h = {
 		.min_version = 2, .max_version = PROTO_VERSION_MAX,
-		.offered = FEAT_KNOWN & ~FEAT_HELLO2 & ~(s->c.sec ? 0 : FEAT_TLS),
+		/* TLS records authenticate everything; frame digests are for plaintext */
+		.offered = FEAT_KNOWN & ~FEAT_HELLO2 & ~(s->c.sec ? FEAT_DIGEST : FEAT_TLS),
 		.required = s->c.sec ? FEAT_TLS : 0,
 	};
 	struct proto_hello2_ack a;
@@ -77,7 +78,7 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 	if (ret < 0)
 		return ret;
 	s->c.x->version = a.version;
-	s->c.x->features = a.features;
+	xport_set_features(s->c.x, a.features);
 	if (!(a.features & FEAT_RECOVER))
 		return 0;
 	/* what a reconnection must prove it knows (mig-recover.c) */
@@ -164,7 +165,8 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	if (!ret)
 		ret = proto_decode_hello2(m, &h);
 	if (!ret)
-		ret = proto_negotiate(&h, FEAT_KNOWN & ~FEAT_HELLO2 & ~(d->c.sec ? 0 : FEAT_TLS), &a);
+		ret = proto_negotiate(&h, FEAT_KNOWN & ~FEAT_HELLO2 &
+				      ~(d->c.sec ? FEAT_DIGEST : FEAT_TLS), &a);
 	if (!ret && d->c.sec && !(a.features & FEAT_TLS))
 		ret = err_set(-EPROTO, "this destination runs TLS and the source does not bind its "
 			      "channels to the session (FEAT_TLS)");
@@ -175,7 +177,7 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	ret = w.err ? w.err : xport_ctl_send(d->c.x, MSG_HELLO2_ACK, w.data, w.len);
 	wbuf_free(&w);
 	d->c.x->version = a.version;
-	d->c.x->features = a.features;
+	xport_set_features(d->c.x, a.features);
 	if (ret < 0 || !(a.features & FEAT_RECOVER))
 		return ret;
 	ret = xport_ctl_recv(d->c.x, m, MIG_HANDSHAKE_TIMEOUT_MS);

@@ -167,7 +167,7 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 		x->npages = s->c.npages;
 		x->peer_timeout_ms = s->c.peer_timeout_ms;
 		x->version = s->c.x->version;
-		x->features = s->c.x->features;
+		xport_set_features(x, s->c.x->features);
 		xconn_tcp_set_user_timeout(x->ctl, s->c.peer_timeout_ms);
 		mig_set_state(&s->c, MIG_RECOVERING);
 		ret = src_resync(s, x);
@@ -349,7 +349,7 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	x->npages = d->c.npages;
 	x->peer_timeout_ms = d->c.peer_timeout_ms;
 	x->version = d->c.x->version;
-	x->features = d->c.x->features;
+	xport_set_features(x, d->c.x->features);
 	xconn_tcp_set_user_timeout(x->ctl, d->c.peer_timeout_ms);
 	ret = dst_send_present(d, x);
 	if (!ret)

@@ -172,6 +172,12 @@ int xport_bind_secret(struct xport *x, uint8_t *secret)
 	return ret;
 }
 
+void xport_set_features(struct xport *x, uint64_t features)
+{
+	x->features = features;
+	x->ctl->digest = features & FEAT_DIGEST;
+}
+
 int xport_explain_refusal(struct xport *x, int err)
 {
 	if (x->ctl->bytes_recv || (err != -EPIPE && err != -ECONNRESET && err != -EACCES))

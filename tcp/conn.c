@@ -134,6 +134,7 @@ static void tcp_close(struct xconn *x)
 	if (t->ring)
 		tcp_uring_destroy(t);
 	tcp_tls_free(t);
+	free(x->scratch);
 	close(t->fd);
 	free(t);
 	free(x);

@@ -51,6 +51,8 @@ static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, in
 			ret = proto_send_greeting(tp(x)->c[ch], x->session);
 		if (!ret)
 			ret = xport_bind_send(x, tp(x)->c[ch]);
+		if (!ret)
+			tp(x)->c[ch]->digest = x->features & FEAT_DIGEST;
 	}
 	return ret;
 }
@@ -73,6 +75,7 @@ static int tcp_accept_data(struct xport *x, int listen_fd, int timeout_ms)
 		ret = xport_accept_conns(c, XCH_COUNT - 1, listen_fd, x, x->sec, timeout_ms, &session);
 	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
 		tp(x)->c[ch] = c[ch];
+		c[ch]->digest = x->features & FEAT_DIGEST;
 		xconn_tcp_set_channel(c[ch], ch);
 		if (x->peer_timeout_ms)
 			xconn_tcp_set_user_timeout(c[ch], x->peer_timeout_ms);

@@ -11,7 +11,9 @@ matches it cuts, resets, black-holes or stalls the link:
     RULE = CHANNEL:DIRECTION:TRIGGER:ACTION
       CHANNEL    control | bulk | urgent | any
       DIRECTION  s2d (source to destination) | d2s
-      TRIGGER    type=N    a frame of that type (control only), before it
+      TRIGGER    type=N    a frame of that type, before it (on bulk and
+                           urgent, the channel is parsed into frames only
+                           when a type rule names it)
                  bytes=N   once N bytes went that way on the channel
       ACTION     cut           close both ends of every connection
                  reset         the same with a TCP reset
@@ -21,6 +23,10 @@ matches it cuts, resets, black-holes or stalls the link:
                                reach the destination only after it),
                                then forwarding resumes
                  stall=SECS    hold this connection's bytes for SECS
+                 flip          flip one bit in the middle of the frame's
+                               payload (type triggers), or of the byte
+                               at offset N (bytes triggers); the
+                               corruption TCP's checksum can miss
 
 Each rule fires once.  It prints "faultproxy: ready" when it listens and
 one line per rule that fires; it exits on SIGTERM or after --lifetime
@@ -105,6 +111,18 @@ def fire(rule, channel):
     return False
 
 
+def flip(data, at):
+    data = bytearray(data)
+    data[at] ^= 0x10
+    return bytes(data)
+
+
+def framed(channel):
+    """Parse this channel into frames: control always, others when a type rule names them."""
+    return channel == "control" or any(
+        r.kind == "type" and r.channel in ("any", channel) for r in rules)
+
+
 class Pipe:
     """One direction of one connection."""
 
@@ -133,12 +151,16 @@ class Pipe:
             self.nbytes += 16
             self.buf = self.buf[16:]
         channel = self.state["channel"]
-        if channel != "control":
+        if not framed(channel):
+            start = self.nbytes
             self.nbytes += len(self.buf)
             for r in rules:
-                if r.matches(channel, self.direction, None, self.nbytes) and fire(r, channel):
-                    self.buf = b""
-                    return
+                if r.matches(channel, self.direction, None, self.nbytes):
+                    if fire(r, channel):
+                        self.buf = b""
+                        return
+                    if r.action == "flip":
+                        self.buf = flip(self.buf, max(0, r.value - start))
             self.send(self.buf)
             self.buf = b""
             return
@@ -150,8 +172,11 @@ class Pipe:
             self.nbytes += len(frame)
             swallow = False
             for r in rules:
-                if r.matches(channel, self.direction, ftype, self.nbytes) and fire(r, channel):
-                    swallow = True
+                if r.matches(channel, self.direction, ftype, self.nbytes):
+                    if fire(r, channel):
+                        swallow = True
+                    elif r.action == "flip" and length:
+                        frame = flip(frame, 8 + length // 2)
             if not swallow:
                 self.send(frame)
 

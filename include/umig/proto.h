@@ -31,6 +31,7 @@
 #define PROTO_HDR_LEN     8
 #define PROTO_MAX_PAYLOAD (16u << 20)
 #define PROTO_RUN_MAX     64            /* pages in one PAGES frame */
+#define PROTO_FLAG_DIGEST 1u            /* frame flags: an 8-byte XXH3-64 digest ends the payload */
 
 enum mig_mode {
 	MIG_MODE_STOPCOPY = 0,
@@ -99,9 +100,10 @@ enum proto_mark {
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 #define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
 #define FEAT_TLS           (1ull << 8)  /* every connection is TLS 1.3; channels BIND */
+#define FEAT_DIGEST        (1ull << 9)  /* plaintext: every frame ends in a digest */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
-			    FEAT_RECOVER | FEAT_TLS)
+			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16

@@ -53,6 +53,9 @@ struct xconn {
 	int timeout_ms;          /* receive deadline per call; -1 = none */
 	uint64_t bytes_sent;
 	uint64_t bytes_recv;
+	bool digest;             /* frames carry a digest (FEAT_DIGEST, proto.c) */
+	uint8_t *scratch;        /* the sender's copy of page data being digested */
+	size_t scratch_cap;
 	void *priv;
 };
 
@@ -90,6 +93,7 @@ static inline int xconn_recv(struct xconn *c, void *buf, size_t len)
 static inline int xconn_flush(struct xconn *c) { return c->ops->flush(c); }
 static inline int xconn_fd(struct xconn *c) { return c->ops->fd(c); }
 static inline void xconn_shutdown(struct xconn *c) { if (c) c->ops->shutdown(c); }
+/* Frees c and what it owns (the scratch buffer included). */
 static inline void xconn_close(struct xconn *c) { if (c) c->ops->close(c); }
 static inline void xconn_set_timeout(struct xconn *c, int ms) { c->timeout_ms = ms; }
 

@@ -162,6 +162,11 @@ int xport_bind_secret(struct xport *x, uint8_t *secret);
  * instead of "broken pipe".  Other errors are returned unchanged.
  */
 int xport_explain_refusal(struct xport *x, int err);
+/*
+ * The negotiated features; with FEAT_DIGEST every later frame on control
+ * carries a digest (both sides switch right after HELLO2_ACK).
+ */
+void xport_set_features(struct xport *x, uint64_t features);
 /* An exporter of the control connection's TLS session; zeroes without TLS. */
 int xport_ctl_exporter(struct xport *x, const char *label, uint8_t *out, size_t len);
 void xport_close(struct xport *x);
