@@ -126,7 +126,7 @@ GUESTS := dirty hello idle memverify regtorture spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
 # Benchmark programs, built with everything (bench/ scripts run them).
-BENCHES := codec-speed
+BENCHES := codec-speed tls-speed
 
 TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))
 # One libFuzzer harness per file, tests/fuzz/fuzz-NAME.c, seeds in

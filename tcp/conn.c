@@ -60,6 +60,39 @@ static int tcp_send(struct xconn *x, const void *buf, size_t len)
 	return 0;
 }
 
+/*
+ * A frame's parts in one sendmsg (an urgent reply is then one segment,
+ * not one per part), resumed where a short send stopped.
+ */
+static int tcp_sendmsg_all(int fd, const struct iovec *parts, int n)
+{
+	struct iovec iov[8];
+	struct msghdr mh = { .msg_iov = iov };
+
+	if (n > 8)
+		return -EINVAL;
+	memcpy(iov, parts, n * sizeof(*iov));
+	mh.msg_iovlen = n;
+	while (mh.msg_iovlen) {
+		ssize_t sent = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+		if (sent < 0 && errno == EINTR)
+			continue;
+		if (sent < 0)
+			return -errno;
+		while (mh.msg_iovlen && (size_t)sent >= mh.msg_iov->iov_len) {
+			sent -= mh.msg_iov->iov_len;
+			mh.msg_iov++;
+			mh.msg_iovlen--;
+		}
+		if (mh.msg_iovlen) {
+			mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + sent;
+			mh.msg_iov->iov_len -= sent;
+		}
+	}
+	return 0;
+}
+
 static int tcp_sendv(struct xconn *x, const struct iovec *iov, int n)
 {
 	struct tcp_conn *t = tx(x);
@@ -67,10 +100,13 @@ static int tcp_sendv(struct xconn *x, const struct iovec *iov, int n)
 
 	if (t->tls)
 		return tcp_tls_sendv(t, iov, n);
-	for (int i = 0; i < n && !ret; i++)
-		if (iov[i].iov_len)
-			ret = tcp_send(x, iov[i].iov_base, iov[i].iov_len);
-	return ret;
+	if (t->ring) {
+		for (int i = 0; i < n && !ret; i++)
+			if (iov[i].iov_len)
+				ret = tcp_uring_send(t, iov[i].iov_base, iov[i].iov_len);
+		return ret;
+	}
+	return tcp_sendmsg_all(t->fd, iov, n);
 }
 
 static int tcp_wait(int fd, short events, int timeout_ms);

@@ -36,9 +36,15 @@
 #include "umig/xsec.h"
 
 #define PSK_USER "umig"
-/* TLS 1.3 only; PSK always with (EC)DHE, for forward secrecy */
-#define PRIO_PSK  "NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:+DHE-PSK"
-#define PRIO_X509 "NORMAL:-VERS-ALL:+VERS-TLS1.3"
+/*
+ * TLS 1.3 only; PSK always with (EC)DHE, for forward secrecy.  AES-GCM
+ * first: GnuTLS 3.7 otherwise picked ChaCha20-Poly1305 here, 250 MB/s
+ * against AES-128-GCM's 4 GB/s with AES-NI (gnutls-cli --benchmark-ciphers),
+ * and the bulk channel is bound by the cipher.
+ */
+#define PRIO_CIPHERS "-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305"
+#define PRIO_PSK  "NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:+DHE-PSK:" PRIO_CIPHERS
+#define PRIO_X509 "NORMAL:-VERS-ALL:+VERS-TLS1.3:" PRIO_CIPHERS
 
 struct xsec {
 	bool server;
@@ -350,6 +356,12 @@ int xconn_tls_start(struct xconn *x, const struct xsec *s, const char *host, int
 		ret = tls_handshake_error(g, s, ret, timeout_ms);
 		gnutls_deinit(g);
 		return ret;
+	}
+	if (log_debug_enabled) {
+		char *desc = gnutls_session_get_desc(g);
+
+		pr_debug("%s channel: %s", xport_channel_name(x->ch), desc);
+		gnutls_free(desc);
 	}
 	/* io_uring would send plaintext: this connection's bytes go through GnuTLS */
 	if (t->ring)
