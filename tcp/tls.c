@@ -367,6 +367,7 @@ int xconn_tls_start(struct xconn *x, const struct xsec *s, const char *host, int
 	if (t->ring)
 		tcp_uring_destroy(t);
 	t->tls = g;
+	x->tls = true;
 	return 0;
 }
 
@@ -376,7 +377,7 @@ int xconn_tls_exporter(struct xconn *x, const char *label, const void *ctx, size
 	struct tcp_conn *t = x->priv;
 	int ret;
 
-	if (!t->tls)
+	if (!x->tls)
 		return -ENOTCONN;
 	ret = gnutls_prf_rfc5705(t->tls, strlen(label), label, ctxlen, ctx, len, (char *)out);
 	return ret < 0 ? err_set(-EIO, "TLS exporter: %s", gnutls_strerror(ret)) : 0;
@@ -384,14 +385,14 @@ int xconn_tls_exporter(struct xconn *x, const char *label, const void *ctx, size
 
 bool xconn_tls_on(struct xconn *x)
 {
-	return x && ((struct tcp_conn *)x->priv)->tls;
+	return x && x->tls;
 }
 
 bool xconn_pending(struct xconn *x)
 {
 	struct tcp_conn *t = x->priv;
 
-	return t->tls && gnutls_record_check_pending(t->tls) > 0;
+	return x->tls && gnutls_record_check_pending(t->tls) > 0;
 }
 
 /* GnuTLS's failures as the -errno the engine expects of a connection. */

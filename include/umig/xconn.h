@@ -54,6 +54,7 @@ struct xconn {
 	uint64_t bytes_sent;
 	uint64_t bytes_recv;
 	bool digest;             /* frames carry a digest (FEAT_DIGEST, proto.c) */
+	bool tls;                /* every byte is a TLS record (tcp/tls.c) */
 	uint8_t *scratch;        /* the sender's copy of page data being digested */
 	size_t scratch_cap;
 	void *priv;
