@@ -172,6 +172,13 @@ int xport_bind_secret(struct xport *x, uint8_t *secret)
 	return ret;
 }
 
+const char *xport_security(const struct xport *x)
+{
+	if (x && x->sec)
+		return strcmp(xsec_kind(x->sec), "psk") ? "tls-x509" : "tls-psk";
+	return x && (x->features & FEAT_DIGEST) ? "digest" : "plaintext";
+}
+
 void xport_set_features(struct xport *x, uint64_t features)
 {
 	x->features = features;

@@ -167,6 +167,8 @@ int xport_explain_refusal(struct xport *x, int err);
  * carries a digest (both sides switch right after HELLO2_ACK).
  */
 void xport_set_features(struct xport *x, uint64_t features);
+/* "tls-psk", "tls-x509", "digest" (plaintext with frame digests) or "plaintext". */
+const char *xport_security(const struct xport *x);
 /* An exporter of the control connection's TLS session; zeroes without TLS. */
 int xport_ctl_exporter(struct xport *x, const char *label, uint8_t *out, size_t len);
 void xport_close(struct xport *x);
