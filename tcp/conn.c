@@ -146,6 +146,8 @@ static int tcp_flush(struct xconn *x)
 {
 	struct tcp_conn *t = tx(x);
 
+	if (t->tls)
+		return tcp_tls_flush(t);
 	return t->ring ? tcp_uring_flush(t) : 0;
 }
 

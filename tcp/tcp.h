@@ -24,6 +24,8 @@ struct tcp_conn {
 	int fd;
 	struct tcp_uring *ring;   /* bulk channel only, never under TLS */
 	gnutls_session_t tls;     /* NULL: plaintext */
+	bool batch;               /* TLS bulk: records gathered while the socket is busy */
+	size_t corked;            /* bytes gathered and not yet sent */
 };
 
 int tcp_uring_init(struct tcp_conn *t);
@@ -36,6 +38,7 @@ void tcp_uring_destroy(struct tcp_conn *t);
 int tcp_tls_send(struct tcp_conn *t, const void *buf, size_t len);
 int tcp_tls_sendv(struct tcp_conn *t, const struct iovec *iov, int n);
 int tcp_tls_recv(struct tcp_conn *t, int timeout_ms, void *buf, size_t len);
+int tcp_tls_flush(struct tcp_conn *t);
 void tcp_tls_free(struct tcp_conn *t);
 
 #endif

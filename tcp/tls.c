@@ -27,6 +27,8 @@
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -367,6 +369,7 @@ int xconn_tls_start(struct xconn *x, const struct xsec *s, const char *host, int
 	if (t->ring)
 		tcp_uring_destroy(t);
 	t->tls = g;
+	t->batch = x->ch == XCH_BULK;
 	x->tls = true;
 	return 0;
 }
@@ -425,21 +428,52 @@ int tcp_tls_send(struct tcp_conn *t, const void *buf, size_t len)
 	return 0;
 }
 
-/* One frame, one record (or a few, above 16 KiB): the parts are corked together. */
-int tcp_tls_sendv(struct tcp_conn *t, const struct iovec *iov, int n)
+int tcp_tls_flush(struct tcp_conn *t)
 {
 	ssize_t r;
-	int ret = 0;
 
-	gnutls_record_cork(t->tls);
-	for (int i = 0; i < n && !ret; i++)
-		if (iov[i].iov_len)
-			ret = tcp_tls_send(t, iov[i].iov_base, iov[i].iov_len);
+	if (!t->corked)
+		return 0;
+	t->corked = 0;
 	do
 		r = gnutls_record_uncork(t->tls, GNUTLS_RECORD_WAIT);
 	while (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED);
-	if (!ret && r < 0)
-		ret = tls_errno(t, r, "send");
+	return r < 0 ? tls_errno(t, r, "send") : 0;
+}
+
+/* The kernel has sent (and loopback or the peer acknowledged) everything. */
+static bool socket_idle(int fd)
+{
+	int queued = 0;
+
+	return ioctl(fd, SIOCOUTQ, &queued) < 0 || queued == 0;
+}
+
+/*
+ * A frame's parts are corked together: one record (or a few, above 16
+ * KiB), never one per part.  The bulk channel batches further, the way
+ * tcp/uring.c does for plaintext: while the socket still has bytes
+ * queued, frames gather (up to TCP_BULK_BUF_SIZE) into full records and
+ * fewer sends; an idle socket gets what there is at once, so a pushed
+ * page a vCPU waits for never sits in the batch.
+ */
+int tcp_tls_sendv(struct tcp_conn *t, const struct iovec *iov, int n)
+{
+	int ret = 0;
+
+	if (!t->corked)
+		gnutls_record_cork(t->tls);
+	for (int i = 0; i < n && !ret; i++)
+		if (iov[i].iov_len) {
+			ret = tcp_tls_send(t, iov[i].iov_base, iov[i].iov_len);
+			t->corked += iov[i].iov_len;
+		}
+	if (!t->corked)
+		t->corked = 1;   /* an empty frame still uncorks below */
+	if (!ret && t->batch && t->corked < TCP_BULK_BUF_SIZE && !socket_idle(t->fd))
+		return 0;
+	ret = ret ? ret : tcp_tls_flush(t);
+	t->corked = 0;
 	return ret;
 }
 
