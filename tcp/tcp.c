@@ -51,6 +51,9 @@ static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, in
 			ret = proto_send_greeting(tp(x)->c[ch], x->session);
 		if (!ret)
 			ret = xport_bind_send(x, tp(x)->c[ch]);
+		/* TLS bulk gathers records while the socket is busy: BIND must leave now */
+		if (!ret)
+			ret = xconn_flush(tp(x)->c[ch]);
 		if (!ret)
 			tp(x)->c[ch]->digest = x->features & FEAT_DIGEST;
 	}
