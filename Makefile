@@ -62,7 +62,7 @@ endif
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
 	    liburing-dev libjansson-dev libxxhash-dev libgnutls28-dev liblz4-dev libzstd-dev \
-	    iproute2 jq python3 libibverbs-dev librdmacm-dev
+	    iproute2 jq python3 libibverbs-dev librdmacm-dev gnutls-bin
 # ... and those only `make fuzz` needs (libFuzzer is in the clang runtime).
 FUZZ_DEB_PKGS := clang-14 libclang-rt-14-dev
 
@@ -122,6 +122,7 @@ LIB_SRCS := \
 	rdma/prefetch.c \
 	tcp/conn.c \
 	tcp/tcp.c \
+	tcp/tls.c \
 	tcp/uring.c \
 	$(RDMA_SRCS)
 
@@ -131,6 +132,7 @@ CLI_SRCS := \
 	src/cli-common.c \
 	src/cli-ctl.c \
 	src/cli-incoming.c \
+	src/cli-keygen.c \
 	src/cli-migrate.c \
 	src/cli-restore.c \
 	src/cli-run.c \
@@ -140,7 +142,7 @@ GUESTS := dirty hello idle memverify regtorture spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
 # Benchmark programs, built with everything (bench/ scripts run them).
-BENCHES := codec-speed floors
+BENCHES := codec-speed floors tls-speed
 
 TESTS := $(sort $(basename $(notdir $(wildcard tests/test-*.c))))
 # One libFuzzer harness per file, tests/fuzz/fuzz-NAME.c, seeds in

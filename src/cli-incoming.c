@@ -43,6 +43,13 @@ static const char incoming_help[] =
 "                         (MemAvailable and memory cgroup limits): the guest\n"
 "                         may then be killed after the commit, when it\n"
 "                         exists only here\n"
+"  --auth-key FILE        TLS 1.3 with this pre-shared key (umig keygen FILE); only a\n"
+"                         source with the same key may migrate here\n"
+"  --tls-creds DIR        TLS 1.3 with X.509: DIR/ca-cert.pem, server-cert.pem,\n"
+"                         server-key.pem; the source must present a client certificate\n"
+"                         signed by the CA\n"
+"  --insecure             allow plaintext on a non-loopback address (anyone who can\n"
+"                         connect can feed or read the migration)\n"
 "  --quiet                no progress line\n"
 "  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -63,6 +70,9 @@ int cmd_incoming(int argc, char **argv)
 		{ "vcpu", required_argument, NULL, 'b' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "overcommit", no_argument, NULL, 'O' },
+		{ "auth-key", required_argument, NULL, 'K' },
+		{ "tls-creds", required_argument, NULL, 'C' },
+		{ "insecure", no_argument, NULL, 'I' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeline", required_argument, NULL, 't' },
 		{ "debug", no_argument, NULL, 'd' },
@@ -100,6 +110,9 @@ int cmd_incoming(int argc, char **argv)
 		case 'r': o.rdma_poll = true; break;
 		case 'q': o.quiet = true; break;
 		case 'O': o.overcommit = true; break;
+		case 'K': o.auth_key = optarg; break;
+		case 'C': o.tls_creds = optarg; break;
+		case 'I': o.insecure = true; break;
 		case 't': so.timeline_path = optarg; break;
 		case 'm':
 			if (parse_size(optarg, &o.expect_ram))

@@ -21,6 +21,7 @@ static const struct verb {
 	{ "restore", cmd_restore, "continue a guest from a snapshot file" },
 	{ "ctl", cmd_ctl, "send one command to a control socket" },
 	{ "caps", cmd_caps, "show what this host supports and what is missing" },
+	{ "keygen", cmd_keygen, "make a pre-shared key file for authenticated migration" },
 };
 
 static void usage(FILE *out)

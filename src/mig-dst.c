@@ -74,10 +74,19 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	d->quit_efd = eventfd(0, EFD_CLOEXEC);
 	lat_init(&d->lat);
 	*out = d;
+	ret = xsec_load(&d->c.sec, o->auth_key, o->tls_creds, true);
+	if (!ret)
+		ret = xsec_check_addr(d->c.sec, o->host, o->insecure, "incoming");
+	if (ret < 0) {
+		pr_err("incoming: %s", err_msg(ret));
+		return ret;
+	}
 	d->lfd = lfd = xconn_tcp_listen(o->host, o->port);
 	if (lfd < 0)
 		return lfd;
-	pr_info("waiting for a migration on %s:%u", o->host, o->port);
+	pr_info("waiting for a migration on %s:%u (%s)", o->host, o->port,
+		d->c.sec ? (strcmp(xsec_kind(d->c.sec), "psk") ? "TLS, certificates" : "TLS, key") :
+		"plaintext");
 	ret = dst_run(d, lfd);
 	if (ret < 0) {
 		bool failed = mig_get_state(&d->c) == MIG_FAILED;

@@ -52,7 +52,7 @@ static int src_ask(struct mig_source *s, uint32_t decision)
 	int ret;
 
 	ret = xport_connect(&x, s->p.transport, s->p.host, s->p.port, s->c.x->session,
-			    RESOLVE_BACKOFF_MAX_MS);
+			    RESOLVE_BACKOFF_MAX_MS, s->c.sec);
 	if (ret == -ECONNREFUSED)
 		return -ESRCH;
 	if (ret < 0)
@@ -260,7 +260,8 @@ static void *dst_rendezvous_thread(void *arg)
 		}
 		if (p[1].revents)
 			return NULL;
-		if (xport_accept(&x, d->o.transport, d->lfd, 0) == 0)
+		/* bounded: a stranger is dropped after its greeting deadline */
+		if (xport_accept(&x, d->o.transport, d->lfd, MIG_HANDSHAKE_TIMEOUT_MS, d->c.sec) == 0)
 			x = dst_serve_reconnect(d, x);
 		xport_close(x);
 	}

@@ -61,7 +61,10 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 	uint64_t feat = s->c.x->ops->feature;
 	struct proto_hello2 h = {
 		.min_version = 2, .max_version = PROTO_VERSION_MAX,
-		.offered = (FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS) | feat, .required = feat,
+		/* TLS records authenticate everything; frame digests are for plaintext */
+		.offered = ((FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS) | feat) &
+			   ~(s->c.sec ? FEAT_DIGEST : FEAT_TLS),
+		.required = feat | (s->c.sec ? FEAT_TLS : 0),
 	};
 	struct proto_hello2_ack a;
 	struct wbuf w;
@@ -79,14 +82,16 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 	if (ret < 0)
 		return ret;
 	s->c.x->version = a.version;
-	s->c.x->features = a.features;
+	xport_set_features(s->c.x, a.features);
 	if (!(a.features & FEAT_RECOVER))
 		return 0;
 	/* what a reconnection must prove it knows (mig-recover.c) */
 	if (gnutls_rnd(GNUTLS_RND_KEY, s->c.secret, sizeof(s->c.secret)) < 0)
 		return err_set(-EIO, "cannot draw the migration's secret");
 	s->c.x->secret = s->c.secret;
-	return xport_ctl_send(s->c.x, MSG_SECRET, s->c.secret, sizeof(s->c.secret));
+	ret = xport_ctl_send(s->c.x, MSG_SECRET, s->c.secret, sizeof(s->c.secret));
+	/* under TLS the secret is worth nothing without this TLS session */
+	return ret < 0 ? ret : xport_bind_secret(s->c.x, s->c.secret);
 }
 
 int src_handshake(struct mig_source *s)
@@ -103,7 +108,7 @@ int src_handshake(struct mig_source *s)
 	if (getrandom(&session, sizeof(session), 0) != sizeof(session))
 		session = now_realtime_ns();
 	ret = xport_connect(&s->c.x, s->p.transport, s->p.host, s->p.port, session,
-			    MIG_CONNECT_TIMEOUT_MS);
+			    MIG_CONNECT_TIMEOUT_MS, s->c.sec);
 	if (ret < 0)
 		return ret;
 	s->c.x->npages = s->c.npages;
@@ -124,7 +129,7 @@ int src_handshake(struct mig_source *s)
 			      "before 0.2, or one built without it): use --transport tcp",
 			      s->c.x->ops->name);
 	if (ret < 0)
-		return ret;
+		return xport_explain_refusal(s->c.x, ret);
 	s->c.x->busy_poll = s->p.rdma_poll;
 	pr_debug("migration: protocol version %u, features %#llx", s->c.x->version,
 		 (unsigned long long)s->c.x->features);
@@ -187,7 +192,10 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	if (!ret)
 		ret = dst_check_transport(d, h.offered);
 	if (!ret)
-		ret = proto_negotiate(&h, known, &a);
+		ret = proto_negotiate(&h, known & ~(d->c.sec ? FEAT_DIGEST : FEAT_TLS), &a);
+	if (!ret && d->c.sec && !(a.features & FEAT_TLS))
+		ret = err_set(-EPROTO, "this destination runs TLS and the source does not bind its "
+			      "channels to the session (FEAT_TLS)");
 	if (ret < 0)
 		return ret;
 	wbuf_init(&w);
@@ -195,7 +203,7 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	ret = w.err ? w.err : xport_ctl_send(d->c.x, MSG_HELLO2_ACK, w.data, w.len);
 	wbuf_free(&w);
 	d->c.x->version = a.version;
-	d->c.x->features = a.features;
+	xport_set_features(d->c.x, a.features);
 	if (ret < 0 || !(a.features & FEAT_RECOVER))
 		return ret;
 	ret = xport_ctl_recv(d->c.x, m, MIG_HANDSHAKE_TIMEOUT_MS);
@@ -205,7 +213,7 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 		memcpy(d->c.secret, m->payload, sizeof(d->c.secret));
 		d->c.x->secret = d->c.secret;
 	}
-	return ret;
+	return ret < 0 ? ret : xport_bind_secret(d->c.x, d->c.secret);
 }
 
 int dst_handshake(struct mig_dest *d, int lfd)
@@ -215,7 +223,7 @@ int dst_handshake(struct mig_dest *d, int lfd)
 	uint8_t ack[8] = { 0 };
 	int ret;
 
-	ret = xport_accept(&d->c.x, d->o.transport, lfd, -1);
+	ret = xport_accept(&d->c.x, d->o.transport, lfd, -1, d->c.sec);
 	if (!ret)
 		ret = xport_ctl_recv(d->c.x, &m, MIG_HANDSHAKE_TIMEOUT_MS);
 	if (ret == -ETIMEDOUT)

@@ -15,6 +15,7 @@
 #include "umig/prepage.h"
 #include "umig/util.h"
 #include "umig/xport.h"
+#include "umig/xsec.h"
 
 struct migopt {
 	const char *name;   /* --name */
@@ -179,6 +180,60 @@ static json_t *get_dup(const struct mig_params *p)
 	return json_string(names[p->dup_inflight]);
 }
 
+/*
+ * A credentials path, made absolute: `umig migrate` hands it to the
+ * running umig, whose working directory may be another.
+ */
+static int set_path(char *dst, size_t cap, const char *v, const char *what)
+{
+	char *abs;
+	int ret;
+
+	if (!*v) {
+		*dst = 0;
+		return 0;
+	}
+	abs = realpath(v, NULL);
+	if (!abs)
+		return err_set(-errno, "%s: %s", v, strerror(errno));
+	ret = set_string(dst, cap, abs, what);
+	free(abs);
+	return ret;
+}
+
+static int set_auth_key(struct mig_params *p, const char *v)
+{
+	int ret = *v ? xsec_check_private(v, "key file") : 0;
+
+	return ret < 0 ? ret : set_path(p->auth_key, sizeof(p->auth_key), v, "auth-key");
+}
+
+static json_t *get_auth_key(const struct mig_params *p)
+{
+	return json_string(p->auth_key);
+}
+
+static int set_tls_creds(struct mig_params *p, const char *v)
+{
+	return set_path(p->tls_creds, sizeof(p->tls_creds), v, "tls-creds");
+}
+
+static json_t *get_tls_creds(const struct mig_params *p)
+{
+	return json_string(p->tls_creds);
+}
+
+static int set_insecure(struct mig_params *p, const char *v)
+{
+	p->insecure = strcmp(v, "false") != 0;
+	return 0;
+}
+
+static json_t *get_insecure(const struct mig_params *p)
+{
+	return json_boolean(p->insecure);
+}
+
 static const struct migopt migopts[] = {
 	{ "mode", "mode", "MODE", "post|pre|hybrid|stop-copy (default post)", set_mode, get_mode },
 	{ "transport", "transport", "NAME", "page transport: tcp or rdma (default tcp)", set_transport,
@@ -207,6 +262,15 @@ static const struct migopt migopts[] = {
 	{ "stats", "stats", "FILE", "write the statistics record (docs/metrics.md)", set_stats,
 	  get_stats },
 	{ "quiet", "quiet", NULL, "no progress line", set_quiet, get_quiet },
+	{ "auth-key", "auth_key", "FILE",
+	  "TLS 1.3 with this pre-shared key (umig keygen FILE; the same file at the destination)",
+	  set_auth_key, get_auth_key },
+	{ "tls-creds", "tls_creds", "DIR",
+	  "TLS 1.3 with X.509: DIR/ca-cert.pem, client-cert.pem, client-key.pem", set_tls_creds,
+	  get_tls_creds },
+	{ "insecure", "insecure", NULL,
+	  "allow plaintext to a non-loopback address (anyone on the path can read the guest)",
+	  set_insecure, get_insecure },
 };
 
 size_t migopt_count(void)

@@ -66,7 +66,10 @@ static void *dst_fault_thread(void *arg)
 			{ .fd = d->quit_efd, .events = POLLIN },
 		};
 
-		if (poll(p, 3, -1) < 0) {
+		/* TLS may hold a decrypted reply that poll() cannot see */
+		bool pending = xport_pending(d->c.x, XQ_URGENT);
+
+		if (poll(p, 3, pending ? 0 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			ret = -errno;
@@ -82,10 +85,10 @@ static void *dst_fault_thread(void *arg)
 			if (n < 0)
 				ret = n;
 		}
-		if (!ret && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+		if (!ret && (pending || (p[1].revents & (POLLIN | POLLHUP | POLLERR)))) {
 			/* poll saw the header start: the rest of the frame gets the peer timeout */
 			ret = xport_reap(d->c.x, XQ_URGENT, &ev, (int)d->c.peer_timeout_ms);
-			ret = ret > 0 ? dst_handle_reply(d, &ev) : ret;
+			ret = ret > 0 ? dst_handle_reply(d, &ev) : ret ? ret : -EIO;
 		}
 	}
 	if (ret < 0 && d->present_count < d->c.npages)

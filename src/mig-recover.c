@@ -40,11 +40,15 @@
 #define RECOVER_BACKOFF_MAX_MS 1000
 #define RECOVER_STEP_MS        3000   /* each message of the exchange */
 
-/* MAC over (who, session, both nonces) with the migration's secret. */
-static int recover_mac(const uint8_t *secret, char who, uint64_t session, const uint8_t *ns,
-		       const uint8_t *nd, uint8_t *out)
+/*
+ * MAC over (who, session, both nonces) with the migration's secret; under
+ * TLS also over an exporter of the reconnection's own TLS session, so the
+ * proof is good for this connection only.
+ */
+static int recover_mac(struct xport *x, const uint8_t *secret, char who, uint64_t session,
+		       const uint8_t *ns, const uint8_t *nd, uint8_t *out)
 {
-	uint8_t msg[13 + 1 + 8 + 2 * PROTO_NONCE_LEN];
+	uint8_t msg[13 + 1 + 8 + 2 * PROTO_NONCE_LEN + 32], tls[32];
 	struct wbuf w = { .data = msg, .cap = sizeof(msg) };
 
 	wbuf_put(&w, "umig recover ", 13);
@@ -52,6 +56,11 @@ static int recover_mac(const uint8_t *secret, char who, uint64_t session, const 
 	wbuf_put_u64(&w, session);
 	wbuf_put(&w, ns, PROTO_NONCE_LEN);
 	wbuf_put(&w, nd, PROTO_NONCE_LEN);
+	if (x->sec) {
+		if (xport_ctl_exporter(x, "EXPORTER-umig-reconnect", tls, sizeof(tls)) < 0)
+			return err_set(-EIO, "recovery: no TLS exporter");
+		wbuf_put(&w, tls, sizeof(tls));
+	}
 	if (gnutls_hmac_fast(GNUTLS_MAC_SHA256, secret, PROTO_SECRET_LEN, msg, w.len, out) < 0)
 		return err_set(-EIO, "recovery: HMAC-SHA256 failed");
 	return 0;
@@ -121,7 +130,7 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 	int ret;
 
 	ret = xport_connect(&x, s->p.transport, s->p.host, s->p.port, s->c.x->session,
-			    RECOVER_BACKOFF_MAX_MS);
+			    RECOVER_BACKOFF_MAX_MS, s->c.sec);
 	if (ret == -ECONNREFUSED)
 		return -ESRCH;
 	if (ret < 0)
@@ -155,18 +164,18 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 	if (!ret && m.type != MSG_RECOVER_CHALLENGE)
 		ret = err_set(-EPROTO, "recovery: expected a challenge, got type %u", m.type);
 	if (!ret)
-		ret = recover_mac(s->c.secret, 'd', x->session, ns, m.payload, want);
+		ret = recover_mac(x, s->c.secret, 'd', x->session, ns, m.payload, want);
 	if (!ret && !mac_equal(want, m.payload + PROTO_NONCE_LEN))
 		ret = err_set(-EACCES, "recovery: the destination failed authentication");
 	if (!ret)
-		ret = recover_mac(s->c.secret, 's', x->session, ns, m.payload, mac);
+		ret = recover_mac(x, s->c.secret, 's', x->session, ns, m.payload, mac);
 	if (!ret)
 		ret = xport_ctl_send(x, MSG_RECOVER_AUTH, mac, sizeof(mac));
 	if (!ret) {
 		x->npages = s->c.npages;
 		x->peer_timeout_ms = s->c.peer_timeout_ms;
 		x->version = s->c.x->version;
-		x->features = s->c.x->features;
+		xport_set_features(x, s->c.x->features);
 		x->secret = s->c.secret;
 		x->busy_poll = s->c.x->busy_poll;
 		xconn_tcp_set_user_timeout(x->ctl, s->c.peer_timeout_ms);
@@ -346,7 +355,7 @@ static int dst_check_proof(struct mig_dest *d, struct xport *x, const struct pro
 	if (x->session != d->c.x->session)
 		return err_set(-ESRCH, "unknown session");
 	gnutls_rnd(GNUTLS_RND_NONCE, nd, sizeof(nd));
-	ret = recover_mac(d->c.secret, 'd', x->session, m->payload, nd, mac);
+	ret = recover_mac(x, d->c.secret, 'd', x->session, m->payload, nd, mac);
 	memcpy(ch, nd, sizeof(nd));
 	memcpy(ch + sizeof(nd), mac, sizeof(mac));
 	if (!ret)
@@ -356,7 +365,7 @@ static int dst_check_proof(struct mig_dest *d, struct xport *x, const struct pro
 	if (!ret && a.type != MSG_RECOVER_AUTH)
 		ret = err_set(-EPROTO, "recovery: expected RECOVER_AUTH, got type %u", a.type);
 	if (!ret)
-		ret = recover_mac(d->c.secret, 's', x->session, m->payload, nd, want);
+		ret = recover_mac(x, d->c.secret, 's', x->session, m->payload, nd, want);
 	if (!ret && !mac_equal(want, a.payload))
 		ret = err_set(-EACCES, "authentication failed");
 	proto_msg_free(&a);
@@ -428,7 +437,7 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	x->npages = d->c.npages;
 	x->peer_timeout_ms = d->c.peer_timeout_ms;
 	x->version = d->c.x->version;
-	x->features = d->c.x->features;
+	xport_set_features(x, d->c.x->features);
 	x->secret = d->c.secret;
 	x->busy_poll = d->c.x->busy_poll;
 	xconn_tcp_set_user_timeout(x->ctl, d->c.peer_timeout_ms);

@@ -122,7 +122,11 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 	s->c.recover_timeout_ms = p->recover_timeout_ms ? p->recover_timeout_ms :
 				  MIG_RECOVER_TIMEOUT_DEFAULT_MS;
 	s->tracker.uffd = s->tracker.pagemap_fd = -1;
-	ret = bitmap_init(&s->sent, s->c.npages);
+	ret = xsec_load(&s->c.sec, p->auth_key, p->tls_creds, false);
+	if (!ret)
+		ret = xsec_check_addr(s->c.sec, p->host, p->insecure, "migration");
+	if (!ret)
+		ret = bitmap_init(&s->sent, s->c.npages);
 	if (!ret)
 		ret = bitmap_init(&s->ever, s->c.npages);
 	if (!ret)

@@ -73,6 +73,8 @@ void mig_common_init(struct mig_common *c, const char *side)
 
 void mig_common_destroy(struct mig_common *c)
 {
+	xsec_free(c->sec);
+	c->sec = NULL;
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 }

@@ -34,6 +34,7 @@
 #include "umig/uffd.h"
 #include "umig/vm.h"
 #include "umig/xport.h"
+#include "umig/xsec.h"
 
 /* Bounds on waits that involve the peer. */
 #define MIG_CONNECT_TIMEOUT_MS   5000
@@ -48,6 +49,7 @@ struct mig_common {
 	char error[512];             /* (L) the first failure */
 	struct vm *vm;
 	struct xport *x;
+	struct xsec *sec;            /* TLS credentials of every connection (NULL: plaintext) */
 	uint64_t npages;
 	struct mig_progress progress;
 	unsigned peer_timeout_ms;

@@ -4,12 +4,16 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "umig/log.h"
 #include "umig/proto.h"
 #include "umig/util.h"
+
+#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
+#include <xxhash.h>
 
 static const char *const mode_names[] = {
 	[MIG_MODE_STOPCOPY] = "stop-copy", [MIG_MODE_PRE] = "pre",
@@ -72,6 +76,9 @@ int proto_decode_greeting(const uint8_t g[PROTO_GREETING_LEN], enum xport_channe
 	version = rbuf_get_u16(&r);
 	c = rbuf_get_u16(&r);
 	*session = rbuf_get_u64(&r);
+	if (magic != PROTO_MAGIC && g[0] == 0x16 && g[1] == 0x03)
+		return err_set(-EPROTO, "authentication failed: the peer starts TLS and this side has "
+			       "no credentials (give --auth-key FILE or --tls-creds DIR)");
 	if (magic != PROTO_MAGIC)
 		return err_set(-EPROTO, "not a umig migration stream (bad magic 0x%08x)", magic);
 	if (version < 1 || version > PROTO_VERSION_MAX)
@@ -94,13 +101,28 @@ int proto_recv_greeting(struct xconn *x, enum xport_channel *ch, uint64_t *sessi
 	return proto_decode_greeting(g, ch, session);
 }
 
-static void proto_header(uint8_t *h, uint16_t type, uint32_t len)
+static void proto_header(uint8_t *h, uint16_t type, uint32_t len, uint16_t flags)
 {
 	struct wbuf w = { .data = h, .cap = PROTO_HDR_LEN };
 
 	wbuf_put_u32(&w, len);
 	wbuf_put_u16(&w, type);
-	wbuf_put_u16(&w, 0);
+	wbuf_put_u16(&w, flags);
+}
+
+/* XXH3-64 of the header and the payload parts: the frame digest (FEAT_DIGEST). */
+static uint64_t proto_digest(const uint8_t *h, const void *a, uint32_t alen, const void *b,
+			     uint32_t blen)
+{
+	XXH3_state_t st;
+
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, h, PROTO_HDR_LEN);
+	if (alen)
+		XXH3_64bits_update(&st, a, alen);
+	if (blen)
+		XXH3_64bits_update(&st, b, blen);
+	return XXH3_64bits_digest(&st);
 }
 
 int proto_send(struct xconn *x, uint16_t type, const void *payload, uint32_t len)
@@ -111,16 +133,38 @@ int proto_send(struct xconn *x, uint16_t type, const void *payload, uint32_t len
 int proto_send2(struct xconn *x, uint16_t type, const void *a, uint32_t alen,
 		const void *b, uint32_t blen)
 {
-	uint8_t h[PROTO_HDR_LEN];
-	int ret;
+	uint8_t h[PROTO_HDR_LEN], d[8];
+	struct iovec iov[4] = {
+		{ h, sizeof(h) }, { (void *)a, alen }, { (void *)b, blen }, { d, 0 },
+	};
+	struct wbuf w = { .data = d, .cap = sizeof(d) };
 
-	proto_header(h, type, alen + blen);
-	ret = xconn_send(x, h, sizeof(h));
-	if (!ret && alen)
-		ret = xconn_send(x, a, alen);
-	if (!ret && blen)
-		ret = xconn_send(x, b, blen);
-	return ret;
+	if (!x->digest) {
+		proto_header(h, type, alen + blen, 0);
+		return xconn_sendv(x, iov, 3);
+	}
+	/*
+	 * Page data comes straight from guest RAM, which a running guest may
+	 * write while it is sent (pre-copy resends it later): digest and send
+	 * one copy, so the digest matches the bytes that leave.
+	 */
+	if (blen && x->scratch_cap < blen) {
+		uint8_t *p = realloc(x->scratch, blen);
+
+		if (!p)
+			return -ENOMEM;
+		x->scratch = p;
+		x->scratch_cap = blen;
+	}
+	if (blen) {
+		memcpy(x->scratch, b, blen);
+		b = iov[2].iov_base = x->scratch;
+	}
+	/* the digest covers the header as sent, so a flipped type or length is caught too */
+	proto_header(h, type, alen + blen + 8, PROTO_FLAG_DIGEST);
+	wbuf_put_u64(&w, proto_digest(h, a, alen, b, blen));
+	iov[3].iov_len = sizeof(d);
+	return xconn_sendv(x, iov, 4);
 }
 
 /* Smallest and largest payload each type may carry. */
@@ -141,6 +185,7 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	case MSG_RECOVER_STATE: return len >= 4 && (len - 4) % 12 == 0;
 	case MSG_SECRET: return len == PROTO_SECRET_LEN;
 	case MSG_RDMA_LISTEN: return len == 8 + PROTO_NONCE_LEN;
+	case MSG_BIND: return len == PROTO_MAC_LEN;
 	case MSG_STATE: return len > 0 && len <= (1u << 20);
 	case MSG_DISCARD: return len % 12 == 0;
 	case MSG_SRC_STATS: case MSG_COMPLETE: return len <= (1u << 20);
@@ -154,18 +199,73 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	}
 }
 
-int proto_decode_header(const uint8_t h[PROTO_HDR_LEN], enum xport_channel ch,
-			struct proto_msg *m)
+/* What a frame carried, for the message that says it arrived corrupted. */
+static void proto_describe(const struct proto_msg *m, char *buf, size_t len)
 {
 	struct rbuf r;
-	int ok;
+	uint64_t pfn;
+
+	rbuf_init(&r, m->payload, m->len);
+	pfn = rbuf_get_u64(&r);
+	if (m->type == MSG_PAGES || m->type == MSG_ZERO)
+		snprintf(buf, len, "the page run %llu+%u (%s)", (unsigned long long)pfn,
+			 rbuf_get_u32(&r), m->type == MSG_PAGES ? "PAGES" : "ZERO");
+	else if (m->type == MSG_PAGE)
+		snprintf(buf, len, "page %llu (PAGE)", (unsigned long long)pfn);
+	else if (m->type == MSG_STATE)
+		snprintf(buf, len, "the machine state (STATE, %u bytes)", m->len);
+	else
+		snprintf(buf, len, "a message of type %u", m->type);
+}
+
+/* The frame's digest (the 8 bytes after its payload) against what arrived. */
+static int proto_check_digest(struct xconn *x, const uint8_t *h, struct proto_msg *m)
+{
+	struct rbuf r;
+	char what[96];
+
+	rbuf_init(&r, m->payload + m->len, 8);
+	if (rbuf_get_u64(&r) == proto_digest(h, m->payload, m->len, NULL, 0))
+		return 0;
+	proto_describe(m, what, sizeof(what));
+	return err_set(-EBADMSG, "%s channel: digest mismatch in %s: the data was corrupted on "
+		       "the way and none of it was used", xport_channel_name(x->ch), what);
+}
+
+/* The header's flags: a digest exactly when one was negotiated. */
+static int proto_check_flags(enum xport_channel ch, bool digest, uint16_t flags,
+			     struct proto_msg *m)
+{
+	if (flags & ~PROTO_FLAG_DIGEST)
+		return err_set(-EPROTO, "%s channel: unknown frame flags %#x (type %u)",
+			       xport_channel_name(ch), flags, m->type);
+	if (!!(flags & PROTO_FLAG_DIGEST) != digest)
+		return err_set(-EPROTO, "%s channel: a frame (type %u) %s a digest", xport_channel_name(ch),
+			       m->type, digest ? "without" : "with an unnegotiated");
+	if (digest && m->len < 8)
+		return err_set(-EPROTO, "%s channel: frame of %u bytes too short for its digest",
+			       xport_channel_name(ch), m->len);
+	if (digest)
+		m->len -= 8;
+	return 0;
+}
+
+int proto_decode_header_digest(const uint8_t h[PROTO_HDR_LEN], enum xport_channel ch,
+			       bool digest, struct proto_msg *m)
+{
+	uint32_t extra = digest ? 8 : 0;
+	struct rbuf r;
+	int ok, ret;
 
 	rbuf_init(&r, h, PROTO_HDR_LEN);
 	m->len = rbuf_get_u32(&r);
 	m->type = rbuf_get_u16(&r);
-	if (m->len > PROTO_MAX_PAYLOAD)
+	if (m->len > PROTO_MAX_PAYLOAD + extra)
 		return err_set(-EPROTO, "%s channel: frame of %u bytes exceeds the %u-byte limit",
 			       xport_channel_name(ch), m->len, PROTO_MAX_PAYLOAD);
+	ret = proto_check_flags(ch, digest, rbuf_get_u16(&r), m);
+	if (ret < 0)
+		return ret;
 	ok = proto_len_ok(m->type, m->len);
 	if (ok < 0)
 		return err_set(-EPROTO, "%s channel: unknown message type %u",
@@ -176,9 +276,16 @@ int proto_decode_header(const uint8_t h[PROTO_HDR_LEN], enum xport_channel ch,
 	return 0;
 }
 
+int proto_decode_header(const uint8_t h[PROTO_HDR_LEN], enum xport_channel ch,
+			struct proto_msg *m)
+{
+	return proto_decode_header_digest(h, ch, false, m);
+}
+
 int proto_recv(struct xconn *x, struct proto_msg *m)
 {
 	uint8_t h[PROTO_HDR_LEN];
+	uint32_t extra = x->digest ? 8 : 0;
 	int ret = xconn_recv(x, h, sizeof(h));
 
 	if (ret == -EPROTO)
@@ -187,23 +294,28 @@ int proto_recv(struct xconn *x, struct proto_msg *m)
 	if (ret < 0)
 		return ret == -EPIPE ? err_set(ret, "the %s connection closed",
 					       xport_channel_name(x->ch)) : ret;
-	ret = proto_decode_header(h, x->ch, m);
+	if (!xconn_tls_on(x) && h[0] == 0x15 && h[1] == 0x03)
+		return err_set(-EACCES, "authentication failed: the peer speaks TLS (give this side "
+			       "--auth-key or --tls-creds)");
+	ret = proto_decode_header_digest(h, x->ch, x->digest, m);
 	if (ret < 0)
 		return ret;
-	if (m->len + 1 > m->cap) {
-		uint8_t *p = realloc(m->payload, m->len + 1);
+	if (m->len + extra + 1 > m->cap) {
+		uint8_t *p = realloc(m->payload, m->len + extra + 1);
 
 		if (!p)
 			return -ENOMEM;
 		m->payload = p;
-		m->cap = m->len + 1;
+		m->cap = m->len + extra + 1;
 	}
-	ret = m->len ? xconn_recv(x, m->payload, m->len) : 0;
+	ret = m->len + extra ? xconn_recv(x, m->payload, m->len + extra) : 0;
 	if (ret == -ETIMEDOUT)
 		ret = -EPROTO;  /* a frame that stops half way cannot be resumed */
 	if (ret < 0)
 		return err_set(ret, "%s channel: truncated message (type %u, %u bytes)",
 			       xport_channel_name(x->ch), m->type, m->len);
+	if (extra && (ret = proto_check_digest(x, h, m)) < 0)
+		return ret;
 	m->payload[m->len] = 0;  /* text payloads become C strings */
 	return 0;
 }

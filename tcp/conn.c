@@ -42,6 +42,8 @@ static int tcp_send(struct xconn *x, const void *buf, size_t len)
 {
 	struct tcp_conn *t = tx(x);
 
+	if (t->tls)
+		return tcp_tls_send(t, buf, len);
 	if (t->ring)
 		return tcp_uring_send(t, buf, len);
 	while (len) {
@@ -58,6 +60,55 @@ static int tcp_send(struct xconn *x, const void *buf, size_t len)
 	return 0;
 }
 
+/*
+ * A frame's parts in one sendmsg (an urgent reply is then one segment,
+ * not one per part), resumed where a short send stopped.
+ */
+static int tcp_sendmsg_all(int fd, const struct iovec *parts, int n)
+{
+	struct iovec iov[8];
+	struct msghdr mh = { .msg_iov = iov };
+
+	if (n > 8)
+		return -EINVAL;
+	memcpy(iov, parts, n * sizeof(*iov));
+	mh.msg_iovlen = n;
+	while (mh.msg_iovlen) {
+		ssize_t sent = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+		if (sent < 0 && errno == EINTR)
+			continue;
+		if (sent < 0)
+			return -errno;
+		while (mh.msg_iovlen && (size_t)sent >= mh.msg_iov->iov_len) {
+			sent -= mh.msg_iov->iov_len;
+			mh.msg_iov++;
+			mh.msg_iovlen--;
+		}
+		if (mh.msg_iovlen) {
+			mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + sent;
+			mh.msg_iov->iov_len -= sent;
+		}
+	}
+	return 0;
+}
+
+static int tcp_sendv(struct xconn *x, const struct iovec *iov, int n)
+{
+	struct tcp_conn *t = tx(x);
+	int ret = 0;
+
+	if (t->tls)
+		return tcp_tls_sendv(t, iov, n);
+	if (t->ring) {
+		for (int i = 0; i < n && !ret; i++)
+			if (iov[i].iov_len)
+				ret = tcp_uring_send(t, iov[i].iov_base, iov[i].iov_len);
+		return ret;
+	}
+	return tcp_sendmsg_all(t->fd, iov, n);
+}
+
 static int tcp_wait(int fd, short events, int timeout_ms);
 
 /* Exact receive; -EPIPE on a clean close, -ETIMEDOUT past the deadline. */
@@ -65,6 +116,8 @@ static int tcp_recv(struct xconn *x, void *buf, size_t len)
 {
 	int fd = tx(x)->fd;
 
+	if (tx(x)->tls)
+		return tcp_tls_recv(tx(x), x->timeout_ms, buf, len);
 	if (x->timeout_ms < 0)
 		return read_full(fd, buf, len);
 	for (size_t got = 0; len;) {
@@ -93,6 +146,8 @@ static int tcp_flush(struct xconn *x)
 {
 	struct tcp_conn *t = tx(x);
 
+	if (t->tls)
+		return tcp_tls_flush(t);
 	return t->ring ? tcp_uring_flush(t) : 0;
 }
 
@@ -116,6 +171,8 @@ static void tcp_close(struct xconn *x)
 		shutdown(t->fd, SHUT_RDWR);
 	if (t->ring)
 		tcp_uring_destroy(t);
+	tcp_tls_free(t);
+	free(x->scratch);
 	close(t->fd);
 	free(t);
 	free(x);
@@ -124,6 +181,7 @@ static void tcp_close(struct xconn *x)
 static const struct xconn_ops tcp_ops = {
 	.name = "tcp",
 	.send = tcp_send,
+	.sendv = tcp_sendv,
 	.recv = tcp_recv,
 	.flush = tcp_flush,
 	.fd = tcp_fd,
@@ -158,12 +216,27 @@ void xconn_tcp_set_channel(struct xconn *x, enum xport_channel ch)
 	}
 	if (ch == XCH_BULK) {
 		setsockopt(t->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-		int ret = t->ring ? 0 : tcp_uring_init(t);
+		/* io_uring cannot encrypt: a TLS bulk channel sends through GnuTLS */
+		int ret = t->ring || t->tls ? 0 : tcp_uring_init(t);
 
 		if (ret < 0)
 			pr_warn("io_uring unavailable for the bulk channel (%s); using send(2)",
 				err_msg(ret));
 	}
+}
+
+void xconn_tcp_peer_name(struct xconn *x, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+
+	if (getpeername(tx(x)->fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(buf, len, "an unknown peer");
+	else
+		snprintf(buf, len, "%s:%s", host, port);
 }
 
 static int tcp_wrap(struct xconn **out, int fd, enum xport_channel ch)
@@ -248,7 +321,7 @@ int xconn_tcp_listen(const char *host, uint16_t port)
 		return -errno;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 8) < 0) {
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
 		ret = errno;
 		freeaddrinfo(ai);
 		close(fd);

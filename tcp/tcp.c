@@ -48,8 +48,17 @@ static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, in
 		ret = xconn_tcp_connect(&tp(x)->c[ch], host, port, ch, timeout_ms);
 		if (!ret && x->peer_timeout_ms)
 			xconn_tcp_set_user_timeout(tp(x)->c[ch], x->peer_timeout_ms);
+		if (!ret && x->sec)
+			ret = xconn_tls_start(tp(x)->c[ch], x->sec, host, timeout_ms);
 		if (!ret)
 			ret = proto_send_greeting(tp(x)->c[ch], x->session);
+		if (!ret)
+			ret = xport_bind_send(x, tp(x)->c[ch]);
+		/* TLS bulk gathers records while the socket is busy: BIND must leave now */
+		if (!ret)
+			ret = xconn_flush(tp(x)->c[ch]);
+		if (!ret)
+			tp(x)->c[ch]->digest = x->features & FEAT_DIGEST;
 	}
 	return ret;
 }
@@ -57,34 +66,25 @@ static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, in
 /*
  * The bulk and urgent connections of this session, in whichever order
  * they arrive (connections opened one after the other can still be
- * accepted the other way round, through a proxy for one).
+ * accepted the other way round, through a proxy for one), all within
+ * timeout_ms; other connections are dropped on the way (xport.c).
  */
 static int tcp_accept_data(struct xport *x, int listen_fd, int timeout_ms)
 {
+	struct xconn *c[XCH_COUNT];
+	uint64_t session;
 	int ret = tcp_pages_new(x);
 
-	for (int i = XCH_BULK; !ret && i < XCH_COUNT; i++) {
-		struct xconn *conn;
-		enum xport_channel ch;
-		uint64_t session;
-
-		/* untuned until its greeting says which channel it is */
-		ret = xconn_tcp_accept(&conn, listen_fd, XCH_CONTROL, timeout_ms);
-		if (ret < 0)
-			break;
-		xconn_set_timeout(conn, timeout_ms);
-		ret = proto_recv_greeting(conn, &ch, &session);
-		xconn_set_timeout(conn, -1);
-		if (!ret && (ch == XCH_CONTROL || tp(x)->c[ch] || session != x->session))
-			ret = err_set(-EPROTO, "expected the bulk or urgent channel of this migration");
-		if (ret < 0) {
-			xconn_close(conn);
-			break;
-		}
-		tp(x)->c[ch] = conn;
-		xconn_tcp_set_channel(conn, ch);
+	if (!ret && x->sec && !(x->features & FEAT_TLS))
+		ret = err_set(-EPROTO, "the source did not negotiate TLS channel binding");
+	if (!ret)
+		ret = xport_accept_conns(c, XCH_COUNT - 1, listen_fd, x, x->sec, timeout_ms, &session);
+	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
+		tp(x)->c[ch] = c[ch];
+		c[ch]->digest = x->features & FEAT_DIGEST;
+		xconn_tcp_set_channel(c[ch], ch);
 		if (x->peer_timeout_ms)
-			xconn_tcp_set_user_timeout(conn, x->peer_timeout_ms);
+			xconn_tcp_set_user_timeout(c[ch], x->peer_timeout_ms);
 	}
 	return ret;
 }
@@ -236,6 +236,11 @@ static int tcp_queue_fd(struct xport *x, enum xq q)
 	return xconn_fd(tp(x)->c[q == XQ_BULK ? XCH_BULK : XCH_URGENT]);
 }
 
+static bool tcp_pending(struct xport *x, enum xq q)
+{
+	return xconn_pending(tp(x)->c[q == XQ_BULK ? XCH_BULK : XCH_URGENT]);
+}
+
 static uint64_t tcp_bytes(struct xport *x, enum xport_channel ch)
 {
 	struct xconn *c = tp(x)->c[ch];
@@ -303,6 +308,7 @@ const struct xport_ops xport_tcp_ops = {
 	.reap = tcp_reap,
 	.queue_fd = tcp_queue_fd,
 	.bulk_inflight = tcp_bulk_inflight,
+	.pending = tcp_pending,
 	.bytes = tcp_bytes,
 	.shutdown = tcp_shutdown,
 	.close = tcp_close,

@@ -5,8 +5,10 @@
 #define UMIG_TCP_INTERNAL_H
 
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/uio.h>
 
 #include "umig/xconn.h"
 
@@ -32,7 +34,10 @@ int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct xev *ev
 
 struct tcp_conn {
 	int fd;
-	struct tcp_uring *ring;   /* bulk channel only */
+	struct tcp_uring *ring;   /* bulk channel only, never under TLS */
+	gnutls_session_t tls;     /* NULL: plaintext */
+	bool batch;               /* TLS bulk: records gathered while the socket is busy */
+	size_t corked;            /* bytes gathered and not yet sent */
 };
 
 int tcp_uring_init(struct tcp_conn *t);
@@ -40,5 +45,12 @@ int tcp_uring_send(struct tcp_conn *t, const void *buf, size_t len);
 int tcp_uring_flush(struct tcp_conn *t);
 bool tcp_uring_busy(struct tcp_conn *t);
 void tcp_uring_destroy(struct tcp_conn *t);
+
+/* tls.c: the connection's bytes through its TLS session */
+int tcp_tls_send(struct tcp_conn *t, const void *buf, size_t len);
+int tcp_tls_sendv(struct tcp_conn *t, const struct iovec *iov, int n);
+int tcp_tls_recv(struct tcp_conn *t, int timeout_ms, void *buf, size_t len);
+int tcp_tls_flush(struct tcp_conn *t);
+void tcp_tls_free(struct tcp_conn *t);
 
 #endif

@@ -31,6 +31,12 @@ cuts, resets, black-holes, stalls or corrupts the link:
                  garble=type   set the frame's type to 0xffff
                  garble=len    add one to the frame's length field
                                (the payload stays as it was)
+                 flip          flip one bit in the middle of the frame's
+                               payload: the corruption TCP's checksum can
+                               miss (plaintext sessions' digests catch it)
+
+Every channel is parsed into frames, so the proxy works on plaintext
+sessions only (loopback, or --insecure), not under TLS.
 
 With --record=DIR every connection's bytes, each direction as it arrived
 (before any rule), are written to DIR/NN-CHANNEL-DIRECTION.bin (NN: the
@@ -138,6 +144,12 @@ def garble(rule, frame):
     return bytes(f)
 
 
+def flip(data, at):
+    data = bytearray(data)
+    data[at] ^= 0x10
+    return bytes(data)
+
+
 class Pipe:
     """One direction of one connection."""
 
@@ -206,6 +218,8 @@ class Pipe:
                         swallow = True
                     elif r.action == "garble":
                         frame = garble(r, frame)
+                    elif r.action == "flip" and length:
+                        frame = flip(frame, 8 + length // 2)
             if not swallow:
                 out.append(frame)
         self.buf = self.buf[off:]

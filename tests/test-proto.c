@@ -20,7 +20,7 @@ static int sp_flush(struct xconn *x) { return 0; }
 static int sp_fd(struct xconn *x) { return *(int *)x->priv; }
 static void sp_close(struct xconn *x) { close(*(int *)x->priv); }
 static void sp_shutdown(struct xconn *x) { shutdown(*(int *)x->priv, SHUT_RDWR); }
-static const struct xconn_ops sp_ops = { "pair", sp_send, sp_recv, sp_flush, sp_fd, sp_shutdown, sp_close };
+static const struct xconn_ops sp_ops = { "pair", sp_send, sp_recv, sp_flush, sp_fd, sp_shutdown, sp_close, NULL };
 
 struct pair {
 	int fd[2];
@@ -276,6 +276,44 @@ static void test_page_run_round_trip_and_bounds(void **state)
 	proto_msg_free(&m);
 }
 
+/* FEAT_DIGEST: frames round-trip with their digest; a flipped bit is caught, naming the run. */
+static void test_frame_digest(void **state)
+{
+	struct pair *p = *state;
+	struct proto_msg m = { 0 };
+	uint8_t h[16] = { 7 }, page[4096], raw[8 + 16 + 4096 + 8];
+
+	memset(page, 0xa5, sizeof(page));
+	h[8] = 1;   /* run 7+1 */
+	p->a.digest = p->b.digest = true;
+	assert_int_equal(proto_send2(&p->a, MSG_PAGES, h, 16, page, sizeof(page)), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(m.type, MSG_PAGES);
+	assert_int_equal(m.len, 16 + 4096);
+	assert_memory_equal(m.payload + 16, page, 4096);
+
+	/* the same frame with one bit flipped in the page data */
+	assert_int_equal(proto_send2(&p->a, MSG_PAGES, h, 16, page, sizeof(page)), 0);
+	assert_int_equal(read_full(p->fd[1], raw, sizeof(raw)), 0);
+	raw[8 + 16 + 1000] ^= 0x10;
+	assert_int_equal(write_full(p->fd[0], raw, sizeof(raw)), 0);
+	assert_int_equal(proto_recv(&p->b, &m), -EBADMSG);
+	assert_non_null(strstr(err_msg(-EBADMSG), "digest mismatch in the page run 7+1"));
+
+	/* a frame without its digest, and a digest nobody negotiated, are refused */
+	p->a.digest = false;
+	assert_int_equal(proto_send(&p->a, MSG_PING, NULL, 0), 0);
+	assert_int_equal(proto_recv(&p->b, &m), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "without a digest"));
+	p->a.digest = true;
+	p->b.digest = false;
+	assert_int_equal(proto_send(&p->a, MSG_PING, NULL, 0), 0);
+	assert_int_equal(proto_recv(&p->b, &m), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "unnegotiated"));
+	free(p->a.scratch);
+	proto_msg_free(&m);
+}
+
 static void test_error_frame_text(void **state)
 {
 	struct pair *p = *state;
@@ -385,6 +423,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_frame_length_checks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_frame, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_page_run_round_trip_and_bounds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_frame_digest, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_frame_text, setup, teardown),
 		cmocka_unit_test(test_header_decoder_names_channel_and_type),
 		cmocka_unit_test(test_bulk_order_per_mode),

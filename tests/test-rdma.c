@@ -301,7 +301,7 @@ static void *dest_main(void *arg)
 {
 	struct side *d = arg;
 
-	d->ret = xport_accept(&d->x, "rdma", d->lfd, 5000);
+	d->ret = xport_accept(&d->x, "rdma", d->lfd, 5000, NULL);
 	if (!d->ret) {
 		d->x->npages = NPAGES;
 		d->x->secret = d->secret;
@@ -324,7 +324,7 @@ static int pair_up(struct side *s, struct side *d, pthread_t *t)
 	getsockname(d->lfd, (struct sockaddr *)&a, &l);
 	d->port = ntohs(a.sin_port);
 	pthread_create(t, NULL, dest_main, d);
-	s->ret = xport_connect(&s->x, "rdma", d->ip, d->port, 42, 5000);
+	s->ret = xport_connect(&s->x, "rdma", d->ip, d->port, 42, 5000, NULL);
 	if (!s->ret) {
 		s->x->npages = NPAGES;
 		s->x->secret = s->secret;

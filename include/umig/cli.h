@@ -22,6 +22,7 @@ struct control;
 int cmd_caps(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 int cmd_incoming(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_run(int argc, char **argv);

@@ -62,6 +62,9 @@ struct mig_params {
 	char stats_path[1024];       /* "" = none */
 	bool quiet;                  /* no progress line */
 	int dup_inflight;            /* post-copy: urgent duplicates of in-flight pages, MIG_DUP_* */
+	char auth_key[1024];         /* TLS with this pre-shared key file ("" = none) */
+	char tls_creds[1024];        /* TLS with X.509 certificates in this directory */
+	bool insecure;               /* plaintext to a non-loopback address allowed */
 };
 
 enum { MIG_DUP_ON = 0, MIG_DUP_OFF = 1, MIG_DUP_ALWAYS = 2 };
@@ -158,6 +161,9 @@ struct mig_dest_opts {
 	unsigned recover_timeout_ms; /* 0 = the default */
 	bool quiet;
 	bool overcommit;             /* skip the free-memory admission check */
+	const char *auth_key;        /* TLS: pre-shared key file (NULL = none) */
+	const char *tls_creds;       /* TLS: X.509 directory (NULL = none) */
+	bool insecure;               /* plaintext on a non-loopback address allowed */
 };
 
 /*

@@ -32,6 +32,7 @@
 #define PROTO_HDR_LEN     8
 #define PROTO_MAX_PAYLOAD (16u << 20)
 #define PROTO_RUN_MAX     64            /* pages in one PAGES frame */
+#define PROTO_FLAG_DIGEST 1u            /* frame flags: an 8-byte XXH3-64 digest ends the payload */
 
 enum mig_mode {
 	MIG_MODE_STOPCOPY = 0,
@@ -76,6 +77,8 @@ enum proto_type {
 	/* RDMA transport (FEAT_RDMA) */
 	MSG_RDMA_LISTEN = 96, /* dst -> src on control: u16 port, u16 0, u32 0, 16-byte nonce */
 	MSG_RDMA_CREDIT = 97, /* RDMA frames only: receive credits returned, no data */
+	/* authentication (FEAT_TLS) */
+	MSG_BIND = 80,      /* src -> dst, first frame of bulk and urgent under TLS: 32-byte HMAC */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -100,12 +103,14 @@ enum proto_mark {
 #define FEAT_COMMIT        (1ull << 2)  /* READY / COMMIT handover, RESOLVE */
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 #define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
+#define FEAT_TLS           (1ull << 8)  /* every connection is TLS 1.3; channels BIND */
+#define FEAT_DIGEST        (1ull << 9)  /* plaintext: every frame ends in a digest */
 #define FEAT_RDMA          (1ull << 16) /* page channels are RDMA queue pairs (RDMA_LISTEN) */
 /* bits that name the page transport: both ends must agree on them exactly */
 #define FEAT_TRANSPORTS    FEAT_RDMA
 /* every feature this umig knows */
-#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER | \
-			    FEAT_RDMA)
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
+			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16
@@ -177,6 +182,13 @@ int proto_recv(struct xconn *x, struct proto_msg *m);
  */
 int proto_decode_header(const uint8_t h[PROTO_HDR_LEN], enum xport_channel ch,
 			struct proto_msg *m);
+/*
+ * The same for a session that negotiated frame digests (FEAT_DIGEST):
+ * the digest flag is then required, and m->len excludes the 8-byte digest
+ * that follows the payload.  Unknown flags are refused either way.
+ */
+int proto_decode_header_digest(const uint8_t h[PROTO_HDR_LEN], enum xport_channel ch,
+			       bool digest, struct proto_msg *m);
 void proto_msg_free(struct proto_msg *m);
 
 void proto_encode_hello(struct wbuf *w, const struct proto_hello *h);

@@ -19,8 +19,10 @@
 #ifndef UMIG_XCONN_H
 #define UMIG_XCONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 enum xport_channel {
 	XCH_CONTROL = 0,
@@ -41,6 +43,8 @@ struct xconn_ops {
 	int (*fd)(struct xconn *c);       /* pollable fd for readability */
 	void (*shutdown)(struct xconn *c);
 	void (*close)(struct xconn *c);
+	/* one frame in parts: under TLS one record, not one per part (NULL: send each) */
+	int (*sendv)(struct xconn *c, const struct iovec *iov, int n);
 };
 
 struct xconn {
@@ -49,6 +53,10 @@ struct xconn {
 	int timeout_ms;          /* receive deadline per call; -1 = none */
 	uint64_t bytes_sent;
 	uint64_t bytes_recv;
+	bool digest;             /* frames carry a digest (FEAT_DIGEST, proto.c) */
+	bool tls;                /* every byte is a TLS record (tcp/tls.c) */
+	uint8_t *scratch;        /* the sender's copy of page data being digested */
+	size_t scratch_cap;
 	void *priv;
 };
 
@@ -58,6 +66,19 @@ static inline int xconn_send(struct xconn *c, const void *buf, size_t len)
 
 	if (!r)
 		c->bytes_sent += len;
+	return r;
+}
+
+static inline int xconn_sendv(struct xconn *c, const struct iovec *iov, int n)
+{
+	int r = 0;
+
+	if (c->ops->sendv)
+		r = c->ops->sendv(c, iov, n);
+	for (int i = 0; !c->ops->sendv && !r && i < n; i++)
+		r = iov[i].iov_len ? c->ops->send(c, iov[i].iov_base, iov[i].iov_len) : 0;
+	for (int i = 0; !r && i < n; i++)
+		c->bytes_sent += iov[i].iov_len;
 	return r;
 }
 
@@ -73,6 +94,7 @@ static inline int xconn_recv(struct xconn *c, void *buf, size_t len)
 static inline int xconn_flush(struct xconn *c) { return c->ops->flush(c); }
 static inline int xconn_fd(struct xconn *c) { return c->ops->fd(c); }
 static inline void xconn_shutdown(struct xconn *c) { if (c) c->ops->shutdown(c); }
+/* Frees c and what it owns (the scratch buffer included). */
 static inline void xconn_close(struct xconn *c) { if (c) c->ops->close(c); }
 static inline void xconn_set_timeout(struct xconn *c, int ms) { c->timeout_ms = ms; }
 
@@ -94,5 +116,28 @@ int xconn_tcp_accept(struct xconn **out, int listen_fd, enum xport_channel ch,
 void xconn_tcp_set_user_timeout(struct xconn *c, unsigned ms);
 /* Re-tune an accepted connection once its channel is known. */
 void xconn_tcp_set_channel(struct xconn *c, enum xport_channel ch);
+/* "HOST:PORT" of the peer, for messages. */
+void xconn_tcp_peer_name(struct xconn *c, char *buf, size_t len);
+
+/* --- TLS 1.3 on a TCP connection (tcp/tls.c, xsec.h) ------------------------ */
+
+struct xsec;
+/*
+ * Run the TLS handshake as the side s was loaded for, within timeout_ms
+ * (<= 0: 10 s); host: the name the destination's certificate must carry
+ * (source side, X.509).  Afterwards every byte is a TLS record and the
+ * bulk channel stops using io_uring.  -EACCES "authentication failed: ..."
+ * when the peer has no or other credentials, -ETIMEDOUT past the deadline.
+ */
+int xconn_tls_start(struct xconn *c, const struct xsec *s, const char *host, int timeout_ms);
+bool xconn_tls_on(struct xconn *c);
+/* RFC 8446 section 7.5 exporter of the connection's TLS session; -ENOTCONN without TLS. */
+int xconn_tls_exporter(struct xconn *c, const char *label, const void *ctx, size_t ctxlen,
+		       uint8_t *out, size_t len);
+/*
+ * Bytes already received and decrypted but not yet read: poll() on the
+ * socket does not see them, so check this first.
+ */
+bool xconn_pending(struct xconn *c);
 
 #endif

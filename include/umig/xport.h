@@ -100,6 +100,7 @@ struct xport_ops {
 	int (*fetch)(struct xport *x, uint64_t pfn);
 	int (*reap)(struct xport *x, enum xq q, struct xev *ev, int timeout_ms);
 	int (*queue_fd)(struct xport *x, enum xq q);
+	bool (*pending)(struct xport *x, enum xq q);   /* NULL: never */
 	uint64_t (*bytes)(struct xport *x, enum xport_channel ch);
 	void (*shutdown)(struct xport *x);
 	void (*close)(struct xport *x);
@@ -115,9 +116,14 @@ struct xport_ops {
 	int (*bulk_inflight)(struct xport *x, uint64_t *queued, uint64_t *acked, uint64_t *rate);
 };
 
+struct xsec;
+
 struct xport {
 	const struct xport_ops *ops;
 	struct xconn *ctl;           /* the control connection */
+	const struct xsec *sec;      /* TLS credentials of every connection; NULL: plaintext */
+	char host[256];              /* source: the destination's name (certificate check) */
+	uint8_t bind_key[32];        /* TLS: binds each channel to the session (xport.c) */
 	pthread_mutex_t ctl_lock;    /* one control sender at a time */
 	uint64_t session;
 	bool source;                 /* this end sends the guest */
@@ -132,17 +138,55 @@ struct xport {
 
 /*
  * Source: connect the control connection of a new session to host:port
- * within timeout_ms and send its greeting.  transport: "tcp" or "rdma"
- * (NULL = tcp); the engine sets npages, peer_timeout_ms and, for rdma,
- * secret before xport_connect_data / xport_accept_data.
+ * within timeout_ms, run TLS on it when sec is given (before any umig
+ * byte), and send its greeting.  transport: "tcp" or "rdma" (NULL = tcp);
+ * the engine sets npages, peer_timeout_ms and, for rdma, secret before
+ * xport_connect_data / xport_accept_data.  sec is borrowed: it must
+ * outlive the xport.
  */
 int xport_connect(struct xport **out, const char *transport, const char *host,
-		  uint16_t port, uint64_t session, int timeout_ms);
+		  uint16_t port, uint64_t session, int timeout_ms, const struct xsec *sec);
 /*
- * Destination: accept a control connection within timeout_ms and read its
- * greeting within the same bound.
+ * Destination: the first control connection, within timeout_ms (-1 = no
+ * bound), that finishes its TLS handshake (when sec is given) and its
+ * greeting.  Connections are greeted concurrently, each within 10 s: a
+ * stranger that stays silent, sends junk or fails authentication is
+ * logged and dropped, and never delays the real source.
  */
-int xport_accept(struct xport **out, const char *transport, int listen_fd, int timeout_ms);
+int xport_accept(struct xport **out, const char *transport, int listen_fd, int timeout_ms,
+		 const struct xsec *sec);
+/*
+ * The same for the transports: n connections into out[channel] (which
+ * has XCH_COUNT slots), all within timeout_ms.  x NULL wants one control
+ * channel; otherwise n distinct bulk or urgent channels of x's session,
+ * which under TLS must open with a BIND frame proving they belong to x's
+ * control TLS session (docs/protocol.md, "Authentication").
+ */
+int xport_accept_conns(struct xconn **out, unsigned n, int listen_fd, struct xport *x,
+		       const struct xsec *sec, int timeout_ms, uint64_t *session);
+/* Source: after the greeting of a data channel, bind it (no-op without TLS). */
+int xport_bind_send(struct xport *x, struct xconn *c);
+/*
+ * Under TLS, make the recovery secret depend on the control connection's
+ * TLS session too (in place); no-op without TLS.
+ */
+int xport_bind_secret(struct xport *x, uint8_t *secret);
+/*
+ * Source: a control connection that the destination closed before
+ * answering anything was refused by its authentication (TLS 1.3 checks
+ * the client's credentials after the client's handshake is done); say so
+ * instead of "broken pipe".  Other errors are returned unchanged.
+ */
+int xport_explain_refusal(struct xport *x, int err);
+/*
+ * The negotiated features; with FEAT_DIGEST every later frame on control
+ * carries a digest (both sides switch right after HELLO2_ACK).
+ */
+void xport_set_features(struct xport *x, uint64_t features);
+/* "tls-psk", "tls-x509", "digest" (plaintext with frame digests) or "plaintext". */
+const char *xport_security(const struct xport *x);
+/* An exporter of the control connection's TLS session; zeroes without TLS. */
+int xport_ctl_exporter(struct xport *x, const char *label, uint8_t *out, size_t len);
 void xport_close(struct xport *x);
 void xport_shutdown(struct xport *x);
 /* Names of the transports this build has ("tcp", "tcp, rdma"). */
@@ -195,6 +239,15 @@ static inline int xport_bulk_inflight(struct xport *x, uint64_t *queued, uint64_
 				      uint64_t *rate)
 {
 	return x->ops->bulk_inflight ? x->ops->bulk_inflight(x, queued, acked, rate) : -EOPNOTSUPP;
+}
+
+/*
+ * A completion of q is already received (TLS holds decrypted bytes that
+ * poll() on queue_fd does not see): check this before polling.
+ */
+static inline bool xport_pending(struct xport *x, enum xq q)
+{
+	return x->ops->pending && x->ops->pending(x, q);
 }
 
 /* Bytes sent plus received on a channel (control included). */
