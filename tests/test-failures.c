@@ -335,7 +335,7 @@ static void corrupted(const char *mode, const char *rule, const char *what)
 	assert_said(&g, "dst.err", what);
 	assert_said(&g, "src.err", "the guest keeps running here");
 	o = rig_file(&g, "src.out");
-	assert_non_null(strstr(o, "memverify: done passes=24 mismatches=0"));
+	assert_non_null(strstr(o, "memverify: done passes=14 mismatches=0"));
 	free(o);
 	o = rig_file(&g, "dst.out");
 	assert_null(strstr(o, "memverify"));
@@ -351,39 +351,22 @@ static void test_postcopy_urgent_cut(void **s) { postcopy_break("post", "urgent:
 static void test_hybrid_reset_midway(void **s) { postcopy_break("hybrid", "bulk:s2d:bytes=40000000:reset"); }
 
 /*
- * A malformed frame after the commit (the proxy corrupts a run's first
- * page, or a reply's page number, to lie outside guest RAM): the
- * destination drops it unplaced, closes the session, and recovery takes
- * over; the migration completes and memverify finds every word.
+ * A corrupted frame after the commit (the proxy sets a run's first page,
+ * or a reply's page number, to all ones): on a plaintext session the
+ * frame's digest no longer matches, so the destination drops it
+ * unplaced, closes the session, and recovery takes over; the migration
+ * completes and memverify finds every word.  (The decoders' own checks
+ * behind the digest are exercised by the fuzz harnesses; before the
+ * commit the same corruption is test_flipped_bit_in_a_page.)
  */
 static void test_postcopy_garbled_bulk(void **s)
 {
-	postcopy_break_said("post", "bulk:s2d:bytes=8000000:garble", "outside guest RAM");
+	postcopy_break_said("post", "bulk:s2d:bytes=8000000:garble", "digest mismatch in the page run");
 }
 
 static void test_postcopy_garbled_urgent(void **s)
 {
-	postcopy_break_said("post", "urgent:s2d:type=49:garble", "urgent channel: PAGE");
-}
-
-/*
- * The same corruption before the commit, in pre-copy: the destination
- * refuses it with a message naming the channel, the type and the field
- * and exits 125; the source resumes its guest untouched, and memverify
- * finishes there clean.
- */
-static void test_garbled_frame_before_commit(void **state)
-{
-	static const char *const rules[] = { "bulk:s2d:bytes=2000000:garble", NULL };
-	struct rig g;
-
-	rig_start(&g, "pre", rules);
-	rig_expect(&g, 0, 125);
-	assert_said(&g, "dst.err", "bulk channel: ");
-	assert_said(&g, "dst.err", "outside guest RAM");
-	assert_said(&g, "src.err", "keeps running here");
-	assert_ran_only_at(&g, "source");
-	rig_stop(&g);
+	postcopy_break_said("post", "urgent:s2d:type=49:garble", "digest mismatch in page");
 }
 
 /* --- a peer killed (-9) or stopped (SIGSTOP) at each phase ------------------ */
@@ -727,7 +710,6 @@ int main(void)
 		cmocka_unit_test(test_hybrid_reset_midway),
 		cmocka_unit_test(test_postcopy_garbled_bulk),
 		cmocka_unit_test(test_postcopy_garbled_urgent),
-		cmocka_unit_test(test_garbled_frame_before_commit),
 		cmocka_unit_test(test_dest_killed_in_precopy),
 		cmocka_unit_test(test_dest_killed_in_stop_copy),
 		cmocka_unit_test(test_dest_killed_in_hybrid_round),
