@@ -75,6 +75,7 @@ LIB_SRCS := \
 	src/loader.c \
 	src/log.c \
 	src/mem.c \
+	src/mig-codec.c \
 	src/mig-common.c \
 	src/mig-complete.c \
 	src/mig-ctl.c \

@@ -86,6 +86,7 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "recoveries", json_integer(s->recoveries));
 	json_object_set_new(r, "pages_lost_in_flight", json_integer(s->pages_lost_in_flight));
 	json_object_set_new(r, "postcopy_paused_ms", json_integer(s->paused_ms));
+	src_enc_record(s, r);
 	if (s->unknown_why[0])
 		json_object_set_new(r, "outcome_unknown_because", json_string(s->unknown_why));
 	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
@@ -158,7 +159,7 @@ json_t *dst_figures(struct mig_dest *d)
 		heartbeat_stats(&d->c.vm->bus, &hb);
 	if (hb.first_after_resume_ns && hb.first_after_resume_ns >= hb.resume_ns)
 		first = (hb.first_after_resume_ns - hb.resume_ns) / 1e6;
-	return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:o}",
+	return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:o}",
 		"faults", (json_int_t)d->faults,
 		"fault_us_p50", lat_percentile(&d->lat, 50),
 		"fault_us_p90", lat_percentile(&d->lat, 90),
@@ -169,6 +170,8 @@ json_t *dst_figures(struct mig_dest *d)
 		"dst_pages_bulk", (json_int_t)d->pages_bulk,
 		"dst_pages_urgent", (json_int_t)d->pages_urgent,
 		"dst_pages_zero", (json_int_t)d->pages_zero,
+		"dst_pages_decompressed", (json_int_t)d->pages_decoded,
+		"dst_pages_delta", (json_int_t)d->pages_delta,
 		"postcopy_ms", d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0.0,
 		"fault_us_hist", lat_histogram(&d->lat));
 }

@@ -120,6 +120,7 @@ int src_postcopy(struct mig_source *s)
 	if (!s->scanned)
 		src_scan_populated(s);
 	mig_set_state(&s->c, MIG_POSTCOPY);
+	s->enc.delta_live = false;   /* each page goes once now, maybe to a page dropped there */
 	/* one-sided transports: the destination pulls every page itself */
 	if (xport_caps(s->c.x) & XCAP_ONESIDED)
 		return src_complete(s);

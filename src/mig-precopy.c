@@ -23,6 +23,8 @@ int src_precopy(struct mig_source *s)
 	if (ret < 0)
 		return ret;
 	s->tracking = true;
+	/* hybrid sends each page once before the switchover: nothing to delta against */
+	s->enc.delta_live = s->p.mode == MIG_MODE_PRE;
 	mig_set_state(&s->c, MIG_PRECOPY);
 	for (s->rounds = 1;; s->rounds++) {
 		uint64_t t0 = now_ns(), b0 = mig_bytes(&s->c, XCH_BULK);

@@ -22,6 +22,8 @@ static int src_run(struct mig_source *s)
 
 	mig_set_state(&s->c, MIG_SETUP);
 	ret = src_handshake(s);
+	if (!ret)
+		ret = src_enc_setup(s);
 	if (!ret && pre)
 		ret = src_precopy(s);
 	if (!ret)
@@ -83,6 +85,7 @@ static void *mig_source_thread(void *arg)
 static void src_free(struct mig_source *s)
 {
 	prepage_destroy(s->pp);
+	src_enc_free(s);
 	bitmap_free(&s->sent);
 	bitmap_free(&s->ever);
 	bitmap_free(&s->populated);

@@ -60,6 +60,12 @@ struct mig_params {
 	unsigned recover_timeout_ms; /* post-copy: how long to try to recover a broken link */
 	char stats_path[1024];       /* "" = none */
 	bool quiet;                  /* no progress line */
+	/* sending less and converging (docs/compression.md) */
+	int compress;                /* enum codec_mode (codec.h): none, lz4, zstd, auto */
+	uint64_t delta_cache;        /* bytes of the source's delta cache; 0 = no deltas */
+	uint64_t max_bandwidth;      /* bulk bytes per second; 0 = unlimited */
+	bool auto_converge;          /* throttle a guest that dirties faster than the link */
+	bool fallback_post;          /* pre-copy that stops progressing switches to post-copy */
 };
 
 #define MIG_PEER_TIMEOUT_DEFAULT_MS 5000

@@ -72,6 +72,9 @@ enum proto_type {
 	MSG_RECOVER_AUTH = 71,      /* src -> dst: 32-byte HMAC */
 	MSG_RECOVER_STATE = 72,     /* dst -> src: u32 flags (1 = last), runs {u64, u32} present */
 	MSG_SECRET = 73,    /* src -> dst at handshake: the migration's 32-byte secret */
+	/* page encodings (FEAT_COMPRESS, FEAT_DELTA), bulk, source -> destination */
+	MSG_PAGES_Z = 112,  /* u64 first pfn, u32 n, u32 codec (1 lz4, 2 zstd), codec batch */
+	MSG_DELTA = 113,    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -96,8 +99,11 @@ enum proto_mark {
 #define FEAT_COMMIT        (1ull << 2)  /* READY / COMMIT handover, RESOLVE */
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 #define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
+#define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
+#define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
 /* every feature this umig knows */
-#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER)
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
+			    FEAT_RECOVER | FEAT_COMPRESS | FEAT_DELTA)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16
