@@ -77,6 +77,7 @@ LIB_SRCS := \
 	src/mem.c \
 	src/mig-codec.c \
 	src/mig-common.c \
+	src/mig-converge.c \
 	src/mig-complete.c \
 	src/mig-ctl.c \
 	src/mig-dst.c \

@@ -47,7 +47,7 @@ json_t *src_record(struct mig_source *s)
 	double switch_gap = gap_before + downtime + dget(s->dest_stats, "resume_to_first_beat_ms");
 	double window_gap = dget(s->dest_stats, "postcopy_max_beat_gap_ms");
 	uint64_t end = s->t_end ? s->t_end : now_ns();
-	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	bool post = src_post_mode(s);
 	json_t *r;
 
 	uint64_t wc = src_wire(s, XCH_CONTROL), wb = src_wire(s, XCH_BULK), wu = src_wire(s, XCH_URGENT);
@@ -87,6 +87,7 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "pages_lost_in_flight", json_integer(s->pages_lost_in_flight));
 	json_object_set_new(r, "postcopy_paused_ms", json_integer(s->paused_ms));
 	src_enc_record(s, r);
+	src_conv_record(s, r);
 	if (s->unknown_why[0])
 		json_object_set_new(r, "outcome_unknown_because", json_string(s->unknown_why));
 	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
@@ -112,7 +113,7 @@ json_t *src_record(struct mig_source *s)
 
 int src_complete(struct mig_source *s)
 {
-	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	bool post = src_post_mode(s);
 	struct proto_msg m = { 0 };
 	json_error_t jerr;
 	char *txt;

@@ -100,6 +100,30 @@ int mig_ctl_expect(struct mig_common *c, struct proto_msg *m, uint16_t type, con
 
 /* --- source -------------------------------------------------------------- */
 
+/* Pre-copy's round decisions and the auto-converge throttle (mig-converge.c). */
+struct src_conv {
+	pthread_t thread;            /* the throttle */
+	bool started;
+	_Atomic bool stop;
+	_Atomic unsigned pct;        /* of each slice the guest is paused */
+	_Atomic uint64_t throttled_ns;
+	unsigned pct_max;
+	unsigned nrounds, stall;     /* rounds seen; rounds in a row without progress */
+	uint64_t best;               /* the smallest dirty set so far */
+	uint64_t wws[3];             /* the last rounds' dirty sets */
+	const char *reason;          /* why pre-copy stopped */
+	bool to_post;                /* --fallback post switched to post-copy */
+	json_t *rounds;              /* (L) rounds_detail */
+};
+
+/* One pre-copy round, as src_conv_round() judges it. */
+struct conv_round {
+	unsigned round;
+	uint64_t pages, data_pages;  /* sent, and of those sent as data (not zero) */
+	uint64_t bytes, ns;          /* bulk wire bytes and time of the round */
+	uint64_t ndirty;             /* pages written while it ran */
+};
+
 /* Sending less, and no faster than asked (mig-codec.c); the bulk sender's own. */
 struct src_enc {
 	int mode;                    /* enum codec_mode in force (none if the peer lacks it) */
@@ -141,6 +165,7 @@ struct mig_source {
 	bool tracking;
 	struct prepage *pp;
 	struct src_enc enc;
+	struct src_conv conv;
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
@@ -181,6 +206,17 @@ int src_push_encoded(struct mig_source *s, uint64_t pfn, uint32_t n);
 void src_enc_forget(struct mig_source *s, uint64_t pfn, uint64_t n);
 void src_rate_wait(struct mig_source *s, uint64_t bytes);
 void src_enc_record(struct mig_source *s, json_t *r);
+
+bool src_conv_round(struct mig_source *s, const struct conv_round *cr);
+void src_throttle_stop(struct mig_source *s);
+void src_conv_record(struct mig_source *s, json_t *r);
+
+/* The destination arms post-copy: post, hybrid, and pre with --fallback post. */
+static inline bool src_post_mode(const struct mig_source *s)
+{
+	return s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID ||
+	       (s->p.mode == MIG_MODE_PRE && s->p.fallback_post);
+}
 
 /* Post-copy recovery (mig-recover.c): 0 to go on pushing, < 0 lost. */
 int src_recover(struct mig_source *s, int why);
