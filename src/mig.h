@@ -7,7 +7,9 @@
  *   mig-handshake.c    connect/accept, HELLO, version and feature
  *                      negotiation, admission, the page channels
  *   mig-pages.c        the source's page sender: runs, zero pages
+ *   mig-codec.c        compression, deltas and the rate limit on bulk
  *   mig-precopy.c      pre-copy rounds (source)
+ *   mig-converge.c     round decisions, auto-converge, --fallback post
  *   mig-receive.c      the destination's bulk receiver (pre-copy and
  *                      post-copy pushes land here)
  *   mig-switchover.c   pause, state, discards, resume: both sides
