@@ -102,9 +102,9 @@ static int src_throttle_raise(struct mig_source *s)
 /*
  * Round r's figures are in: the round sent `pages` data pages in ns,
  * during which `ndirty` pages were written.  Records the round, steps the
- * throttle, and returns true when pre-copy is making no progress.
+ * throttle, and returns 1 when pre-copy is making no progress, else 0.
  */
-bool src_conv_round(struct mig_source *s, const struct conv_round *cr)
+int src_conv_round(struct mig_source *s, const struct conv_round *cr)
 {
 	struct src_conv *v = &s->conv;
 	uint64_t carried = cr->data_pages * PAGE_SIZE, dirtied = cr->ndirty * PAGE_SIZE;

@@ -20,7 +20,7 @@ static int src_round_decide(struct mig_source *s, struct conv_round *last)
 	double rate = last->ns ? MAX(last->bytes, last->data_pages * PAGE_SIZE) /
 			  (last->ns / 1e9) : 0;  /* page bytes per second the link took */
 	long n;
-	bool stuck;
+	int stuck;
 
 	bitmap_clear_all(&s->dirty);
 	n = dirty_collect(&s->tracker, &s->dirty);

@@ -209,7 +209,7 @@ void src_enc_forget(struct mig_source *s, uint64_t pfn, uint64_t n);
 void src_rate_wait(struct mig_source *s, uint64_t bytes);
 void src_enc_record(struct mig_source *s, json_t *r);
 
-bool src_conv_round(struct mig_source *s, const struct conv_round *cr);
+int src_conv_round(struct mig_source *s, const struct conv_round *cr);
 void src_throttle_stop(struct mig_source *s);
 void src_conv_record(struct mig_source *s, json_t *r);
 

@@ -175,10 +175,11 @@ static void test_hybrid_delta(void **s)
 
 static void test_stop_copy_delta(void **s)
 {
-	const char *extra[] = { "--delta-cache", "8M", "--compress", "auto", NULL };
+	const char *extra[] = { "--delta-cache", "8M", "--compress", "lz4", NULL };
 	json_t *rec = migrate_with("stop-copy", extra);
 
 	assert_int_equal(jint(rec, "delta_pages"), 0);
+	assert_true(batches(rec, "lz4") > 0);
 	json_decref(rec);
 }
 
