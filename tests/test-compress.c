@@ -109,7 +109,8 @@ static void fixed_codec(const char *mode, const char *codec)
 
 	assert_string_equal(json_string_value(json_object_get(rec, "compress")), codec);
 	assert_true(batches(rec, codec) > 0);
-	assert_true(jint(rec, "compress_bytes_in") >= 2ull << 20);
+	/* how much the guest wrote by then depends on the machine: at least some runs */
+	assert_true(jint(rec, "compress_bytes_in") >= 64 * 4096);
 	/*
 	 * text pages with memverify's unique first word: lz4 about 2x in
 	 * 64-page batches; post-copy pushes 16-page runs, which give less
