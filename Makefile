@@ -44,23 +44,35 @@ ifeq ($(WERROR),1)
 WARN    += -Werror
 endif
 
-CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -Itcp -MD -MP $(SANFLAGS) \
+CFLAGS  := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -Iinclude -Itcp -Irdma -MD -MP $(SANFLAGS) \
 	   $(FUZZFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS)
 LIBS    := -lunicorn -luring -ljansson -lxxhash -lgnutls -llz4 -lzstd -lpthread -lm
 
+# The RDMA transport (rdma/) is built when libibverbs and librdmacm are
+# there (RDMA=0 leaves it out, RDMA=1 insists); without it umig says so in
+# `umig caps` and when --transport rdma is asked for.
+RDMA ?= $(shell pkg-config --exists libibverbs librdmacm 2>/dev/null && echo 1 || echo 0)
+ifeq ($(RDMA),1)
+CFLAGS  += -DUMIG_HAVE_RDMA
+LIBS    += -lrdmacm -libverbs
+RDMA_SRCS := rdma/ep.c rdma/rdma.c
+endif
+
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
 	    liburing-dev libjansson-dev libxxhash-dev libgnutls28-dev liblz4-dev libzstd-dev \
-	    iproute2 jq python3
+	    iproute2 jq python3 libibverbs-dev librdmacm-dev
 # ... and those only `make fuzz` needs (libFuzzer is in the clang runtime).
 FUZZ_DEB_PKGS := clang-14 libclang-rt-14-dev
 
 # The engine, as a static library the tests link against (sorted).
 LIB_SRCS := \
+	src/admit.c \
 	src/bitmap.c \
 	src/buf.c \
 	src/caps.c \
+	src/caps-rdma.c \
 	src/codec-auto.c \
 	src/codec.c \
 	src/control.c \
@@ -107,9 +119,12 @@ LIB_SRCS := \
 	src/vcpu-unicorn.c \
 	src/vm.c \
 	src/xport.c \
+	rdma/frame.c \
+	rdma/prefetch.c \
 	tcp/conn.c \
 	tcp/tcp.c \
-	tcp/uring.c
+	tcp/uring.c \
+	$(RDMA_SRCS)
 
 # One file per verb, plus main (sorted).
 CLI_SRCS := \

@@ -10,6 +10,7 @@
  *
  *   wss=MiB (16)  passes=N (0 = forever)  threads=N (1)
  *   fill=random|zero|text|mixed (random)  change=% of words a pass rewrites (100)
+ *   ballast=MiB (0): written once past the working set, never touched again
  *   exit: 0 done, 1 mismatch, 2 bad args, 3 clock went backwards
  *
  * With threads=N (umig run --cpus N or more) vCPU t fills and checks the
@@ -210,6 +211,8 @@ int main(void)
 	volatile u64 *base = (volatile u64 *)rt_free_start();
 	u64 threads = rt_arg_u64("threads", 1), end, page, g, i;
 	u64 change = rt_arg_u64("change", 100);
+	/* MiB written once after the working set and never touched again */
+	u64 ballast = rt_arg_u64("ballast", 0);
 	static const char *const fill_names[] = PAGEFILL_NAMES;
 	struct mismatch m;
 	int rc;
@@ -231,9 +234,9 @@ int main(void)
 	rt_printf("memverify: wss=%lluMiB pages=%llu passes=%llu fill=%s change=%llu%%",
 		  wss, npages, passes, fill_names[fill], change);
 	rt_printf(threads > 1 ? " threads=%llu\n" : "\n", threads);
-	if (wss == 0 || wss > rt_free_size() / RT_MIB) {
-		rt_printf("memverify: wss must be 1..%lluMiB (free memory), got %llu\n",
-			  (u64)rt_free_size() / RT_MIB, wss);
+	if (wss == 0 || wss + ballast > rt_free_size() / RT_MIB) {
+		rt_printf("memverify: wss + ballast must be 1..%lluMiB (free memory), got %llu\n",
+			  (u64)rt_free_size() / RT_MIB, wss + ballast);
 		return 2;
 	}
 	if (!threads || threads > rt_ncpus()) {
@@ -255,6 +258,9 @@ int main(void)
 	}
 	if ((rc = wait_phase(0)))
 		return rc;
+	/* pages that exist at the source but that this guest never needs again */
+	for (page = 0; page < ballast * RT_MIB / RT_PAGE_SIZE; page++)
+		base[(npages + page) * WORDS_PER_PAGE] = page + 1;
 
 	for (g = 0; !passes || g < passes; g++) {
 		__atomic_store_n(&phase_go, g + 2, __ATOMIC_RELEASE);

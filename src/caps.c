@@ -326,9 +326,18 @@ static bool has_kvm(const struct caps *c)
 	return c->kvm;
 }
 
+/* A device, and a umig that can use it. */
 static bool has_rdma(const struct caps *c)
 {
-	return c->rdma_devices > 0;
+	return c->rdma_devices > 0 && caps_rdma_built();
+}
+
+static const char *rdma_fix(const struct caps *c)
+{
+	if (!caps_rdma_built())
+		return "this umig was built without RDMA: install libibverbs-dev and librdmacm-dev, "
+		       "then rebuild (make deps && make)";
+	return NULL;
 }
 
 /* The fix depends on why userfaultfd(2) failed, and on who we are. */
@@ -476,10 +485,10 @@ static const struct cap_desc {
 	  "virtualisation inside a VM)",
 	  kvm_err, kvm_fix, false },
 	{ "RDMA devices", "rdma", has_rdma,
-	  "RDMA transport (TCP is used)",
+	  "RDMA transport (--transport rdma; TCP is used without it)",
 	  "add an RDMA NIC, or a soft-RoCE device: "
 	  "rdma link add rxe0 type rxe netdev <ifname>",
-	  NULL, NULL, false },
+	  NULL, rdma_fix, false },
 };
 
 #define CAP_COUNT (sizeof(cap_table) / sizeof(cap_table[0]))
@@ -574,6 +583,8 @@ static void cap_status(const struct cap_desc *d, const struct caps *c,
 	if (d->present(c)) {
 		if (d->present == has_rdma)
 			snprintf(buf, len, "yes (%d)", c->rdma_devices);
+		else if (d->present == has_rdma)
+			snprintf(buf, len, "no");
 		else if (d->present == has_kvm)
 			snprintf(buf, len, "yes (API %d)", c->kvm_api);
 		else
@@ -613,6 +624,7 @@ void caps_print(const struct caps *c, FILE *out)
 			fprintf(out, "%-*s  %-*s  fix: %s\n", namew, "", statw,
 				"", cap_fix(d, c));
 	}
+	caps_rdma_print(out);
 	fprintf(out, "\nuserfaultfd features %#llx, range ioctls %#llx\n",
 		(unsigned long long)c->uffd_features,
 		(unsigned long long)c->uffd_ioctls);
@@ -674,6 +686,8 @@ int caps_print_json(const struct caps *c, FILE *out)
 	snprintf(hex, sizeof(hex), "%#llx", (unsigned long long)c->uffd_ioctls);
 	jset(root, "uffd_ioctls", json_string(hex), &err);
 	jset(root, "rdma_devices", json_integer(c->rdma_devices), &err);
+	jset(root, "rdma_built", json_boolean(caps_rdma_built()), &err);
+	jset(root, "rdma_ports", caps_rdma_json(), &err);
 	jset(root, "kvm_api_version", c->kvm_api > 0 ? json_integer(c->kvm_api) : json_null(),
 	     &err);
 	jset(root, "missing", missing, &err);

@@ -33,10 +33,16 @@ static const char incoming_help[] =
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
 "  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
 "                         /dev/kvm works); --backend is the same option\n"
-"  --transport NAME       page transport to accept: tcp (default tcp)\n"
+"  --transport NAME       page transport to accept: tcp or rdma (default tcp;\n"
+"                         rdma needs an RDMA device behind the --listen address)\n"
+"  --rdma-poll            rdma: busy-poll completions instead of sleeping on them\n"
 "  --peer-timeout MS      a source silent for MS milliseconds is gone (default 5000)\n"
 "  --recover-timeout MS   post-copy: wait this long for the source to recover a\n"
 "                         broken link (default 600000)\n"
+"  --overcommit           accept a guest larger than this host's free memory\n"
+"                         (MemAvailable and memory cgroup limits): the guest\n"
+"                         may then be killed after the commit, when it\n"
+"                         exists only here\n"
 "  --quiet                no progress line\n"
 "  --timeline FILE        at exit, write the guest's heartbeat samples as CSV\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -51,10 +57,12 @@ int cmd_incoming(int argc, char **argv)
 		{ "stats", required_argument, NULL, 's' },
 		{ "backend", required_argument, NULL, 'b' },
 		{ "transport", required_argument, NULL, 'T' },
+		{ "rdma-poll", no_argument, NULL, 'r' },
 		{ "peer-timeout", required_argument, NULL, 'P' },
 		{ "recover-timeout", required_argument, NULL, 'R' },
 		{ "vcpu", required_argument, NULL, 'b' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "overcommit", no_argument, NULL, 'O' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeline", required_argument, NULL, 't' },
 		{ "debug", no_argument, NULL, 'd' },
@@ -89,7 +97,9 @@ int cmd_incoming(int argc, char **argv)
 				return cli_usage_error("incoming", "--transport: %s", err_msg(-ENOENT));
 			o.transport = optarg;
 			break;
+		case 'r': o.rdma_poll = true; break;
 		case 'q': o.quiet = true; break;
+		case 'O': o.overcommit = true; break;
 		case 't': so.timeline_path = optarg; break;
 		case 'm':
 			if (parse_size(optarg, &o.expect_ram))
@@ -121,6 +131,8 @@ int cmd_incoming(int argc, char **argv)
 	}
 	so.incoming = d;
 	ret = cli_serve_vm(vm, &so);
+	if (vm_get_status(vm) == VM_EXITED)
+		mig_dest_guest_exited(d, ret);   /* a defined end, not a lost guest */
 	if (mig_dest_pages_missing(d)) {
 		/*
 		 * Never free the migration here: closing userfaultfd would wake

@@ -51,6 +51,15 @@ int src_enc_setup(struct mig_source *s)
 		return err_set(-ENOTSUP, "--compress, --delta-cache and --max-bandwidth need a "
 			       "transport that carries pages as a stream (tcp); %s moves them "
 			       "one-sided", s->c.x->ops->name);
+	/*
+	 * PAGES_Z and DELTA are frames of the TCP transport (tcp/tcp.c); the
+	 * RDMA transport's frames carry raw runs only, so refuse there, clearly,
+	 * rather than fail on the first encoded run.
+	 */
+	if ((s->p.compress != CODEC_MODE_NONE || s->p.delta_cache) && strcmp(s->c.x->ops->name, "tcp"))
+		return err_set(-ENOTSUP, "--compress and --delta-cache work over the tcp transport "
+			       "only; %s carries pages unencoded (use --transport tcp, or drop them)",
+			       s->c.x->ops->name);
 	e->mode = s->p.compress;
 	if (e->mode != CODEC_MODE_NONE && !(feat & FEAT_COMPRESS)) {
 		pr_warn("migration: the destination does not take compressed pages (an older "

@@ -125,6 +125,17 @@ void progress_update(struct mig_progress *pr, const char *phase, uint64_t done,
 		(unsigned long long)faults, eta);
 }
 
+void progress_note(struct mig_progress *pr, const char *state)
+{
+	if (!pr->enabled)
+		return;
+	pr->last_ns = now_ns();
+	fprintf(stderr, "\rumig[%s]: %-16s %-50s", pr->side, state,
+		!strcmp(state, "outcome-unknown") ? "guest paused until the commit is settled" :
+		!strcmp(state, "postcopy-paused") ? "a link broke: waiting to reconnect" :
+		"reconnected: re-synchronising pages");
+}
+
 void progress_end(struct mig_progress *pr)
 {
 	if (pr->enabled && pr->last_ns)

@@ -79,6 +79,13 @@ json_t *src_record(struct mig_source *s)
 		"prepaging", post ? s->p.prepaging : "",
 		"error", s->c.error,
 		"precopy_bytes", (json_int_t)s->precopy_bytes);
+	if (s->paused_since && (s->c.state == MIG_PAUSED || s->c.state == MIG_RECOVERING)) {
+		uint64_t spent = (now_ns() - s->paused_since) / 1000000;
+
+		json_object_set_new(r, "paused_because", json_string(s->paused_why));
+		json_object_set_new(r, "recover_ms_left", json_integer(
+			spent < s->c.recover_timeout_ms ? s->c.recover_timeout_ms - spent : 0));
+	}
 	pthread_mutex_unlock(&s->c.lock);
 	json_object_set_new(r, "transport", json_string(s->c.x ? s->c.x->ops->name : s->p.transport));
 	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));
@@ -86,6 +93,10 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "recoveries", json_integer(s->recoveries));
 	json_object_set_new(r, "pages_lost_in_flight", json_integer(s->pages_lost_in_flight));
 	json_object_set_new(r, "postcopy_paused_ms", json_integer(s->paused_ms));
+	/* what serving the rest of the guest cost this process, after the switchover */
+	json_object_set_new(r, "src_cpu_after_switchover_s",
+			    json_real(s->cpu_resumed_us && s->cpu_end_us >= s->cpu_resumed_us ?
+				      (s->cpu_end_us - s->cpu_resumed_us) / 1e6 : 0));
 	src_enc_record(s, r);
 	src_conv_record(s, r);
 	if (s->unknown_why[0])
@@ -117,14 +128,23 @@ int src_complete(struct mig_source *s)
 	struct proto_msg m = { 0 };
 	json_error_t jerr;
 	char *txt;
-	int ret = s->resolved_by_reconnect ? -ENOTCONN :
+	int ret = s->complete_early ? 1 : s->resolved_by_reconnect ? -ENOTCONN :
 		  mig_ctl_expect(&s->c, &m, MSG_COMPLETE, "COMPLETE");
 
-	if (!ret) {
+	if (ret == 1) {
+		s->dest_stats = s->complete_early;
+		s->complete_early = NULL;
+		ret = 0;
+	} else if (!ret) {
 		s->dest_stats = json_loads((char *)m.payload, 0, &jerr);
 		if (!s->dest_stats)
 			pr_warn("migration: the destination's statistics are not JSON: %s", jerr.text);
 	}
+	if (s->dest_stats && json_object_get(s->dest_stats, "guest_exited_at_destination"))
+		pr_info("migration: the guest exited at the destination (status %lld) before every "
+			"page had arrived; the migration is over",
+			(long long)json_integer_value(json_object_get(s->dest_stats,
+								      "guest_exited_at_destination")));
 	proto_msg_free(&m);
 	/*
 	 * Without post-copy the destination had every page before it ran the
@@ -139,6 +159,7 @@ int src_complete(struct mig_source *s)
 	if (ret < 0)
 		return ret;
 	s->t_end = now_ns();
+	s->cpu_end_us = cpu_self_us();
 	mig_set_state(&s->c, MIG_COMPLETED);
 	s->record = src_record(s);
 	txt = json_dumps(s->record, JSON_COMPACT);
@@ -184,7 +205,7 @@ static void dst_nap(struct mig_dest *d, unsigned ms)
 	struct timespec ts = { .tv_sec = t / 1000000000ull, .tv_nsec = t % 1000000000ull };
 
 	pthread_mutex_lock(&d->c.lock);
-	if (d->present_count < d->c.npages && d->c.state != MIG_FAILED)
+	if (d->present_count < d->c.npages && d->c.state != MIG_FAILED && !d->guest_exited)
 		pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
 	pthread_mutex_unlock(&d->c.lock);
 }
@@ -202,15 +223,24 @@ static int dst_wait_complete(struct mig_dest *d)
 	struct proto_msg m = { 0 };
 	int ret = 0;
 
-	while (d->present_count < d->c.npages) {
+	for (;;) {
 		enum mig_state st = mig_get_state(&d->c);
 		uint64_t t = now_ns();
 
+		/* a recovery in progress owns the threads; complete once it is over */
+		if (d->present_count == d->c.npages && st != MIG_RECOVERING)
+			break;
+		if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE))
+			break;   /* the guest is gone: what is missing no longer matters */
 		if (st == MIG_FAILED) {
 			ret = -ECONNABORTED;
 			break;
 		}
 		if (st == MIG_PAUSED || st == MIG_RECOVERING) {
+			if (d->present_count == d->c.npages) {
+				usleep(20000);   /* recovering: bounded by the recovery's own steps */
+				continue;
+			}
 			if (d->paused_at && t - d->paused_at > d->c.recover_timeout_ms * 1000000ull) {
 				ret = err_set(-ETIMEDOUT, "the source did not come back within %u s; %llu "
 					      "pages were never received; the guest cannot continue",
@@ -274,12 +304,25 @@ static void *dst_complete_thread(void *arg)
 	heartbeat_window(&d->c.vm->bus, false);
 	progress_end(&d->c.progress);
 	fig = dst_figures(d);
+	if (d->guest_exited)
+		json_object_set_new(fig, "guest_exited_at_destination",
+				    json_integer(d->c.vm->exit_code));
 	txt = json_dumps(fig, JSON_COMPACT);
 	json_decref(fig);
 	ret = txt ? xport_ctl_send(d->c.x, MSG_COMPLETE, txt, strlen(txt)) : -ENOMEM;
 	free(txt);
 	if (!ret)
 		ret = mig_ctl_recv(&d->c, &m, "the source's statistics");
+	if (ret < 0 && dst_recovering_allowed(d)) {
+		/*
+		 * The source may be recovering a link it saw break: it learns
+		 * that the migration completed when it reconnects (RECOVER is
+		 * answered with COMPLETE), so the process waits a while for it.
+		 */
+		pthread_mutex_lock(&d->c.lock);
+		d->complete_unacked = true;
+		pthread_mutex_unlock(&d->c.lock);
+	}
 	if (!ret && m.type == MSG_SRC_STATS) {
 		json_error_t jerr;
 

@@ -82,8 +82,19 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	pr_info("waiting for a migration on %s:%u", o->host, o->port);
 	ret = dst_run(d, lfd);
 	if (ret < 0) {
-		pr_err("incoming: migration failed: %s", err_msg(ret));
-		if (d->c.x && mig_get_state(&d->c) != MIG_FAILED)
+		bool failed = mig_get_state(&d->c) == MIG_FAILED;
+
+		/*
+		 * dst_run returns only before the commit: the guest never ran
+		 * here.  A receiver thread that failed first said why; this
+		 * side only saw the session end.
+		 */
+		pthread_mutex_lock(&d->c.lock);
+		pr_err("incoming: migration failed before the commit: %s; nothing runs here, "
+		       "the guest stays with the source",
+		       failed && d->c.error[0] ? d->c.error : err_msg(ret));
+		pthread_mutex_unlock(&d->c.lock);
+		if (d->c.x && !failed)
 			xport_ctl_error(d->c.x, ret, err_msg(ret));
 		mig_fail(&d->c, ret);
 		return ret;
@@ -91,6 +102,28 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	d->vm_handed = true;
 	*vm = d->c.vm;
 	return 0;
+}
+
+/*
+ * COMPLETE went out but the source never answered: it may be recovering
+ * a link it saw break and will only learn the outcome by reconnecting.
+ * Keep listening for it a while (bounded) before the process goes.
+ */
+static void dst_linger(struct mig_dest *d)
+{
+	uint64_t deadline = now_ns() + (d->c.peer_timeout_ms + 5000) * 1000000ull;
+	struct timespec ts = { .tv_sec = deadline / 1000000000ull, .tv_nsec = deadline % 1000000000ull };
+	bool waited = false;
+
+	pthread_mutex_lock(&d->c.lock);
+	while (d->complete_unacked && now_ns() < deadline) {
+		if (!waited)
+			pr_info("incoming: the source did not acknowledge the completion; waiting up to "
+				"%u s for it to reconnect", d->c.peer_timeout_ms / 1000 + 5);
+		waited = true;
+		pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
+	}
+	pthread_mutex_unlock(&d->c.lock);
 }
 
 int mig_dest_finish(struct mig_dest *d, int timeout_s)
@@ -105,7 +138,9 @@ int mig_dest_finish(struct mig_dest *d, int timeout_s)
 	pthread_mutex_unlock(&d->c.lock);
 	if (ret)
 		return err_set(-ETIMEDOUT, "the migration did not complete within %d s", timeout_s);
-	return mig_get_state(&d->c) == MIG_COMPLETED ? 0 : -ECONNABORTED;
+	ret = mig_get_state(&d->c) == MIG_COMPLETED ? 0 : -ECONNABORTED;
+	dst_linger(d);
+	return ret;
 }
 
 enum mig_state mig_dest_state(struct mig_dest *d)
@@ -115,7 +150,21 @@ enum mig_state mig_dest_state(struct mig_dest *d)
 
 bool mig_dest_pages_missing(struct mig_dest *d)
 {
-	return d->uffd.registered && d->vm_handed && d->present_count < d->c.npages;
+	return d->uffd.registered && d->vm_handed && d->present_count < d->c.npages &&
+	       !d->guest_exited;
+}
+
+void mig_dest_guest_exited(struct mig_dest *d, int status)
+{
+	if (!d->vm_handed || d->present_count >= d->c.npages)
+		return;
+	pthread_mutex_lock(&d->c.lock);
+	d->guest_exited = true;
+	pthread_cond_broadcast(&d->c.cond);
+	pthread_mutex_unlock(&d->c.lock);
+	pr_info("incoming: the guest exited (status %d) before its last %llu pages arrived; "
+		"the migration ends here", status,
+		(unsigned long long)(d->c.npages - d->present_count));
 }
 
 uint64_t mig_dest_pages_absent(struct mig_dest *d)

@@ -303,8 +303,12 @@ int dst_handover(struct mig_dest *d)
 	if (!(d->c.x->features & FEAT_COMMIT))
 		return 0;   /* version 1: the guest runs as soon as it is loaded */
 	ret = dst_start_rendezvous(d);
-	if (!ret)
+	if (!ret) {
+		pthread_mutex_lock(&d->c.lock);
+		d->ready_sent = true;   /* from here a broken page channel is recovered, not fatal */
+		pthread_mutex_unlock(&d->c.lock);
 		ret = xport_ctl_send(d->c.x, MSG_READY, NULL, 0);
+	}
 	if (ret < 0)
 		return ret;   /* READY never left: the source cannot have committed */
 	ret = mig_ctl_recv(&d->c, &m, "COMMIT");

@@ -24,6 +24,7 @@
 #include <gnutls/gnutls.h>
 
 #include "mig.h"
+#include "umig/admit.h"
 
 /* Read one control message, turning ERROR into a failure with its text. */
 static int hs_expect(struct mig_source *s, struct proto_msg *m, uint16_t type)
@@ -56,9 +57,11 @@ static int src_send_encoded(struct mig_source *s, uint16_t type, struct wbuf *w)
 /* HELLO2 and its answer: the version and the features of the session. */
 static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 {
+	/* the transport's bit is required: pages go over it or not at all */
+	uint64_t feat = s->c.x->ops->feature;
 	struct proto_hello2 h = {
 		.min_version = 2, .max_version = PROTO_VERSION_MAX,
-		.offered = FEAT_KNOWN & ~FEAT_HELLO2, .required = 0,
+		.offered = (FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS) | feat, .required = feat,
 	};
 	struct proto_hello2_ack a;
 	struct wbuf w;
@@ -82,6 +85,7 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 	/* what a reconnection must prove it knows (mig-recover.c) */
 	if (gnutls_rnd(GNUTLS_RND_KEY, s->c.secret, sizeof(s->c.secret)) < 0)
 		return err_set(-EIO, "cannot draw the migration's secret");
+	s->c.x->secret = s->c.secret;
 	return xport_ctl_send(s->c.x, MSG_SECRET, s->c.secret, sizeof(s->c.secret));
 }
 
@@ -94,9 +98,8 @@ int src_handshake(struct mig_source *s)
 		.features = FEAT_HELLO2,
 	};
 	struct proto_msg m = { 0 };
-	struct rbuf r;
 	struct wbuf w;
-	uint64_t session, acked;
+	uint64_t session, acked = 0;
 	int ret;
 
 	if (getrandom(&session, sizeof(session), 0) != sizeof(session))
@@ -113,18 +116,18 @@ int src_handshake(struct mig_source *s)
 	ret = src_send_encoded(s, MSG_HELLO, &w);
 	if (!ret)
 		ret = hs_expect(s, &m, MSG_HELLO_ACK);
-	if (!ret) {
-		rbuf_init(&r, m.payload, m.len);
-		acked = rbuf_get_u64(&r);
-		if (acked & ~FEAT_HELLO2)
-			ret = err_set(-EPROTO, "HELLO_ACK: the destination accepted unknown feature "
-				      "bits %#llx", (unsigned long long)(acked & ~FEAT_HELLO2));
-		else if (acked & FEAT_HELLO2)
-			ret = src_negotiate(s, &m);
-	}
+	if (!ret)
+		ret = proto_decode_hello_ack(&m, &acked);
+	if (!ret && (acked & FEAT_HELLO2))
+		ret = src_negotiate(s, &m);
 	proto_msg_free(&m);
+	if (!ret && (s->c.x->ops->feature & ~s->c.x->features))
+		ret = err_set(-EPROTONOSUPPORT, "the destination cannot take pages over %s (a umig "
+			      "before 0.2, or one built without it): use --transport tcp",
+			      s->c.x->ops->name);
 	if (ret < 0)
 		return ret;
+	s->c.x->busy_poll = s->p.rdma_poll;
 	pr_debug("migration: protocol version %u, features %#llx", s->c.x->version,
 		 (unsigned long long)s->c.x->features);
 	ret = xport_connect_data(s->c.x, s->p.host, s->p.port, MIG_CONNECT_TIMEOUT_MS);
@@ -140,6 +143,12 @@ static int dst_admit(struct mig_dest *d)
 		return err_set(-EINVAL, "RAM size mismatch: the source has %llu MiB, this destination expects %llu MiB",
 			       (unsigned long long)(d->hello.ram_size >> 20),
 			       (unsigned long long)(d->o.expect_ram >> 20));
+	if (!d->o.overcommit) {
+		int ret = admit_guest_ram(d->hello.ram_size);
+
+		if (ret < 0)
+			return ret;
+	}
 	if (dst_postcopy_mode(d)) {
 		struct uffd probe = { .fd = -1 };
 		int ret = uffd_open(&probe);
@@ -151,8 +160,23 @@ static int dst_admit(struct mig_dest *d)
 	return 0;
 }
 
+/* Both ends must name the same page transport. */
+static int dst_check_transport(struct mig_dest *d, uint64_t offered)
+{
+	uint64_t mine = d->c.x->ops->feature;
+
+	if ((offered & FEAT_TRANSPORTS) == mine)
+		return 0;
+	if (!mine)
+		return err_set(-EPROTONOSUPPORT, "the source sends pages over rdma; this destination "
+			       "takes them over tcp (start it with --transport rdma)");
+	return err_set(-EPROTONOSUPPORT, "this destination takes pages over %s only; migrate "
+		       "with --transport %s", d->c.x->ops->name, d->c.x->ops->name);
+}
+
 static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 {
+	uint64_t known = (FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS) | d->c.x->ops->feature;
 	struct proto_hello2 h;
 	struct proto_hello2_ack a;
 	struct wbuf w;
@@ -163,7 +187,9 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	if (!ret)
 		ret = proto_decode_hello2(m, &h);
 	if (!ret)
-		ret = proto_negotiate(&h, FEAT_KNOWN & ~FEAT_HELLO2, &a);
+		ret = dst_check_transport(d, h.offered);
+	if (!ret)
+		ret = proto_negotiate(&h, known, &a);
 	if (ret < 0)
 		return ret;
 	wbuf_init(&w);
@@ -177,8 +203,10 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	ret = xport_ctl_recv(d->c.x, m, MIG_HANDSHAKE_TIMEOUT_MS);
 	if (!ret && m->type != MSG_SECRET)
 		ret = err_set(-EPROTO, "expected the migration's secret, got message type %u", m->type);
-	if (!ret)
+	if (!ret) {
 		memcpy(d->c.secret, m->payload, sizeof(d->c.secret));
+		d->c.x->secret = d->c.secret;
+	}
 	return ret;
 }
 
@@ -196,6 +224,8 @@ int dst_handshake(struct mig_dest *d, int lfd)
 		ret = err_set(ret, "no HELLO within %d s", MIG_HANDSHAKE_TIMEOUT_MS / 1000);
 	if (!ret)
 		ret = proto_decode_hello(&m, &d->hello);
+	if (!ret && !(d->hello.features & FEAT_HELLO2))
+		ret = dst_check_transport(d, 0);
 	if (!ret)
 		ret = dst_admit(d);
 	if (!ret) {
@@ -215,6 +245,7 @@ int dst_handshake(struct mig_dest *d, int lfd)
 	proto_msg_free(&m);
 	if (ret < 0)
 		goto refuse;
+	d->c.x->busy_poll = d->o.rdma_poll;
 	pr_debug("incoming: protocol version %u, features %#llx", d->c.x->version,
 		 (unsigned long long)d->c.x->features);
 	ret = xport_accept_data(d->c.x, lfd, MIG_HANDSHAKE_TIMEOUT_MS);

@@ -56,6 +56,17 @@ static json_t *get_transport(const struct mig_params *p)
 	return json_string(p->transport);
 }
 
+static int set_rdma_poll(struct mig_params *p, const char *v)
+{
+	p->rdma_poll = strcmp(v, "false") != 0;
+	return 0;
+}
+
+static json_t *get_rdma_poll(const struct mig_params *p)
+{
+	return json_boolean(p->rdma_poll);
+}
+
 static int set_prepaging(struct mig_params *p, const char *v)
 {
 	if (!prepage_known(v))
@@ -226,8 +237,11 @@ static json_t *get_fallback(const struct mig_params *p)
 
 static const struct migopt migopts[] = {
 	{ "mode", "mode", "MODE", "post|pre|hybrid|stop-copy (default post)", set_mode, get_mode },
-	{ "transport", "transport", "NAME", "page transport: tcp (default tcp)", set_transport,
+	{ "transport", "transport", "NAME", "page transport: tcp or rdma (default tcp)", set_transport,
 	  get_transport },
+	{ "rdma-poll", "rdma_poll", NULL,
+	  "rdma: busy-poll completions (a core spins) instead of sleeping on them", set_rdma_poll,
+	  get_rdma_poll },
 	{ "prepaging", "prepaging", "POLICY",
 	  "post-copy push order: linear, bubble, bubble-dir (default bubble)", set_prepaging,
 	  get_prepaging },

@@ -80,18 +80,13 @@ static void *dst_fault_thread(void *arg)
 				ret = n;
 		}
 		if (!ret && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-			ret = xport_reap(d->c.x, XQ_URGENT, &ev, -1);
-			ret = ret > 0 ? dst_handle_reply(d, &ev) : ret ? ret : -EIO;
+			/* poll saw the header start: the rest of the frame gets the peer timeout */
+			ret = xport_reap(d->c.x, XQ_URGENT, &ev, (int)d->c.peer_timeout_ms);
+			ret = ret > 0 ? dst_handle_reply(d, &ev) : ret;
 		}
 	}
-	if (ret < 0 && d->present_count < d->c.npages) {
-		if (dst_recovering_allowed(d) && mig_get_state(&d->c) != MIG_FAILED) {
-			dst_pause(d, ret);
-		} else {
-			pr_err("incoming: post-copy fault path: %s", err_msg(ret));
-			mig_fail(&d->c, ret);
-		}
-	}
+	if (ret < 0 && d->present_count < d->c.npages)
+		dst_channel_failed(d, ret);
 	return NULL;
 }
 

@@ -139,5 +139,7 @@ int src_postcopy(struct mig_source *s)
 		ret = src_recover(s, ret);
 		if (ret < 0)
 			return ret;
+		if (ret == 1)
+			return src_complete(s);   /* it completed during the break */
 	}
 }

@@ -63,9 +63,14 @@ int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post)
 			memcpy(host, r->data, len);
 		else if (madvise(host, len, MADV_DONTNEED))
 			memset(host, 0, len);
+	} else if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE)) {
+		return 0;   /* the guest is gone: the rest only drains the stream */
 	} else {
 		placed = r->enc == XENC_RAW ? uffd_copy(&d->uffd, off, r->data, r->n)
 					    : uffd_zero(&d->uffd, off, r->n);
+		/* userfaultfd may close under us once the guest exited */
+		if (placed < 0 && __atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE))
+			return 0;
 		if (placed < 0)
 			return placed;
 	}
@@ -84,25 +89,13 @@ static void dst_wait_uffd(struct mig_dest *d)
 /* A mark in the bulk stream; 1 when the stream has ended. */
 static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post)
 {
+	int ret = proto_check_mark(d->hello.mode, *post, ev->mark);
+
+	if (ret < 0)
+		return ret;
 	d->rounds = ev->round;
-	switch (ev->mark) {
-	case MARK_ROUND_END:
-		if (*post || !(d->hello.mode == MIG_MODE_PRE || d->hello.mode == MIG_MODE_HYBRID))
-			return err_set(-EPROTO, "bulk channel: round-end mark in %s mode%s",
-				       mig_mode_name(d->hello.mode), *post ? " after pre-copy" : "");
+	if (ev->mark == MARK_ROUND_END)
 		return 0;
-	case MARK_PRECOPY_DONE:
-		if (*post || !dst_postcopy_mode(d))
-			return err_set(-EPROTO, "bulk channel: pre-copy-done mark in %s mode",
-				       mig_mode_name(d->hello.mode));
-		break;
-	case MARK_BULK_END:
-		if (dst_postcopy_mode(d) && !*post)
-			return err_set(-EPROTO, "bulk channel: bulk-end mark where pre-copy-done belongs");
-		break;
-	default:
-		return err_set(-EPROTO, "bulk channel: unknown mark %u", ev->mark);
-	}
 	pthread_mutex_lock(&d->c.lock);
 	d->bulk_mark = ev->mark;
 	pthread_cond_broadcast(&d->c.cond);
@@ -115,6 +108,18 @@ static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post)
 	return 0;
 }
 
+/*
+ * With FEAT_KEEPALIVE a frame that has begun must end within the peer
+ * timeout (a source stopped half way through one would otherwise hold
+ * this thread for good: "truncated message"); silence between frames is
+ * left to the waits that are bounded by the keepalives and to
+ * dst_wait_mark.  -1: no bound (a version 1 peer).
+ */
+static int dst_bulk_timeout(struct mig_dest *d)
+{
+	return d->c.x->features & FEAT_KEEPALIVE ? (int)d->c.peer_timeout_ms : -1;
+}
+
 static void *dst_bulk_thread(void *arg)
 {
 	struct mig_dest *d = arg;
@@ -122,14 +127,20 @@ static void *dst_bulk_thread(void *arg)
 	struct xev ev;
 	int ret = 0;
 
+	d->bulk_rx_ns = now_ns();
 	while (ret == 0) {
-		ret = xport_reap(d->c.x, XQ_BULK, &ev, -1);
-		if (ret <= 0) {
-			ret = ret ? ret : err_set(-EIO, "bulk channel: no completion");
+		ret = xport_reap(d->c.x, XQ_BULK, &ev, dst_bulk_timeout(d));
+		if (ret == 0)
+			continue;   /* nothing between frames: not this thread's to judge */
+		if (ret < 0)
 			break;
-		}
+		d->bulk_rx_ns = now_ns();
+		ret = 0;
 		if (ev.kind == XEV_RUN) {
-			ret = dst_place_run(d, &ev.run, post);
+			ret = proto_check_bulk_run(d->hello.mode, post,
+						   ev.run.enc == XENC_ZERO ? MSG_ZERO : MSG_PAGES);
+			if (!ret)
+				ret = dst_place_run(d, &ev.run, post);
 			/* the byte count takes a lock: only for a progress line that is shown */
 			if (d->c.progress.enabled)
 				progress_update(&d->c.progress, post ? "postcopy" : "precopy",
@@ -141,15 +152,9 @@ static void *dst_bulk_thread(void *arg)
 			ret = err_set(-EPROTO, "bulk channel: unexpected completion %d", ev.kind);
 		}
 	}
-	if (ret < 0 && post && dst_recovering_allowed(d) && mig_get_state(&d->c) != MIG_FAILED) {
-		dst_pause(d, ret);   /* after the commit: recover, never fail */
-	} else if (ret < 0) {
-		pthread_mutex_lock(&d->c.lock);
-		d->bulk_failed = true;
-		pthread_mutex_unlock(&d->c.lock);
-		mig_fail(&d->c, ret);
-		pr_err("incoming: bulk channel: %s", err_msg(ret));
-	}
+	/* the frame that failed was never placed */
+	if (ret < 0)
+		dst_channel_failed(d, ret);
 	return NULL;
 }
 
@@ -161,15 +166,34 @@ int dst_start_receiver(struct mig_dest *d)
 	return 0;
 }
 
-/* Wait for the bulk channel to reach the switchover mark. */
+/*
+ * Wait for the bulk channel to reach the switchover mark.  The source sends
+ * it right after its DISCARDs and before STATE, the frames this is called
+ * on, so with FEAT_KEEPALIVE a bulk channel silent for the peer timeout,
+ * counted from its last frame or the start of the wait, fails the
+ * migration: nobody reads control meanwhile, so keepalives cannot keep
+ * it waiting.
+ */
 int dst_wait_mark(struct mig_dest *d, int mark)
 {
+	bool bounded = d->c.x->features & FEAT_KEEPALIVE;
+	uint64_t start = now_ns(), limit = d->c.peer_timeout_ms * 1000000ull;
 	int ret = 0;
 
 	pthread_mutex_lock(&d->c.lock);
-	while (d->bulk_mark != mark && !d->bulk_failed && d->c.state != MIG_FAILED)
-		pthread_cond_wait(&d->c.cond, &d->c.lock);
-	if (d->bulk_mark != mark)
+	while (d->bulk_mark != mark && !d->bulk_failed && d->c.state != MIG_FAILED) {
+		uint64_t t = now_ns() + 100000000ull, last = MAX(start, (uint64_t)d->bulk_rx_ns);
+		struct timespec ts = { .tv_sec = t / 1000000000ull, .tv_nsec = t % 1000000000ull };
+
+		if (bounded && now_ns() - last > limit) {
+			ret = err_set(-ETIMEDOUT, "bulk channel: the source was silent for %.1f s while "
+				      "this side waited for the %s mark", (now_ns() - last) / 1e9,
+				      mark == MARK_BULK_END ? "bulk-end" : "pre-copy-done");
+			break;
+		}
+		pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
+	}
+	if (!ret && d->bulk_mark != mark)
 		ret = err_set(-ECONNABORTED, "%s", d->c.error[0] ? d->c.error : "the migration failed");
 	pthread_mutex_unlock(&d->c.lock);
 	return ret;

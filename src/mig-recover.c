@@ -79,6 +79,7 @@ static int src_resync(struct mig_source *s, struct xport *x)
 	bitmap_clear_all(&s->sent);
 	/* bounded: each frame carries at least its flags, and one says last */
 	while (!ret && !(flags & 1)) {
+		struct proto_run run;
 		struct rbuf r;
 
 		ret = xport_ctl_recv(x, &m, RECOVER_STEP_MS);
@@ -88,17 +89,8 @@ static int src_resync(struct mig_source *s, struct xport *x)
 			break;
 		rbuf_init(&r, m.payload, m.len);
 		flags = rbuf_get_u32(&r);
-		while (rbuf_left(&r)) {
-			uint64_t pfn = rbuf_get_u64(&r);
-			uint32_t n = rbuf_get_u32(&r);
-
-			if (!n || pfn >= s->c.npages || n > s->c.npages - pfn) {
-				ret = err_set(-EPROTO, "recovery: present run %llu+%u outside guest RAM",
-					      (unsigned long long)pfn, n);
-				break;
-			}
-			bitmap_set_range(&s->sent, pfn, n);
-		}
+		while ((ret = proto_next_run(&r, s->c.npages, NULL, "recovery: present", &run)) > 0)
+			bitmap_set_range(&s->sent, run.pfn, run.n);
 	}
 	proto_msg_free(&m);
 	if (ret < 0)
@@ -115,7 +107,11 @@ static int src_resync(struct mig_source *s, struct xport *x)
 	return prepage_create(&s->pp, s->p.prepaging, s->c.npages, &s->sent);
 }
 
-/* One attempt: 1 recovered on *out, 0 no answer, -ESRCH nobody there, < 0 refused. */
+/*
+ * One attempt: 1 recovered on *out, 2 the destination had already
+ * completed (its COMPLETE kept in s->complete_early, the connection on
+ * *out), 0 no answer, -ESRCH nobody there, < 0 refused.
+ */
 static int src_try_recover(struct mig_source *s, struct xport **out)
 {
 	uint8_t ns[PROTO_NONCE_LEN], mac[PROTO_MAC_LEN], want[PROTO_MAC_LEN];
@@ -139,6 +135,18 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 		xport_close(x);
 		return -ESRCH;
 	}
+	if (!ret && m.type == MSG_COMPLETE) {
+		/* every page had arrived: the break cost only the final exchange */
+		json_error_t jerr;
+
+		s->complete_early = json_loadb((char *)m.payload, m.len, 0, &jerr);
+		x->npages = s->c.npages;
+		x->version = s->c.x->version;
+		x->features = s->c.x->features;
+		proto_msg_free(&m);
+		*out = x;
+		return 2;
+	}
 	if (!ret && m.type == MSG_ERROR) {
 		proto_error_text(&m, text, sizeof(text));
 		ret = err_set(-ECONNREFUSED, "the destination refused to recover: %s", text);
@@ -159,6 +167,8 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 		x->peer_timeout_ms = s->c.peer_timeout_ms;
 		x->version = s->c.x->version;
 		x->features = s->c.x->features;
+		x->secret = s->c.secret;
+		x->busy_poll = s->c.x->busy_poll;
 		xconn_tcp_set_user_timeout(x->ctl, s->c.peer_timeout_ms);
 		mig_set_state(&s->c, MIG_RECOVERING);
 		ret = src_resync(s, x);
@@ -186,6 +196,10 @@ int src_recover(struct mig_source *s, int why)
 
 	if (!(s->c.x->features & FEAT_RECOVER))
 		return why;
+	pthread_mutex_lock(&s->c.lock);
+	s->paused_since = t0;
+	snprintf(s->paused_why, sizeof(s->paused_why), "%s", err_msg(why));
+	pthread_mutex_unlock(&s->c.lock);
 	mig_set_state(&s->c, MIG_PAUSED);
 	pr_err("migration: post-copy paused: %s; the guest's pages stay here, reconnecting for up "
 	       "to %u s", err_msg(why), s->c.recover_timeout_ms / 1000);
@@ -199,7 +213,7 @@ int src_recover(struct mig_source *s, int why)
 		if (s->cancel_recovery)
 			return err_set(-ECANCELED, "umig is exiting: post-copy recovery abandoned");
 		ret = src_try_recover(s, &x);
-		if (ret == 1)
+		if (ret == 1 || ret == 2)
 			break;
 		if (ret == -ESRCH) {
 			return err_set(-ESRCH, "the destination died after switchover; the guest's pages "
@@ -219,6 +233,14 @@ int src_recover(struct mig_source *s, int why)
 	mig_swap_xport(&s->c, x);
 	s->recoveries++;
 	s->paused_ms += (now_ns() - t0) / 1000000;
+	pthread_mutex_lock(&s->c.lock);
+	s->paused_since = 0;
+	pthread_mutex_unlock(&s->c.lock);
+	if (ret == 2) {
+		pr_info("migration: the destination had every page before the link broke; "
+			"the migration is complete");
+		return 1;
+	}
 	mig_set_state(&s->c, MIG_POSTCOPY);
 	return mig_keepalive_start(&s->c);
 }
@@ -248,6 +270,37 @@ void dst_pause(struct mig_dest *d, int why)
 	       "waits for the source to reconnect (up to %u s)", d->c.error,
 	       d->c.recover_timeout_ms / 1000);
 	/* every thread on the broken session returns; the fault path waits */
+	xport_shutdown(d->c.x);
+}
+
+void dst_channel_failed(struct mig_dest *d, int why)
+{
+	bool recover = dst_recovering_allowed(d), ready;
+	enum mig_state st;
+
+	pthread_mutex_lock(&d->c.lock);
+	st = d->c.state;
+	ready = d->ready_sent;
+	if (recover && ready && !d->early_break && (st == MIG_SWITCHOVER || st == MIG_UNKNOWN))
+		d->early_break = why;
+	pthread_mutex_unlock(&d->c.lock);
+	if (st == MIG_FAILED || st == MIG_COMPLETED)
+		return;
+	if (recover && (st == MIG_POSTCOPY || st == MIG_PAUSED || st == MIG_RECOVERING)) {
+		dst_pause(d, why);   /* after the commit: recover, never fail */
+		return;
+	}
+	if (recover && ready) {
+		/* the handover decides who owns the guest; post-copy then pauses at once */
+		pr_warn("incoming: %s; post-copy will pause for a recovery", err_msg(why));
+		return;
+	}
+	pthread_mutex_lock(&d->c.lock);
+	d->bulk_failed = true;
+	pthread_mutex_unlock(&d->c.lock);
+	mig_fail(&d->c, why);
+	/* the driver may be waiting on control: tell the source why, then end the session */
+	xport_ctl_error(d->c.x, why, err_msg(why));
 	xport_shutdown(d->c.x);
 }
 
@@ -310,11 +363,46 @@ static int dst_check_proof(struct mig_dest *d, struct xport *x, const struct pro
 	return ret;
 }
 
+/*
+ * A source that reconnects after this side completed saw the link break
+ * after the last page: tell it the migration is complete (the figures of
+ * COMPLETE again), and take its statistics if they come.
+ */
+static void dst_tell_completed(struct mig_dest *d, struct xport *x)
+{
+	json_t *fig = d->record ? json_incref(d->record) : dst_figures(d);
+	char *txt = json_dumps(fig, JSON_COMPACT);
+	struct proto_msg m = { 0 };
+
+	json_decref(fig);
+	if (txt && !xport_ctl_send(x, MSG_COMPLETE, txt, strlen(txt)) &&
+	    !xport_ctl_recv(x, &m, RECOVER_STEP_MS) && m.type == MSG_SRC_STATS) {
+		json_error_t jerr;
+		json_t *r = json_loadb((char *)m.payload, m.len, 0, &jerr);
+
+		if (r && d->o.stats_path)
+			mig_write_json(d->o.stats_path, r);
+		json_decref(r);
+	}
+	free(txt);
+	proto_msg_free(&m);
+	pthread_mutex_lock(&d->c.lock);
+	d->complete_unacked = false;
+	pthread_cond_broadcast(&d->c.cond);
+	pthread_mutex_unlock(&d->c.lock);
+	pr_info("incoming: the source reconnected after the migration completed; told it so");
+	xport_close(x);
+}
+
 void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m)
 {
 	enum mig_state st = mig_get_state(&d->c);
 	int ret;
 
+	if (dst_recovering_allowed(d) && st == MIG_COMPLETED && x->session == d->c.x->session) {
+		dst_tell_completed(d, x);
+		return;
+	}
 	if (!dst_recovering_allowed(d) || (st != MIG_POSTCOPY && st != MIG_PAUSED &&
 					   st != MIG_RECOVERING)) {
 		xport_ctl_error(x, EINVAL, "nothing to recover here");
@@ -341,6 +429,8 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	x->peer_timeout_ms = d->c.peer_timeout_ms;
 	x->version = d->c.x->version;
 	x->features = d->c.x->features;
+	x->secret = d->c.secret;
+	x->busy_poll = d->c.x->busy_poll;
 	xconn_tcp_set_user_timeout(x->ctl, d->c.peer_timeout_ms);
 	ret = dst_send_present(d, x);
 	if (!ret)

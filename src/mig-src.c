@@ -42,7 +42,12 @@ static void src_failed(struct mig_source *s, int ret)
 	if (s->tracking)
 		dirty_stop(&s->tracker);
 	s->tracking = false;
-	if (!s->resumed_remote && s->paused_by_us && !s->committed) {
+	if (vm_get_status(s->c.vm) == VM_EXITED || vm_get_status(s->c.vm) == VM_FAILED) {
+		pr_err("migration cancelled: the guest %s here (status %d) before the switchover; "
+		       "nothing to migrate", vm_get_status(s->c.vm) == VM_EXITED ? "exited" : "failed",
+		       s->c.vm->exit_code);
+		src_abort_destination(s);
+	} else if (!s->resumed_remote && s->paused_by_us && !s->committed) {
 		/* before the commit the source guest is the live one */
 		vm_resume(s->c.vm);
 		pr_err("migration failed: %s; the guest keeps running here", s->c.error);
@@ -94,6 +99,7 @@ static void src_free(struct mig_source *s)
 	bitmap_free(&s->dirty);
 	mig_free_xports(&s->c);
 	json_decref(s->dest_stats);
+	json_decref(s->complete_early);
 	json_decref(s->record);
 	mig_common_destroy(&s->c);
 	free(s);
@@ -208,6 +214,18 @@ void mig_source_destroy(struct mig_source *s)
 	/* still running (umig is exiting): break its connections so it fails fast */
 	st = mig_source_state(s);
 	s->cancel_recovery = true;
+	if (st != MIG_COMPLETED && st != MIG_FAILED && !s->committed &&
+	    vm_get_status(s->c.vm) == VM_EXITED && s->c.x) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "the source's guest exited (status %d) during the "
+			 "migration", s->c.vm->exit_code);
+		xport_ctl_error(s->c.x, ECHILD, why);
+		pthread_mutex_lock(&s->c.lock);
+		if (!s->c.error[0])
+			snprintf(s->c.error, sizeof(s->c.error), "the guest exited during the migration");
+		pthread_mutex_unlock(&s->c.lock);
+	}
 	if (st != MIG_COMPLETED && st != MIG_FAILED)
 		xport_shutdown(s->c.x);
 	pthread_join(s->thread, NULL);

@@ -5,6 +5,7 @@
  *   idle -> setup -> [precopy] -> switchover -> [postcopy] -> completed
  *   switchover <-> outcome-unknown (the commit or its answer was lost)
  *   postcopy -> postcopy-paused -> recovering -> postcopy (a link broke)
+ *   postcopy-paused -> completed (the break came after the last page)
  *   any state before completed -> failed
  *
  * precopy is entered by pre-copy and hybrid, postcopy by post-copy and
@@ -30,7 +31,8 @@ static const unsigned mig_next[] = {
 	/* resolved: back to finishing the switchover, or the source keeps it */
 	[MIG_UNKNOWN] = S(MIG_SWITCHOVER) | S(MIG_POSTCOPY) | S(MIG_COMPLETED) | S(MIG_FAILED),
 	[MIG_POSTCOPY] = S(MIG_PAUSED) | S(MIG_COMPLETED) | S(MIG_FAILED),
-	[MIG_PAUSED] = S(MIG_RECOVERING) | S(MIG_FAILED),
+	/* completed: the destination had every page before it heard of the break */
+	[MIG_PAUSED] = S(MIG_RECOVERING) | S(MIG_COMPLETED) | S(MIG_FAILED),
 	[MIG_RECOVERING] = S(MIG_POSTCOPY) | S(MIG_PAUSED) | S(MIG_FAILED),
 	[MIG_COMPLETED] = 0,
 	[MIG_FAILED] = 0,
@@ -86,6 +88,9 @@ static int mig_set_state_locked(struct mig_common *c, enum mig_state to)
 	}
 	pr_debug("%s: %s -> %s", c->side, mig_state_name(c->state), mig_state_name(to));
 	c->state = to;
+	/* the holds an operator must see at a glance, on the progress line too */
+	if (to == MIG_UNKNOWN || to == MIG_PAUSED || to == MIG_RECOVERING)
+		progress_note(&c->progress, mig_state_name(to));
 	pthread_cond_broadcast(&c->cond);
 	return 0;
 }

@@ -100,6 +100,10 @@ int src_switchover(struct mig_source *s)
 	ret = vm_pause(s->c.vm);
 	if (ret < 0)
 		return ret;
+	if (vm_get_status(s->c.vm) != VM_PAUSED)
+		/* it exited or faulted on its own: there is nothing to hand over */
+		return err_set(-ECHILD, "the guest %s here during the migration; nothing to migrate",
+			       vm_get_status(s->c.vm) == VM_EXITED ? "exited" : "failed");
 	s->paused_by_us = true;
 	mig_set_state(&s->c, MIG_SWITCHOVER);
 	heartbeat_stats(&s->c.vm->bus, &s->hb_pause);
@@ -139,6 +143,7 @@ int src_switchover(struct mig_source *s)
 	if (ret < 0)
 		return ret;
 	s->t_resumed = now_ns();
+	s->cpu_resumed_us = cpu_self_us();
 	s->resumed_remote = true;
 	return 0;
 }
@@ -153,22 +158,16 @@ int src_switchover(struct mig_source *s)
  */
 static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
 {
+	struct proto_run run;
 	struct rbuf r;
 	int ret;
 
 	rbuf_init(&r, m->payload, m->len);
-	while (rbuf_left(&r)) {
-		uint64_t pfn = rbuf_get_u64(&r);
-		uint32_t n = rbuf_get_u32(&r);
+	/* ascending and disjoint (proto_next_run), so all discards together cost O(RAM) */
+	while ((ret = proto_next_run(&r, d->c.npages, &d->discard_end, "DISCARD", &run)) > 0) {
+		uint64_t pfn = run.pfn;
+		uint32_t n = run.n;
 
-		if (!n || pfn >= d->c.npages || n > d->c.npages - pfn)
-			return err_set(-EPROTO, "DISCARD run %llu+%u outside guest RAM",
-				       (unsigned long long)pfn, n);
-		/* ascending and disjoint, so all discards together cost O(RAM) */
-		if (pfn < d->discard_end)
-			return err_set(-EPROTO, "DISCARD run %llu+%u overlaps or precedes an earlier run",
-				       (unsigned long long)pfn, n);
-		d->discard_end = pfn + n;
 		d->present_count -= bitmap_count_range(&d->present, pfn, n);
 		bitmap_clear_range(&d->present, pfn, n);
 		if (madvise(d->c.vm->mem.host + (pfn << PAGE_SHIFT), (size_t)n * PAGE_SIZE, MADV_DONTNEED))
@@ -182,7 +181,7 @@ static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
 		if (ret < 0)
 			return ret;
 	}
-	return 0;
+	return ret < 0 ? err_set(ret, "control channel: %s", err_msg(ret)) : 0;
 }
 
 /* Read control messages until STATE; apply discards on the way. */
@@ -195,9 +194,16 @@ static int dst_recv_state(struct mig_dest *d, struct proto_msg *state)
 			return ret;
 		if (state->type == MSG_STATE)
 			return 0;
+		if (state->type == MSG_ERROR) {
+			char text[1100];
+
+			proto_error_text(state, text, sizeof(text));
+			return err_set(-ECONNABORTED, "the source ended the migration: %s", text);
+		}
 		if (state->type != MSG_DISCARD || d->hello.mode != MIG_MODE_HYBRID)
-			return err_set(-EPROTO, "control channel: unexpected message type %u in %s mode",
-				       state->type, mig_mode_name(d->hello.mode));
+			return err_set(-EPROTO, "control channel: unexpected %s (type %u) in %s mode",
+				       proto_type_name(state->type), state->type,
+				       mig_mode_name(d->hello.mode));
 		ret = dst_wait_mark(d, MARK_PRECOPY_DONE);
 		if (!ret)
 			ret = dst_discard(d, state);
@@ -244,7 +250,13 @@ int dst_switchover(struct mig_dest *d)
 	 */
 	if (xport_ctl_send(d->c.x, MSG_RESUMED, NULL, 0) < 0 && !d->decision)
 		return err_set(-EPIPE, "the control connection broke as the guest started");
-	if (post)
+	if (post) {
 		mig_set_state(&d->c, MIG_POSTCOPY);
+		pthread_mutex_lock(&d->c.lock);
+		ret = d->early_break;
+		pthread_mutex_unlock(&d->c.lock);
+		if (ret < 0)
+			dst_pause(d, err_set(ret, "a page channel broke during the handover"));
+	}
 	return 0;
 }

@@ -171,9 +171,12 @@ struct mig_source {
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
+	uint64_t cpu_resumed_us, cpu_end_us; /* umig's own CPU time (getrusage) then */
 	unsigned recoveries;
 	uint64_t pages_lost_in_flight; /* sent, not placed when a link broke: sent again */
 	uint64_t paused_ms;          /* post-copy time spent paused or recovering */
+	uint64_t paused_since;       /* (L) this pause began, 0 = not paused */
+	char paused_why[256];        /* (L) what broke */
 	uint64_t pages_bulk, pages_zero, pages_resent;
 	_Atomic uint64_t pages_urgent, requests;
 	unsigned rounds;
@@ -183,6 +186,7 @@ struct mig_source {
 	struct hb_stats hb_pause;
 	json_t *dest_stats;
 	json_t *record;
+	json_t *complete_early;      /* COMPLETE received while recovering */
 };
 
 int src_handshake(struct mig_source *s);
@@ -221,6 +225,7 @@ static inline bool src_post_mode(const struct mig_source *s)
 }
 
 /* Post-copy recovery (mig-recover.c): 0 to go on pushing, < 0 lost. */
+/* 0 post-copy goes on, 1 it had completed during the break, < 0 lost */
 int src_recover(struct mig_source *s, int why);
 int src_precopy(struct mig_source *s);
 int src_switchover(struct mig_source *s);
@@ -241,6 +246,9 @@ struct mig_dest {
 	int bulk_mark;               /* (L) last MARK_PRECOPY_DONE / MARK_BULK_END seen */
 	bool bulk_failed;            /* (L) */
 	bool uffd_ready;             /* (L) post-copy placement may start */
+	bool ready_sent;             /* (L) READY left: the source may have committed */
+	int early_break;             /* (L) a page channel broke after READY, before post-copy */
+	_Atomic uint64_t bulk_rx_ns; /* when the bulk channel last delivered a frame */
 	uint64_t discard_end;        /* DISCARD runs so far end here (they ascend) */
 	int decision;                /* (L) RESOLVE_COMMIT / RESOLVE_ABORT, 0 = none yet */
 	int lfd;                     /* the listening socket, kept for reconnections */
@@ -266,6 +274,8 @@ struct mig_dest {
 
 	/* figures */
 	uint64_t t_resume, t_complete;
+	bool complete_unacked;       /* (L) COMPLETE sent, the source's answer never came */
+	bool guest_exited;           /* (L) the guest exited here before every page arrived */
 	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
 	unsigned rounds;
 	json_t *record;
@@ -289,6 +299,13 @@ int dst_arm_postcopy(struct mig_dest *d);
 int dst_start_fault_thread(struct mig_dest *d);
 /* A link broke in post-copy: keep the guest and wait for the source (mig-recover.c). */
 void dst_pause(struct mig_dest *d, int why);
+/*
+ * A page channel failed (a malformed frame, a reset, silence): before
+ * READY the migration fails, the source is told why and the session ends
+ * so no thread waits on it; after the commit post-copy pauses for a
+ * recovery (dst_pause); in between, post-copy pauses as soon as it starts.
+ */
+void dst_channel_failed(struct mig_dest *d, int why);
 /* A reconnection asks to recover: authenticate it and resume post-copy on it. */
 void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m);
 bool dst_recovering_allowed(struct mig_dest *d);

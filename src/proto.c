@@ -3,6 +3,7 @@
  * is documented in docs/protocol.md.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,23 @@ static const char *const mode_names[] = {
 const char *mig_mode_name(enum mig_mode m)
 {
 	return (unsigned)m < ARRAY_SIZE(mode_names) ? mode_names[m] : "?";
+}
+
+static const char *const type_names[] = {
+	[MSG_HELLO] = "HELLO", [MSG_STATE] = "STATE", [MSG_DISCARD] = "DISCARD",
+	[MSG_SRC_STATS] = "SRC_STATS", [MSG_HELLO2] = "HELLO2", [MSG_HELLO_ACK] = "HELLO_ACK",
+	[MSG_ERROR] = "ERROR", [MSG_RESUMED] = "RESUMED", [MSG_COMPLETE] = "COMPLETE",
+	[MSG_HELLO2_ACK] = "HELLO2_ACK", [MSG_PAGES] = "PAGES", [MSG_ZERO] = "ZERO",
+	[MSG_MARK] = "MARK", [MSG_REQ] = "REQ", [MSG_PAGE] = "PAGE", [MSG_READY] = "READY",
+	[MSG_COMMIT] = "COMMIT", [MSG_ABORT] = "ABORT", [MSG_PING] = "PING",
+	[MSG_RESOLVE] = "RESOLVE", [MSG_RECOVER] = "RECOVER",
+	[MSG_RECOVER_CHALLENGE] = "RECOVER_CHALLENGE", [MSG_RECOVER_AUTH] = "RECOVER_AUTH",
+	[MSG_RECOVER_STATE] = "RECOVER_STATE", [MSG_SECRET] = "SECRET",
+};
+
+const char *proto_type_name(uint16_t type)
+{
+	return type < ARRAY_SIZE(type_names) && type_names[type] ? type_names[type] : "unknown";
 }
 
 int mig_mode_parse(const char *s, enum mig_mode *m)
@@ -42,17 +60,14 @@ int proto_send_greeting(struct xconn *x, uint64_t session)
 	return xconn_send(x, g, sizeof(g));
 }
 
-int proto_recv_greeting(struct xconn *x, enum xport_channel *ch, uint64_t *session)
+int proto_decode_greeting(const uint8_t g[PROTO_GREETING_LEN], enum xport_channel *ch,
+			  uint64_t *session)
 {
-	uint8_t g[PROTO_GREETING_LEN];
 	struct rbuf r;
 	uint32_t magic;
 	uint16_t version, c;
-	int ret = xconn_recv(x, g, sizeof(g));
 
-	if (ret < 0)
-		return err_set(ret, "connection closed during the greeting");
-	rbuf_init(&r, g, sizeof(g));
+	rbuf_init(&r, g, PROTO_GREETING_LEN);
 	magic = rbuf_get_u32(&r);
 	version = rbuf_get_u16(&r);
 	c = rbuf_get_u16(&r);
@@ -67,6 +82,16 @@ int proto_recv_greeting(struct xconn *x, enum xport_channel *ch, uint64_t *sessi
 		return err_set(-EPROTO, "unknown channel %u in greeting", c);
 	*ch = c;
 	return 0;
+}
+
+int proto_recv_greeting(struct xconn *x, enum xport_channel *ch, uint64_t *session)
+{
+	uint8_t g[PROTO_GREETING_LEN];
+	int ret = xconn_recv(x, g, sizeof(g));
+
+	if (ret < 0)
+		return err_set(ret, "connection closed during the greeting");
+	return proto_decode_greeting(g, ch, session);
 }
 
 static void proto_header(uint8_t *h, uint16_t type, uint32_t len)
@@ -115,6 +140,7 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	case MSG_RECOVER_AUTH: return len == PROTO_MAC_LEN;
 	case MSG_RECOVER_STATE: return len >= 4 && (len - 4) % 12 == 0;
 	case MSG_SECRET: return len == PROTO_SECRET_LEN;
+	case MSG_RDMA_LISTEN: return len == 8 + PROTO_NONCE_LEN;
 	case MSG_STATE: return len > 0 && len <= (1u << 20);
 	case MSG_DISCARD: return len % 12 == 0;
 	case MSG_SRC_STATS: case MSG_COMPLETE: return len <= (1u << 20);
@@ -131,28 +157,42 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	}
 }
 
-int proto_recv(struct xconn *x, struct proto_msg *m)
+int proto_decode_header(const uint8_t h[PROTO_HDR_LEN], enum xport_channel ch,
+			struct proto_msg *m)
 {
-	uint8_t h[PROTO_HDR_LEN];
 	struct rbuf r;
-	int ok, ret = xconn_recv(x, h, sizeof(h));
+	int ok;
 
-	if (ret < 0)
-		return ret == -EPIPE ? err_set(ret, "the %s connection closed",
-					       xport_channel_name(x->ch)) : ret;
-	rbuf_init(&r, h, sizeof(h));
+	rbuf_init(&r, h, PROTO_HDR_LEN);
 	m->len = rbuf_get_u32(&r);
 	m->type = rbuf_get_u16(&r);
 	if (m->len > PROTO_MAX_PAYLOAD)
 		return err_set(-EPROTO, "%s channel: frame of %u bytes exceeds the %u-byte limit",
-			       xport_channel_name(x->ch), m->len, PROTO_MAX_PAYLOAD);
+			       xport_channel_name(ch), m->len, PROTO_MAX_PAYLOAD);
 	ok = proto_len_ok(m->type, m->len);
 	if (ok < 0)
 		return err_set(-EPROTO, "%s channel: unknown message type %u",
-			       xport_channel_name(x->ch), m->type);
+			       xport_channel_name(ch), m->type);
 	if (!ok)
 		return err_set(-EPROTO, "%s channel: message type %u with a bad length %u",
-			       xport_channel_name(x->ch), m->type, m->len);
+			       xport_channel_name(ch), m->type, m->len);
+	return 0;
+}
+
+int proto_recv(struct xconn *x, struct proto_msg *m)
+{
+	uint8_t h[PROTO_HDR_LEN];
+	int ret = xconn_recv(x, h, sizeof(h));
+
+	if (ret == -EPROTO)
+		return err_set(ret, "%s channel: truncated frame header",
+			       xport_channel_name(x->ch));
+	if (ret < 0)
+		return ret == -EPIPE ? err_set(ret, "the %s connection closed",
+					       xport_channel_name(x->ch)) : ret;
+	ret = proto_decode_header(h, x->ch, m);
+	if (ret < 0)
+		return ret;
 	if (m->len + 1 > m->cap) {
 		uint8_t *p = realloc(m->payload, m->len + 1);
 
@@ -206,6 +246,22 @@ int proto_decode_hello(const struct proto_msg *m, struct proto_hello *h)
 		return err_set(-ENOTSUP, "HELLO: unknown feature bits %#llx (the first HELLO may "
 			       "only carry %#llx)", (unsigned long long)(h->features & ~FEAT_HELLO2),
 			       (unsigned long long)FEAT_HELLO2);
+	return 0;
+}
+
+int proto_decode_hello_ack(const struct proto_msg *m, uint64_t *features)
+{
+	struct rbuf r;
+
+	if (m->type != MSG_HELLO_ACK)
+		return err_set(-EPROTO, "expected HELLO_ACK, got message type %u", m->type);
+	rbuf_init(&r, m->payload, m->len);
+	*features = rbuf_get_u64(&r);
+	if (r.err)
+		return err_set(-EPROTO, "HELLO_ACK: truncated");
+	if (*features & ~FEAT_HELLO2)
+		return err_set(-EPROTO, "HELLO_ACK: the destination accepted unknown feature "
+			       "bits %#llx", (unsigned long long)(*features & ~FEAT_HELLO2));
 	return 0;
 }
 
@@ -312,6 +368,67 @@ int proto_decode_run(const struct proto_msg *m, uint64_t npages, struct proto_ru
 		return err_set(-EPROTO, "page run %llu+%u lies outside guest RAM (%llu pages)",
 			       (unsigned long long)run->pfn, run->n, (unsigned long long)npages);
 	return 0;
+}
+
+int proto_next_run(struct rbuf *r, uint64_t npages, uint64_t *floor, const char *what,
+		   struct proto_run *run)
+{
+	if (!rbuf_left(r))
+		return 0;
+	run->pfn = rbuf_get_u64(r);
+	run->n = rbuf_get_u32(r);
+	if (r->err)
+		return err_set(-EPROTO, "%s: a run cut short", what);
+	if (!run->n || run->pfn >= npages || run->n > npages - run->pfn)
+		return err_set(-EPROTO, "%s run %llu+%u outside guest RAM (%llu pages)", what,
+			       (unsigned long long)run->pfn, run->n, (unsigned long long)npages);
+	if (floor && run->pfn < *floor)
+		return err_set(-EPROTO, "%s run %llu+%u overlaps or precedes an earlier run", what,
+			       (unsigned long long)run->pfn, run->n);
+	if (floor)
+		*floor = run->pfn + run->n;
+	return 1;
+}
+
+/*
+ * The bulk stream's order, per mode:
+ *   stop-copy  runs, BULK_END
+ *   pre        runs, ROUND_END, ..., runs, BULK_END
+ *   post       PRECOPY_DONE, runs, BULK_END
+ *   hybrid     runs, ROUND_END, PRECOPY_DONE, runs, BULK_END
+ * (after a recovery the stream starts after PRECOPY_DONE).
+ */
+int proto_check_bulk_run(uint32_t mode, bool post, uint16_t type)
+{
+	if (mode == MIG_MODE_POST && !post)
+		return err_set(-EPROTO, "bulk channel: %s (type %u) before the pre-copy-done mark "
+			       "in post mode", proto_type_name(type), type);
+	return 0;
+}
+
+int proto_check_mark(uint32_t mode, bool post, uint32_t mark)
+{
+	bool postcopy = mode == MIG_MODE_POST || mode == MIG_MODE_HYBRID;
+
+	switch (mark) {
+	case MARK_ROUND_END:
+		if (post || !(mode == MIG_MODE_PRE || mode == MIG_MODE_HYBRID))
+			return err_set(-EPROTO, "bulk channel: MARK: round-end mark in %s mode%s",
+				       mig_mode_name(mode), post ? " after pre-copy" : "");
+		return 0;
+	case MARK_PRECOPY_DONE:
+		if (post || !postcopy)
+			return err_set(-EPROTO, "bulk channel: MARK: pre-copy-done mark in %s mode%s",
+				       mig_mode_name(mode), post ? " after pre-copy" : "");
+		return 0;
+	case MARK_BULK_END:
+		if (postcopy && !post)
+			return err_set(-EPROTO, "bulk channel: MARK: bulk-end mark where pre-copy-done "
+				       "belongs");
+		return 0;
+	default:
+		return err_set(-EPROTO, "bulk channel: MARK: unknown mark %u", mark);
+	}
 }
 
 int proto_send_error(struct xconn *x, int err, const char *text)

@@ -16,11 +16,18 @@
 
 static const struct xport_ops *const xport_impls[] = {
 	&xport_tcp_ops,
+#ifdef UMIG_HAVE_RDMA
+	&xport_rdma_ops,
+#endif
 };
 
 const char *xport_names(void)
 {
+#ifdef UMIG_HAVE_RDMA
+	return "tcp, rdma";
+#else
 	return "tcp";
+#endif
 }
 
 static const struct xport_ops *xport_find(const char *name)
@@ -33,8 +40,19 @@ static const struct xport_ops *xport_find(const char *name)
 
 int xport_known(const char *name)
 {
-	return xport_find(name) ? 0 : err_set(-ENOENT, "unknown transport '%s' (this umig has: %s)",
-					      name, xport_names());
+	if (xport_find(name))
+		return 0;
+	if (name && !strcmp(name, "rdma"))
+		return err_set(-ENOENT, "this umig was built without RDMA: install libibverbs-dev "
+			       "and librdmacm-dev and rebuild (make deps && make), or use tcp");
+	return err_set(-ENOENT, "unknown transport '%s' (this umig has: %s)", name, xport_names());
+}
+
+int64_t xport_feature(const char *name)
+{
+	const struct xport_ops *ops = xport_find(name);
+
+	return ops ? (int64_t)ops->feature : xport_known(name);
 }
 
 static int xport_new(struct xport **out, const char *transport, struct xconn *ctl)

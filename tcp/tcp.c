@@ -201,7 +201,7 @@ static int tcp_decode_encoded(struct xport *x, const struct proto_msg *m, struct
 }
 
 /* Bulk: runs and marks, source -> destination. */
-static int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xev *ev)
+int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xev *ev)
 {
 	struct proto_run run;
 	struct rbuf r;
@@ -215,7 +215,8 @@ static int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xe
 	case MSG_ZERO:
 		ret = proto_decode_run(m, x->npages, &run);
 		if (ret < 0)
-			return err_set(ret, "bulk channel: %s", err_msg(ret));
+			return err_set(ret, "bulk channel: %s (type %u): %s", proto_type_name(m->type),
+				       m->type, err_msg(ret));
 		ev->kind = XEV_RUN;
 		ev->run.pfn = run.pfn;
 		ev->run.n = run.n;
@@ -230,12 +231,13 @@ static int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xe
 		ev->round = rbuf_get_u32(&r);
 		return 1;
 	default:
-		return err_set(-EPROTO, "bulk channel: unexpected message type %u", m->type);
+		return err_set(-EPROTO, "bulk channel: unexpected %s (type %u)",
+			       proto_type_name(m->type), m->type);
 	}
 }
 
 /* Urgent: REQ to the source, PAGE to the destination. */
-static int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct xev *ev)
+int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct xev *ev)
 {
 	uint16_t want = x->source ? MSG_REQ : MSG_PAGE;
 	struct rbuf r;
@@ -243,12 +245,14 @@ static int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct 
 	uint32_t flags;
 
 	if (m->type != want)
-		return err_set(-EPROTO, "urgent channel: unexpected message type %u", m->type);
+		return err_set(-EPROTO, "urgent channel: unexpected %s (type %u)",
+			       proto_type_name(m->type), m->type);
 	rbuf_init(&r, m->payload, m->len);
 	pfn = rbuf_get_u64(&r);
 	if (pfn >= x->npages)
-		return err_set(-EPROTO, "urgent channel: page %llu lies outside guest RAM (%llu pages)",
-			       (unsigned long long)pfn, (unsigned long long)x->npages);
+		return err_set(-EPROTO, "urgent channel: %s: page %llu lies outside guest RAM (%llu pages)",
+			       proto_type_name(m->type), (unsigned long long)pfn,
+			       (unsigned long long)x->npages);
 	ev->run = (struct xrun){ .pfn = pfn, .n = 1 };
 	if (x->source) {
 		ev->kind = XEV_REQ;
@@ -256,7 +260,7 @@ static int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct 
 	}
 	flags = rbuf_get_u32(&r);
 	if (flags & ~PAGE_FLAG_ZERO || ((flags & PAGE_FLAG_ZERO) != 0) != (m->len == 16))
-		return err_set(-EPROTO, "urgent channel: bad PAGE for page %llu (flags %#x, %u bytes)",
+		return err_set(-EPROTO, "urgent channel: PAGE: bad flags for page %llu (flags %#x, %u bytes)",
 			       (unsigned long long)pfn, flags, m->len);
 	ev->kind = XEV_RUN;
 	ev->run.enc = flags & PAGE_FLAG_ZERO ? XENC_ZERO : XENC_RAW;

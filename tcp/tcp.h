@@ -17,6 +17,18 @@
 #define TCP_BULK_INFLIGHT  (TCP_BULK_BUFS * TCP_BULK_BUF_SIZE)
 
 struct tcp_uring;
+struct xport;
+struct xev;
+struct proto_msg;
+
+/*
+ * The decoders of the page channels' frames (tcp.c), pure: they read only
+ * x->npages, x->source and x->features, check every field and fill *ev.
+ * 1 with *ev, or -EPROTO naming the channel, the type and the field.
+ * Fuzzed by tests/fuzz/fuzz-frames.c.
+ */
+int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xev *ev);
+int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct xev *ev);
 
 struct tcp_conn {
 	int fd;

@@ -3,16 +3,17 @@
 
 It sits between a source and a destination on loopback, forwards every
 connection, recognises each one's channel from its greeting (control,
-bulk, urgent), parses the control channel's frames, and when a rule
-matches it cuts, resets, black-holes or stalls the link:
+bulk, urgent), parses every channel's frames, and when a rule matches it
+cuts, resets, black-holes, stalls or corrupts the link:
 
-    faultproxy.py LISTEN_PORT UPSTREAM_PORT [RULE ...]
+    faultproxy.py [--lifetime=SECS] [--record=DIR] LISTEN_PORT UPSTREAM_PORT [RULE ...]
 
     RULE = CHANNEL:DIRECTION:TRIGGER:ACTION
       CHANNEL    control | bulk | urgent | any
       DIRECTION  s2d (source to destination) | d2s
-      TRIGGER    type=N    a frame of that type (control only), before it
+      TRIGGER    type=N    a frame of that type, before it
                  bytes=N   once N bytes went that way on the channel
+                           (on frames: the first whole frame past N)
       ACTION     cut           close both ends of every connection
                  reset         the same with a TCP reset
                  drop=SECS     a partition: a control frame is lost, and
@@ -21,6 +22,20 @@ matches it cuts, resets, black-holes or stalls the link:
                                reach the destination only after it),
                                then forwarding resumes
                  stall=SECS    hold this connection's bytes for SECS
+                 garble        corrupt the frame that triggered the rule
+                               and forward it: its first payload field
+                               (a run's first page, a mark, a page
+                               number) becomes all ones, or for a frame
+                               with less than 8 payload bytes its type
+                               becomes 0xffff (unknown)
+                 garble=type   set the frame's type to 0xffff
+                 garble=len    add one to the frame's length field
+                               (the payload stays as it was)
+
+With --record=DIR every connection's bytes, each direction as it arrived
+(before any rule), are written to DIR/NN-CHANNEL-DIRECTION.bin (NN: the
+connection's number, in accept order), for tests that replay a real
+stream.
 
 Each rule fires once.  It prints "faultproxy: ready" when it listens and
 one line per rule that fires; it exits on SIGTERM or after --lifetime
@@ -40,6 +55,8 @@ lock = threading.Lock()
 partition_until = 0.0
 conns = []          # every live socket, for cut/reset/partition
 rules = []
+record_dir = None
+nconn = [0]
 
 
 def log(msg):
@@ -53,8 +70,9 @@ class Rule:
         self.channel, self.direction = ch, direction
         kind, _, value = trigger.partition("=")
         self.kind, self.value = kind, int(value)
-        self.action, _, secs = action.partition("=")
-        self.secs = float(secs) if secs else 0.0
+        self.action, _, arg = action.partition("=")
+        self.arg = arg
+        self.secs = float(arg) if arg and self.action != "garble" else 0.0
         self.fired = False
 
     def matches(self, channel, direction, frame_type, nbytes):
@@ -105,6 +123,21 @@ def fire(rule, channel):
     return False
 
 
+def garble(rule, frame):
+    """The frame with the corruption the rule asks for."""
+    f = bytearray(frame)
+    length, ftype = struct.unpack_from("<IH", f, 0)
+    what = rule.arg
+    if what == "len":
+        struct.pack_into("<I", f, 0, length + 1)
+    elif what == "type" or length < 8:
+        struct.pack_into("<H", f, 4, 0xFFFF)
+    else:
+        f[8:16] = b"\xff" * 8
+    log("garbled a frame of type %d (%d bytes)" % (ftype, length))
+    return bytes(f)
+
+
 class Pipe:
     """One direction of one connection."""
 
@@ -112,6 +145,21 @@ class Pipe:
         self.src, self.dst, self.direction, self.state = src, dst, direction, state
         self.buf = b""
         self.nbytes = 0
+        self.rec = None
+        self.raw = b""          # received before the channel is known
+
+    def record(self, data):
+        if record_dir is None:
+            return
+        if self.rec is None:
+            if self.state.get("channel") is None:
+                self.raw += data
+                return
+            name = "%02d-%s-%s.bin" % (self.state["n"], self.state["channel"], self.direction)
+            self.rec = open(os.path.join(record_dir, name), "wb")
+            data, self.raw = self.raw + data, b""
+        self.rec.write(data)
+        self.rec.flush()
 
     def send(self, data):
         # black-holed while the partition lasts; bounded wait in small steps
@@ -125,35 +173,44 @@ class Pipe:
         if self.state.get("channel") is None:
             if self.direction != "s2d" or len(self.buf) < 16:
                 if self.direction == "d2s":
+                    self.record(self.buf)
                     self.send(self.buf)
                     self.buf = b""
                 return
             self.state["channel"] = CHANNELS.get(struct.unpack_from("<H", self.buf, 6)[0], "?")
+            self.record(self.buf[:16])
             self.send(self.buf[:16])
             self.nbytes += 16
             self.buf = self.buf[16:]
-        channel = self.state["channel"]
-        if channel != "control":
-            self.nbytes += len(self.buf)
-            for r in rules:
-                if r.matches(channel, self.direction, None, self.nbytes) and fire(r, channel):
-                    self.buf = b""
-                    return
-            self.send(self.buf)
-            self.buf = b""
-            return
-        while len(self.buf) >= 8:
-            length, ftype = struct.unpack_from("<IH", self.buf, 0)
-            if len(self.buf) < 8 + length:
+            if not self.buf:
                 return
-            frame, self.buf = self.buf[:8 + length], self.buf[8 + length:]
+            data = self.buf
+        self.record(data)
+        channel = self.state["channel"]
+        # whole frames go on; an offset, not a copy per frame (bulk has many small ones)
+        off, out = 0, []
+        while len(self.buf) - off >= 8:
+            length, ftype = struct.unpack_from("<IH", self.buf, off)
+            if len(self.buf) - off < 8 + length:
+                break
+            frame = self.buf[off:off + 8 + length]
+            off += 8 + length
             self.nbytes += len(frame)
             swallow = False
             for r in rules:
-                if r.matches(channel, self.direction, ftype, self.nbytes) and fire(r, channel):
-                    swallow = True
+                if r.matches(channel, self.direction, ftype, self.nbytes):
+                    if out:
+                        self.send(b"".join(out))
+                        out = []
+                    if fire(r, channel):
+                        swallow = True
+                    elif r.action == "garble":
+                        frame = garble(r, frame)
             if not swallow:
-                self.send(frame)
+                out.append(frame)
+        self.buf = self.buf[off:]
+        if out:
+            self.send(b"".join(out))
 
     def run(self):
         try:
@@ -184,7 +241,9 @@ def serve(client, upstream_port):
         return
     with lock:
         conns.extend([client, up])
-    state = {"channel": None}
+    with lock:
+        state = {"channel": None, "n": nconn[0]}
+        nconn[0] += 1
     for a, b, d in ((client, up, "s2d"), (up, client, "d2s")):
         threading.Thread(target=Pipe(a, b, d, state).run, daemon=True).start()
 
@@ -192,8 +251,14 @@ def serve(client, upstream_port):
 def main():
     args = sys.argv[1:]
     lifetime = 300.0
-    if args and args[0].startswith("--lifetime="):
-        lifetime = float(args.pop(0).split("=", 1)[1])
+    global record_dir
+    while args and args[0].startswith("--"):
+        opt, _, val = args.pop(0).partition("=")
+        if opt == "--lifetime":
+            lifetime = float(val)
+        elif opt == "--record":
+            record_dir = val
+            os.makedirs(val, exist_ok=True)
     if len(args) < 2:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

@@ -121,8 +121,8 @@ static void rounds_paced(json_t *rec, double rate)
 static void test_rate_limit(void **s)
 {
 	const char *extra[] = { "--max-bandwidth", "16M", "--max-rounds", "2", NULL };
-	json_t *rec = migrate("memverify", "wss=16 passes=16",
-			      "memverify: done passes=16 mismatches=0", extra);
+	json_t *rec = migrate("memverify", "wss=16 passes=40",
+			      "memverify: done passes=40 mismatches=0", extra);
 	double rate = 16 << 20, bytes = jnum(rec, "wire_bytes_bulk");
 
 	assert_int_equal(jnum(rec, "max_bandwidth"), 16 << 20);
@@ -195,8 +195,8 @@ static void test_fallback_memverify(void **s)
 {
 	const char *extra[] = { "--max-bandwidth", "20M", "--fallback", "post", "--delta-cache",
 				"16M", NULL };
-	json_t *rec = migrate("memverify", "wss=16 passes=10",
-			      "memverify: done passes=10 mismatches=0", extra);
+	json_t *rec = migrate("memverify", "wss=16 passes=40",
+			      "memverify: done passes=40 mismatches=0", extra);
 	const char *why = jstr(rec, "switch_reason");
 
 	assert_true(!strcmp(why, "no-progress") || !strcmp(why, "converged") ||

@@ -3,7 +3,9 @@
  * breaks in the middle of a migration: never a guest running on memory it
  * does not have, never two running copies, and every wait bounded.
  */
+#include <errno.h>
 #include <jansson.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +27,10 @@ static int t_port(void)
 /* Poll the source's query-migrate until its status contains want (bounded). */
 static bool wait_status(const char *sock, const char *want, int timeout_ms)
 {
-	for (int waited = 0; waited < timeout_ms; waited += 5) {
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
 		char *qa[] = { (char *)t_umig(), "ctl", "--raw", (char *)sock, "query-migrate", NULL };
 		struct t_result q;
 		bool hit;
@@ -35,9 +40,11 @@ static bool wait_status(const char *sock, const char *want, int timeout_ms)
 		t_result_free(&q);
 		if (hit)
 			return true;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
+			return false;
 		usleep(5000);
 	}
-	return false;
 }
 
 /*
@@ -96,8 +103,14 @@ static void test_source_killed_during_postcopy(void **state)
 struct rig {
 	char *dir;
 	pid_t proxy, dst, src;
-	char listen[32], via[32];
+	char listen[32], via[32], sock[600];
 };
+
+/* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
+static const char *rig_peer_timeout = "1000";
+static const char *rig_cmdline = "wss=32 passes=24";
+static const char *rig_prepaging = "bubble-dir";
+static const char *rig_after = "0.7";   /* --migrate-after, seconds */
 
 static void rig_start(struct rig *g, const char *mode, const char *const *rules)
 {
@@ -118,13 +131,16 @@ static void rig_start(struct rig *g, const char *mode, const char *const *rules)
 	snprintf(g->listen, sizeof(g->listen), "127.0.0.1:%d", dport);
 	snprintf(g->via, sizeof(g->via), "127.0.0.1:%d", pport);
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", g->listen, "--quiet",
-		       "--peer-timeout", "1000", "--recover-timeout", "20000", NULL };
+		       "--peer-timeout", (char *)rig_peer_timeout, "--recover-timeout", "20000", NULL };
 	g->dst = t_spawn(da, t_path(g->dir, "dst.out"), t_path(g->dir, "dst.err"));
-	usleep(300000);
+	/* the proxy connects upstream when the source connects: be listening by then */
+	assert_true(t_wait_for_text(t_path(g->dir, "dst.err"), "waiting for a migration", 10000));
+	snprintf(g->sock, sizeof(g->sock), "%s", t_path(g->dir, "src.sock"));
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
-		       "--cmdline", "wss=32 passes=24", "--migrate-to", g->via,
-		       "--migrate-after", "0.7", "--mode", (char *)mode, "--peer-timeout", "1000",
-		       "--recover-timeout", "20000",
+		       "--cmdline", (char *)rig_cmdline, "--migrate-to", g->via,
+		       "--prepaging", (char *)rig_prepaging,
+		       "--migrate-after", (char *)rig_after, "--mode", (char *)mode, "--peer-timeout", (char *)rig_peer_timeout,
+		       "--recover-timeout", "20000", "--control", g->sock,
 		       "--stats", (char *)t_path(g->dir, "src.json"), "--quiet", NULL };
 	g->src = t_spawn(sa, t_path(g->dir, "src.out"), t_path(g->dir, "src.err"));
 }
@@ -172,6 +188,8 @@ static void assert_said(struct rig *g, const char *file, const char *text)
 	char *e = rig_file(g, file);
 	bool hit = strstr(e, text) != NULL;
 
+	if (!hit)
+		fprintf(stderr, "-- %s:\n%s", file, e);
 	free(e);
 	if (!hit)
 		fail_msg("%s does not say '%s'", file, text);
@@ -261,7 +279,7 @@ static void test_ready_lost_pre(void **state)
  * with what the destination lacks.  memverify finishes clean and the
  * record counts the recovery and the pages that were lost in flight.
  */
-static void postcopy_break(const char *mode, const char *rule)
+static void postcopy_break_said(const char *mode, const char *rule, const char *said)
 {
 	const char *const rules[] = { rule, NULL };
 	struct rig g;
@@ -270,9 +288,13 @@ static void postcopy_break(const char *mode, const char *rule)
 	rig_start(&g, mode, rules);
 	rig_expect(&g, 0, 0);
 	assert_ran_only_at(&g, "destination");
+	if (said)
+		assert_said(&g, "dst.err", said);
 	rec = json_load_file(t_path(g.dir, "src.json"), 0, NULL);
 	assert_non_null(rec);
 	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
+	if (json_integer_value(json_object_get(rec, "recoveries")) < 1)
+		rig_dump(&g, 0, 0);
 	assert_true(json_integer_value(json_object_get(rec, "recoveries")) >= 1);
 	print_message("recovered: %lld pages lost in flight and sent again\n",
 		      (long long)json_integer_value(json_object_get(rec, "pages_lost_in_flight")));
@@ -280,10 +302,378 @@ static void postcopy_break(const char *mode, const char *rule)
 	rig_stop(&g);
 }
 
+static void postcopy_break(const char *mode, const char *rule)
+{
+	postcopy_break_said(mode, rule, NULL);
+}
+
 static void test_postcopy_reset_midway(void **s) { postcopy_break("post", "bulk:s2d:bytes=8000000:reset"); }
 static void test_postcopy_partition_midway(void **s) { postcopy_break("post", "bulk:s2d:bytes=8000000:drop=3"); }
 static void test_postcopy_urgent_cut(void **s) { postcopy_break("post", "urgent:d2s:bytes=40:cut"); }
 static void test_hybrid_reset_midway(void **s) { postcopy_break("hybrid", "bulk:s2d:bytes=40000000:reset"); }
+
+/*
+ * A malformed frame after the commit (the proxy corrupts a run's first
+ * page, or a reply's page number, to lie outside guest RAM): the
+ * destination drops it unplaced, closes the session, and recovery takes
+ * over; the migration completes and memverify finds every word.
+ */
+static void test_postcopy_garbled_bulk(void **s)
+{
+	postcopy_break_said("post", "bulk:s2d:bytes=8000000:garble", "outside guest RAM");
+}
+
+static void test_postcopy_garbled_urgent(void **s)
+{
+	postcopy_break_said("post", "urgent:s2d:type=49:garble", "urgent channel: PAGE");
+}
+
+/*
+ * The same corruption before the commit, in pre-copy: the destination
+ * refuses it with a message naming the channel, the type and the field
+ * and exits 125; the source resumes its guest untouched, and memverify
+ * finishes there clean.
+ */
+static void test_garbled_frame_before_commit(void **state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=2000000:garble", NULL };
+	struct rig g;
+
+	rig_start(&g, "pre", rules);
+	rig_expect(&g, 0, 125);
+	assert_said(&g, "dst.err", "bulk channel: ");
+	assert_said(&g, "dst.err", "outside guest RAM");
+	assert_said(&g, "src.err", "keeps running here");
+	assert_ran_only_at(&g, "source");
+	rig_stop(&g);
+}
+
+/* --- a peer killed (-9) or stopped (SIGSTOP) at each phase ------------------ */
+
+/*
+ * Wait until the source's query-migrate reports state; the proxy rule of
+ * each test stalls the bulk channel there, so the phase lasts seconds.
+ */
+static void rig_wait_state(struct rig *g, const char *state)
+{
+	char want[64];
+
+	assert_true(t_wait_for_path(g->sock, 10000));
+	snprintf(want, sizeof(want), "\"%s\"", state);
+	if (!wait_status(g->sock, want, 30000)) {
+		rig_dump(g, -1, -1);
+		fail_msg("the source never reached %s", state);
+	}
+}
+
+/* Wait for one process, bounded by `bound_s`, and require its status. */
+static void rig_expect_one(struct rig *g, pid_t *pid, int bound_s, int want, const char *who)
+{
+	int st = t_wait(*pid, bound_s);
+
+	*pid = 0;
+	if (st != want) {
+		rig_dump(g, who[0] == 's' ? st : -1, who[0] == 'd' ? st : -1);
+		fail_msg("%s exited %d, expected %d within %d s", who, st, want, bound_s);
+	}
+}
+
+/*
+ * The destination dies before the commit (pre-copy round, stop-copy
+ * transfer, hybrid round): the source keeps its guest, which finishes
+ * clean there, and says so.
+ */
+static void dest_killed_before_commit(const char *mode, const char *state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=4000000:stall=8", NULL };
+	struct rig g;
+
+	rig_start(&g, mode, rules);
+	rig_wait_state(&g, state);
+	t_kill(g.dst);
+	g.dst = 0;
+	rig_expect_one(&g, &g.src, 90, 0, "source");
+	assert_said(&g, "src.err", "keeps running here");
+	assert_ran_only_at(&g, "source");
+	rig_stop(&g);
+}
+
+static void test_dest_killed_in_precopy(void **s) { dest_killed_before_commit("pre", "precopy"); }
+static void test_dest_killed_in_stop_copy(void **s) { dest_killed_before_commit("stop-copy", "switchover"); }
+static void test_dest_killed_in_hybrid_round(void **s) { dest_killed_before_commit("hybrid", "precopy"); }
+
+/*
+ * The source dies before the commit: the destination never ran the guest,
+ * so it has nothing to lose; it says the source vanished and exits 125
+ * within the peer timeout (plus slack), leaving nothing running.
+ */
+static void source_killed_before_commit(const char *mode, const char *state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=4000000:stall=8", NULL };
+	struct rig g;
+	char *dout;
+
+	rig_start(&g, mode, rules);
+	rig_wait_state(&g, state);
+	t_kill(g.src);
+	g.src = 0;
+	rig_expect_one(&g, &g.dst, 15, 125, "destination");
+	dout = rig_file(&g, "dst.out");
+	assert_null(strstr(dout, "memverify"));
+	free(dout);
+	assert_said(&g, "dst.err", "before the commit");
+	rig_stop(&g);
+}
+
+static void test_source_killed_in_precopy(void **s) { source_killed_before_commit("pre", "precopy"); }
+static void test_source_killed_in_stop_copy(void **s) { source_killed_before_commit("stop-copy", "switchover"); }
+
+/*
+ * The destination dies in the middle of post-copy: the guest's state and
+ * the pages it wrote there are gone; the source's copy must never run
+ * again (it is out of date), so it says what died and what is lost,
+ * within a bound, and exits 125.  Nobody reports a MISMATCH: no copy of
+ * the guest ever ran on memory it did not have.
+ */
+static void test_dest_killed_in_postcopy(void **state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=6000000:stall=8", NULL };
+	struct rig g;
+	char *so;
+
+	rig_start(&g, "post", rules);
+	rig_wait_state(&g, "postcopy");
+	t_kill(g.dst);
+	g.dst = 0;
+	rig_expect_one(&g, &g.src, 30, 125, "source");
+	assert_said(&g, "src.err", "the destination died after switchover");
+	so = rig_file(&g, "src.out");
+	assert_null(strstr(so, "MISMATCH"));
+	assert_null(strstr(so, "done"));
+	free(so);
+	rig_stop(&g);
+}
+
+/*
+ * One side stops (SIGSTOP: a hung host, a long GC pause, a debugger) in
+ * the middle of post-copy for longer than the peer timeout, then
+ * continues: the other side paused, the link is recovered, and the guest
+ * finishes clean at the destination.
+ */
+static void postcopy_stopped(bool stop_source, unsigned stop_ms, bool expect_recovery)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=6000000:stall=2", NULL };
+	struct rig g;
+	json_t *rec;
+	long long recoveries;
+
+	rig_start(&g, "post", rules);
+	rig_wait_state(&g, "postcopy");
+	kill(stop_source ? g.src : g.dst, SIGSTOP);
+	usleep(stop_ms * 1000);
+	kill(stop_source ? g.src : g.dst, SIGCONT);
+	rig_expect(&g, 0, 0);
+	assert_ran_only_at(&g, "destination");
+	rec = json_load_file(t_path(g.dir, "src.json"), 0, NULL);
+	assert_non_null(rec);
+	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
+	recoveries = json_integer_value(json_object_get(rec, "recoveries"));
+	print_message("%s stopped %u ms: %lld recoveries\n", stop_source ? "source" : "destination",
+		      stop_ms, recoveries);
+	if (expect_recovery != (recoveries >= 1))
+		rig_dump(&g, 0, 0);
+	if (expect_recovery)
+		assert_true(recoveries >= 1);
+	else
+		assert_int_equal(recoveries, 0);
+	json_decref(rec);
+	rig_stop(&g);
+}
+
+static void test_dest_stopped_past_timeout(void **s) { postcopy_stopped(false, 3000, true); }
+static void test_source_stopped_past_timeout(void **s) { postcopy_stopped(true, 3000, true); }
+/*
+ * Stopped for less than the peer timeout: nothing breaks.  The timeout is
+ * longer here than the proxy's 2 s stall of the bulk channel, which a
+ * 1 s timeout would rightly count as a broken link.
+ */
+static void test_dest_stopped_briefly(void **s)
+{
+	rig_peer_timeout = "4000";
+	postcopy_stopped(false, 150, false);
+	rig_peer_timeout = "1000";
+}
+
+/*
+ * The source stops during its pre-copy round for longer than the peer
+ * timeout: the destination, which never got the commit, gives up and
+ * exits 125 without running anything; the source, once continued, finds
+ * the destination gone and keeps its guest.
+ */
+static void test_source_stopped_in_precopy(void **state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=4000000:stall=3", NULL };
+	struct rig g;
+
+	rig_start(&g, "pre", rules);
+	rig_wait_state(&g, "precopy");
+	kill(g.src, SIGSTOP);
+	rig_expect_one(&g, &g.dst, 15, 125, "destination");
+	kill(g.src, SIGCONT);
+	rig_expect_one(&g, &g.src, 90, 0, "source");
+	assert_said(&g, "src.err", "keeps running here");
+	assert_ran_only_at(&g, "source");
+	rig_stop(&g);
+}
+
+/* --- a guest that exits by itself during the migration ---------------------- */
+
+/*
+ * At the source, before the switchover: the migration is cancelled, the
+ * destination told why; the guest's own exit status is umig's.
+ */
+static void test_guest_exits_at_source(void **state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=4000000:stall=10", NULL };
+	struct rig g;
+
+	rig_peer_timeout = "15000";
+	rig_cmdline = "wss=32 passes=4";
+	rig_start(&g, "pre", rules);
+	rig_expect_one(&g, &g.src, 60, 0, "source");
+	rig_expect_one(&g, &g.dst, 20, 125, "destination");
+	assert_said(&g, "src.err", "the guest exited here (status 0) before the switchover");
+	assert_said(&g, "dst.err", "the source's guest exited (status 0) during the migration");
+	assert_said(&g, "src.out", "memverify: done passes=4 mismatches=0");
+	char *dout = rig_file(&g, "dst.out");
+
+	assert_null(strstr(dout, "memverify"));
+	free(dout);
+	rig_stop(&g);
+	rig_peer_timeout = "1000";
+	rig_cmdline = "wss=32 passes=24";
+}
+
+/*
+ * At the destination, in post-copy, while pages it will never need are
+ * still on their way: a defined end, not a lost guest.  The destination
+ * says so and exits with the guest's status; the source learns it from
+ * COMPLETE and exits 0.
+ */
+static void test_guest_exits_at_dest_in_postcopy(void **state)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=14000000:stall=10", NULL };
+	struct rig g;
+	char *dout;
+
+	rig_peer_timeout = "15000";
+	rig_cmdline = "wss=8 passes=30 ballast=96";
+	/* in order: the working set goes out before the ballast that the stall holds */
+	rig_prepaging = "linear";
+	rig_after = "2.5";   /* the ballast is written at the source, not here */
+	rig_start(&g, "post", rules);
+	rig_expect(&g, 0, 0);
+	dout = rig_file(&g, "dst.out");
+	assert_non_null(strstr(dout, "memverify: done passes=30 mismatches=0"));
+	free(dout);
+	assert_said(&g, "dst.err", "the guest exited (status 0) before its last");
+	assert_said(&g, "src.err", "the guest exited at the destination (status 0)");
+	rig_stop(&g);
+	rig_peer_timeout = "1000";
+	rig_cmdline = "wss=32 passes=24";
+	rig_prepaging = "bubble-dir";
+	rig_after = "0.7";
+}
+
+/* --- admission --------------------------------------------------------------- */
+
+/*
+ * A child memory cgroup of ours (v2 or v1) limited to limit bytes, for
+ * the destination; NULL (and the reason) when this host cannot make one.
+ */
+static char *make_memcg(unsigned long long limit, char *why, size_t len)
+{
+	static char dir[700];
+	char line[512], path[800], *p = NULL;
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	bool v1 = false, found = false;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = 0;
+		if ((p = strstr(line, ":memory:")) != NULL) {
+			snprintf(dir, sizeof(dir), "/sys/fs/cgroup/memory%s", p + 8);
+			v1 = found = true;
+			break;
+		}
+		if (!strncmp(line, "0::", 3)) {
+			snprintf(dir, sizeof(dir), "/sys/fs/cgroup%s", line + 3);
+			found = true;
+		}
+	}
+	if (f)
+		fclose(f);
+	if (!found) {
+		snprintf(why, len, "no memory cgroup in /proc/self/cgroup");
+		return NULL;
+	}
+	snprintf(path, sizeof(path), "%.600s/umig-test-%d", dir, getpid());
+	snprintf(dir, sizeof(dir), "%.690s", path);
+	if (mkdir(dir, 0755) < 0) {
+		snprintf(why, len, "cannot create the cgroup %s: %s", dir, strerror(errno));
+		return NULL;
+	}
+	snprintf(path, sizeof(path), "%s/%s", dir, v1 ? "memory.limit_in_bytes" : "memory.max");
+	f = fopen(path, "w");
+	if (!f || fprintf(f, "%llu\n", limit) < 0 || fclose(f)) {
+		snprintf(why, len, "cannot limit the cgroup %s", dir);
+		rmdir(dir);
+		return NULL;
+	}
+	return dir;
+}
+
+/*
+ * The destination cannot hold the guest (its memory cgroup allows 64 MiB,
+ * the guest has 128 MiB): it refuses at the handshake, naming the limit,
+ * while the source guest still runs untouched.
+ */
+static void test_admission_refuses_too_big_a_guest(void **state)
+{
+	char why[1024], script[1200], listen[32], *cg = make_memcg(64ull << 20, why, sizeof(why));
+	char *dir, *so, *de;
+	int port = t_port(), st;
+
+	if (!cg) {
+		print_message("skipped: %s\n", why);
+		skip();
+	}
+	dir = t_tmpdir();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(script, sizeof(script), "echo $$ > %s/cgroup.procs && exec %s incoming --listen %s",
+		 cg, t_umig(), listen);
+	char *da[] = { "sh", "-c", script, NULL };
+	pid_t dst = t_spawn(da, NULL, t_path(dir, "dst.err"));
+
+	assert_true(t_wait_for_text(t_path(dir, "dst.err"), "waiting for a migration", 10000));
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
+		       "--cmdline", "wss=16 passes=8", "--migrate-to", listen, "--migrate-after",
+		       "0.3", "--quiet", NULL };
+	pid_t src = t_spawn(sa, t_path(dir, "src.out"), t_path(dir, "src.err"));
+
+	st = t_wait(dst, 20);
+	assert_int_equal(t_wait(src, 60), 0);
+	so = t_read_file(t_path(dir, "src.out"));
+	de = t_read_file(t_path(dir, "dst.err"));
+	rmdir(cg);
+	if (st != 125 || !strstr(de, "admission: the guest needs 128 MiB"))
+		fprintf(stderr, "destination %d:\n%s", st, de);
+	assert_int_equal(st, 125);
+	assert_non_null(strstr(de, "admission: the guest needs 128 MiB"));
+	assert_non_null(strstr(so, "memverify: done passes=8 mismatches=0"));
+	free(so);
+	free(de);
+	t_tmpdir_free(dir);
+}
 
 int main(void)
 {
@@ -297,6 +687,22 @@ int main(void)
 		cmocka_unit_test(test_postcopy_partition_midway),
 		cmocka_unit_test(test_postcopy_urgent_cut),
 		cmocka_unit_test(test_hybrid_reset_midway),
+		cmocka_unit_test(test_postcopy_garbled_bulk),
+		cmocka_unit_test(test_postcopy_garbled_urgent),
+		cmocka_unit_test(test_garbled_frame_before_commit),
+		cmocka_unit_test(test_dest_killed_in_precopy),
+		cmocka_unit_test(test_dest_killed_in_stop_copy),
+		cmocka_unit_test(test_dest_killed_in_hybrid_round),
+		cmocka_unit_test(test_source_killed_in_precopy),
+		cmocka_unit_test(test_source_killed_in_stop_copy),
+		cmocka_unit_test(test_dest_killed_in_postcopy),
+		cmocka_unit_test(test_dest_stopped_past_timeout),
+		cmocka_unit_test(test_source_stopped_past_timeout),
+		cmocka_unit_test(test_dest_stopped_briefly),
+		cmocka_unit_test(test_source_stopped_in_precopy),
+		cmocka_unit_test(test_admission_refuses_too_big_a_guest),
+		cmocka_unit_test(test_guest_exits_at_source),
+		cmocka_unit_test(test_guest_exits_at_dest_in_postcopy),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -25,6 +25,15 @@
 #define LLVMFuzzerTestOneInput fuzz_control_one
 #include "fuzz/fuzz-control.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_frames_one
+#include "fuzz/fuzz-frames.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_handshake_one
+#include "fuzz/fuzz-handshake.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_discard_one
+#include "fuzz/fuzz-discard.c"
+#undef LLVMFuzzerTestOneInput
 
 static uint8_t *t_slurp(const char *path, size_t *len)
 {
@@ -98,6 +107,21 @@ static void test_replay_control(void **state)
 	replay("control", fuzz_control_one);
 }
 
+static void test_replay_frames(void **state)
+{
+	replay("frames", fuzz_frames_one);
+}
+
+static void test_replay_handshake(void **state)
+{
+	replay("handshake", fuzz_handshake_one);
+}
+
+static void test_replay_discard(void **state)
+{
+	replay("discard", fuzz_discard_one);
+}
+
 /*
  * Regression (fuzz-state): a state record whose segment selectors name a
  * descriptor outside guest RAM made Unicorn fault while loading it, and
@@ -156,6 +180,9 @@ int main(void)
 		cmocka_unit_test(test_replay_state),
 		cmocka_unit_test(test_replay_snapshot),
 		cmocka_unit_test(test_replay_control),
+		cmocka_unit_test(test_replay_frames),
+		cmocka_unit_test(test_replay_handshake),
+		cmocka_unit_test(test_replay_discard),
 		cmocka_unit_test(test_selector_outside_ram_is_refused),
 		cmocka_unit_test(test_error_reply_with_invalid_utf8_is_sent),
 	};

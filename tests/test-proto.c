@@ -290,6 +290,78 @@ static void test_error_frame_text(void **state)
 	proto_msg_free(&m);
 }
 
+/* The pure header check names the channel and the type it refuses. */
+static void test_header_decoder_names_channel_and_type(void **state)
+{
+	uint8_t h[8] = { 17, 0, 0, 0, MSG_ZERO, 0, 0, 0 };
+	struct proto_msg m = { 0 };
+
+	assert_int_equal(proto_decode_header(h, XCH_BULK, &m), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "bulk channel: message type 33 with a bad length 17"));
+	h[0] = 16;
+	assert_int_equal(proto_decode_header(h, XCH_BULK, &m), 0);
+	assert_int_equal(m.type, MSG_ZERO);
+	assert_int_equal(m.len, 16);
+	h[4] = h[5] = 0xff;
+	assert_int_equal(proto_decode_header(h, XCH_URGENT, &m), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "urgent channel: unknown message type 65535"));
+	assert_string_equal(proto_type_name(MSG_DISCARD), "DISCARD");
+	assert_string_equal(proto_type_name(0xffff), "unknown");
+}
+
+/* The bulk stream's order, per mode (docs/protocol.md, "Sequences"). */
+static void test_bulk_order_per_mode(void **state)
+{
+	/* post has no pre-copy: nothing before its pre-copy-done mark */
+	assert_int_equal(proto_check_bulk_run(MIG_MODE_POST, false, MSG_PAGES), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "PAGES (type 32) before the pre-copy-done mark"));
+	assert_int_equal(proto_check_bulk_run(MIG_MODE_POST, true, MSG_PAGES), 0);
+	assert_int_equal(proto_check_bulk_run(MIG_MODE_HYBRID, false, MSG_ZERO), 0);
+	assert_int_equal(proto_check_bulk_run(MIG_MODE_STOPCOPY, false, MSG_PAGES), 0);
+
+	assert_int_equal(proto_check_mark(MIG_MODE_POST, false, MARK_BULK_END), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "bulk-end mark where pre-copy-done belongs"));
+	assert_int_equal(proto_check_mark(MIG_MODE_POST, false, MARK_PRECOPY_DONE), 0);
+	assert_int_equal(proto_check_mark(MIG_MODE_POST, true, MARK_PRECOPY_DONE), -EPROTO);
+	assert_int_equal(proto_check_mark(MIG_MODE_POST, false, MARK_ROUND_END), -EPROTO);
+	assert_int_equal(proto_check_mark(MIG_MODE_PRE, false, MARK_ROUND_END), 0);
+	assert_int_equal(proto_check_mark(MIG_MODE_PRE, false, MARK_PRECOPY_DONE), -EPROTO);
+	assert_int_equal(proto_check_mark(MIG_MODE_STOPCOPY, false, MARK_BULK_END), 0);
+	assert_int_equal(proto_check_mark(MIG_MODE_HYBRID, true, MARK_BULK_END), 0);
+	assert_int_equal(proto_check_mark(MIG_MODE_PRE, false, 9), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "MARK: unknown mark 9"));
+}
+
+/* DISCARD runs: inside RAM, ascending and disjoint across frames. */
+static void test_run_iterator_bounds_and_order(void **state)
+{
+	uint8_t b[36] = { 0 };
+	struct proto_run run;
+	uint64_t floor = 0;
+	struct rbuf r;
+
+	b[0] = 4, b[8] = 2;       /* 4+2 */
+	b[12] = 10, b[20] = 1;    /* 10+1 */
+	b[24] = 5, b[32] = 1;     /* 5+1: precedes 10+1 */
+	rbuf_init(&r, b, sizeof(b));
+	assert_int_equal(proto_next_run(&r, 100, &floor, "DISCARD", &run), 1);
+	assert_int_equal(run.pfn, 4);
+	assert_int_equal(proto_next_run(&r, 100, &floor, "DISCARD", &run), 1);
+	assert_int_equal(floor, 11);
+	assert_int_equal(proto_next_run(&r, 100, &floor, "DISCARD", &run), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "DISCARD run 5+1 overlaps or precedes"));
+	/* without a floor order is free, but RAM is not */
+	rbuf_init(&r, b + 24, 12);
+	assert_int_equal(proto_next_run(&r, 100, NULL, "present", &run), 1);
+	assert_int_equal(proto_next_run(&r, 100, NULL, "present", &run), 0);
+	rbuf_init(&r, b + 12, 12);
+	assert_int_equal(proto_next_run(&r, 10, NULL, "present", &run), -EPROTO);
+	assert_non_null(strstr(err_msg(-EPROTO), "present run 10+1 outside guest RAM (10 pages)"));
+	/* a run cut short */
+	rbuf_init(&r, b, 7);
+	assert_int_equal(proto_next_run(&r, 100, NULL, "DISCARD", &run), -EPROTO);
+}
+
 static void test_mode_names(void **state)
 {
 	enum mig_mode m;
@@ -314,6 +386,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_truncated_frame, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_page_run_round_trip_and_bounds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_frame_text, setup, teardown),
+		cmocka_unit_test(test_header_decoder_names_channel_and_type),
+		cmocka_unit_test(test_bulk_order_per_mode),
+		cmocka_unit_test(test_run_iterator_bounds_and_order),
 		cmocka_unit_test(test_mode_names),
 	};
 

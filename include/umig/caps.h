@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <jansson.h>
 
 /*
  * Result of caps_probe().  Plain data: copy it, zero fields to simulate a
@@ -134,5 +135,14 @@ void caps_print(const struct caps *c, FILE *out);
  * Returns 0, -ENOMEM, or -EIO when writing failed.
  */
 int caps_print_json(const struct caps *c, FILE *out);
+
+/*
+ * RDMA (src/caps-rdma.c): whether this umig has the RDMA transport, and
+ * every RDMA device's ports (state, link layer, MTU, ODP for RC reads),
+ * printed after the table and as "rdma_ports" in JSON.
+ */
+bool caps_rdma_built(void);
+void caps_rdma_print(FILE *out);
+json_t *caps_rdma_json(void);
 
 #endif /* UMIG_CAPS_H */

@@ -50,7 +50,8 @@ bool mig_state_ok(enum mig_state from, enum mig_state to);
 
 struct mig_params {
 	enum mig_mode mode;
-	char transport[16];          /* page transport ("tcp") */
+	char transport[16];          /* page transport ("tcp", "rdma") */
+	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
 	char host[256];
 	uint16_t port;
 	char prepaging[32];          /* post-copy policy name (prepage.h) */
@@ -98,6 +99,8 @@ void progress_init(struct mig_progress *pr, const char *side, bool quiet);
 void progress_update(struct mig_progress *pr, const char *phase, uint64_t done,
 		     uint64_t total, uint64_t bytes, uint64_t faults, bool force);
 void progress_end(struct mig_progress *pr);
+/* One line for a state an operator must notice (outcome-unknown, paused). */
+void progress_note(struct mig_progress *pr, const char *state);
 
 /* Who owns the guest, as an operator decides it (migrate-resolve). */
 enum { MIG_OWNER_SOURCE = 1, MIG_OWNER_DEST = 2 };
@@ -143,10 +146,12 @@ struct mig_dest_opts {
 	int console_fd;
 	const char *backend;
 	const char *transport;       /* page transport, NULL = tcp */
+	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
 	uint64_t expect_ram;         /* 0 = accept the source's size */
 	unsigned peer_timeout_ms;    /* 0 = the default */
 	unsigned recover_timeout_ms; /* 0 = the default */
 	bool quiet;
+	bool overcommit;             /* skip the free-memory admission check */
 };
 
 /*
@@ -166,6 +171,12 @@ enum mig_state mig_dest_state(struct mig_dest *d);
  */
 bool mig_dest_pages_missing(struct mig_dest *d);
 uint64_t mig_dest_pages_absent(struct mig_dest *d);
+/*
+ * The guest exited by itself at the destination (status) before every
+ * page arrived: the migration ends there (COMPLETE says so to the source)
+ * instead of counting the guest as lost.
+ */
+void mig_dest_guest_exited(struct mig_dest *d, int status);
 json_t *mig_dest_query(struct mig_dest *d);
 void mig_dest_free(struct mig_dest *d);
 

@@ -19,6 +19,7 @@
 #ifndef UMIG_PROTO_H
 #define UMIG_PROTO_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "umig/buf.h"
@@ -72,6 +73,9 @@ enum proto_type {
 	MSG_RECOVER_AUTH = 71,      /* src -> dst: 32-byte HMAC */
 	MSG_RECOVER_STATE = 72,     /* dst -> src: u32 flags (1 = last), runs {u64, u32} present */
 	MSG_SECRET = 73,    /* src -> dst at handshake: the migration's 32-byte secret */
+	/* RDMA transport (FEAT_RDMA) */
+	MSG_RDMA_LISTEN = 96, /* dst -> src on control: u16 port, u16 0, u32 0, 16-byte nonce */
+	MSG_RDMA_CREDIT = 97, /* RDMA frames only: receive credits returned, no data */
 	/* page encodings (FEAT_COMPRESS, FEAT_DELTA), bulk, source -> destination */
 	MSG_PAGES_Z = 112,  /* u64 first pfn, u32 n, u32 codec (1 lz4, 2 zstd), codec batch */
 	MSG_DELTA = 113,    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
@@ -99,11 +103,14 @@ enum proto_mark {
 #define FEAT_COMMIT        (1ull << 2)  /* READY / COMMIT handover, RESOLVE */
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 #define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
+#define FEAT_RDMA          (1ull << 16) /* page channels are RDMA queue pairs (RDMA_LISTEN) */
+/* bits that name the page transport: both ends must agree on them exactly */
+#define FEAT_TRANSPORTS    FEAT_RDMA
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
 #define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
 /* every feature this umig knows */
-#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
-			    FEAT_RECOVER | FEAT_COMPRESS | FEAT_DELTA)
+#define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER | \
+			    FEAT_RDMA | FEAT_COMPRESS | FEAT_DELTA)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16
@@ -143,6 +150,8 @@ struct proto_msg {
 };
 
 const char *mig_mode_name(enum mig_mode m);
+/* "PAGES", "DISCARD", ...; "unknown" for a type this umig does not know. */
+const char *proto_type_name(uint16_t type);
 int mig_mode_parse(const char *s, enum mig_mode *m);
 
 /* The greeting names the lowest version this umig speaks. */
@@ -152,6 +161,9 @@ int proto_send_greeting(struct xconn *x, uint64_t session);
  * whose lowest version is above PROTO_VERSION_MAX is refused.
  */
 int proto_recv_greeting(struct xconn *x, enum xport_channel *ch, uint64_t *session);
+/* The same checks on 16 bytes already read (pure: no I/O; fuzzed). */
+int proto_decode_greeting(const uint8_t g[PROTO_GREETING_LEN], enum xport_channel *ch,
+			  uint64_t *session);
 
 /* Send one frame: header + payload (len bytes). */
 int proto_send(struct xconn *x, uint16_t type, const void *payload, uint32_t len);
@@ -163,11 +175,20 @@ int proto_send2(struct xconn *x, uint16_t type, const void *a, uint32_t alen,
  * PROTO_MAX_PAYLOAD and frames whose length does not fit their type.
  */
 int proto_recv(struct xconn *x, struct proto_msg *m);
+/*
+ * A frame header as proto_recv checks it (pure; fuzzed): sets m->type and
+ * m->len, -EPROTO naming the channel and the type when the length exceeds
+ * PROTO_MAX_PAYLOAD, does not fit the type, or the type is unknown.
+ */
+int proto_decode_header(const uint8_t h[PROTO_HDR_LEN], enum xport_channel ch,
+			struct proto_msg *m);
 void proto_msg_free(struct proto_msg *m);
 
 void proto_encode_hello(struct wbuf *w, const struct proto_hello *h);
 /* Checks every field; feature bits other than FEAT_HELLO2 are refused. */
 int proto_decode_hello(const struct proto_msg *m, struct proto_hello *h);
+/* The source's check of HELLO_ACK: only FEAT_HELLO2 may be accepted. */
+int proto_decode_hello_ack(const struct proto_msg *m, uint64_t *features);
 void proto_encode_hello2(struct wbuf *w, const struct proto_hello2 *h);
 int proto_decode_hello2(const struct proto_msg *m, struct proto_hello2 *h);
 void proto_encode_hello2_ack(struct wbuf *w, const struct proto_hello2_ack *a);
@@ -182,6 +203,22 @@ int proto_negotiate(const struct proto_hello2 *h, uint64_t known, struct proto_h
 int proto_check_ack(const struct proto_hello2 *h, const struct proto_hello2_ack *a);
 /* PAGES/ZERO header: the run, checked against npages; data = payload + 16. */
 int proto_decode_run(const struct proto_msg *m, uint64_t npages, struct proto_run *r);
+/*
+ * The next {u64 first page, u32 count} run of a DISCARD or RECOVER_STATE
+ * payload at r: 1 with *run, 0 at the end, -EPROTO naming `what` for a
+ * cut run, an empty one or one outside [0, npages).  With floor, runs
+ * must also ascend without overlap (across frames: *floor carries on),
+ * which bounds all of a migration's DISCARDs to O(RAM) work.
+ */
+int proto_next_run(struct rbuf *r, uint64_t npages, uint64_t *floor, const char *what,
+		   struct proto_run *run);
+/*
+ * The bulk stream's order (pure; fuzzed): may a page run of `type`, or a
+ * MARK `mark`, come now in `mode`, before (post = false) or after the
+ * pre-copy-done mark?  0, or -EPROTO naming the channel, type and field.
+ */
+int proto_check_bulk_run(uint32_t mode, bool post, uint16_t type);
+int proto_check_mark(uint32_t mode, bool post, uint32_t mark);
 int proto_send_error(struct xconn *x, int err, const char *text);
 /* Format an ERROR frame's text for a person. */
 void proto_error_text(const struct proto_msg *m, char *buf, size_t len);

@@ -30,6 +30,7 @@ const char *err_msg(int code);
 void err_clear(void);
 
 uint64_t now_ns(void);          /* CLOCK_MONOTONIC */
+uint64_t cpu_self_us(void);     /* this process's user + system CPU time (getrusage) */
 uint64_t now_realtime_ns(void); /* CLOCK_REALTIME */
 
 /*

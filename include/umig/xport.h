@@ -93,6 +93,7 @@ struct xport;
 struct xport_ops {
 	const char *name;
 	uint32_t caps;
+	uint64_t feature;            /* FEAT_TRANSPORTS bit both ends must agree on (0: TCP) */
 	int (*connect_data)(struct xport *x, const char *host, uint16_t port, int timeout_ms);
 	int (*accept_data)(struct xport *x, int listen_fd, int timeout_ms);
 	int (*push)(struct xport *x, const struct xrun *r);
@@ -117,12 +118,16 @@ struct xport {
 	unsigned peer_timeout_ms;    /* TCP_USER_TIMEOUT of every connection (0: none) */
 	unsigned version;            /* negotiated protocol version */
 	uint64_t features;           /* negotiated feature bits */
+	const uint8_t *secret;       /* the migration's secret (authenticates page channels) */
+	bool busy_poll;              /* spin on completions instead of sleeping (--rdma-poll) */
 	void *priv;                  /* the implementation's page channels */
 };
 
 /*
  * Source: connect the control connection of a new session to host:port
- * within timeout_ms and send its greeting.  transport: "tcp" (NULL = tcp).
+ * within timeout_ms and send its greeting.  transport: "tcp" or "rdma"
+ * (NULL = tcp); the engine sets npages, peer_timeout_ms and, for rdma,
+ * secret before xport_connect_data / xport_accept_data.
  */
 int xport_connect(struct xport **out, const char *transport, const char *host,
 		  uint16_t port, uint64_t session, int timeout_ms);
@@ -133,7 +138,7 @@ int xport_connect(struct xport **out, const char *transport, const char *host,
 int xport_accept(struct xport **out, const char *transport, int listen_fd, int timeout_ms);
 void xport_close(struct xport *x);
 void xport_shutdown(struct xport *x);
-/* Names of the transports this build has ("tcp"). */
+/* Names of the transports this build has ("tcp", "tcp, rdma"). */
 const char *xport_names(void);
 int xport_known(const char *name);
 
@@ -185,5 +190,12 @@ uint64_t xport_bytes(struct xport *x, enum xport_channel ch);
 
 /* TCP (tcp/tcp.c): today's frames on a bulk and an urgent connection. */
 extern const struct xport_ops xport_tcp_ops;
+/* RDMA verbs (rdma/rdma.c): SENDs on two RC queue pairs, set up with rdma_cm. */
+extern const struct xport_ops xport_rdma_ops;
+/*
+ * The feature bit the named transport needs negotiated (0 for tcp), or
+ * -ENOENT for an unknown one.
+ */
+int64_t xport_feature(const char *name);
 
 #endif
