@@ -88,7 +88,9 @@ LIB_SRCS := \
 	src/loader.c \
 	src/log.c \
 	src/mem.c \
+	src/mig-codec.c \
 	src/mig-common.c \
+	src/mig-converge.c \
 	src/mig-complete.c \
 	src/mig-ctl.c \
 	src/mig-dst.c \

@@ -77,7 +77,7 @@ json_t *src_record(struct mig_source *s)
 {
 	double downtime = s->t_resumed ? (s->t_resumed - s->t_pause) / 1e6 : 0;
 	uint64_t end = s->t_end ? s->t_end : now_ns();
-	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	bool post = src_post_mode(s);
 	json_t *r;
 
 	uint64_t wc = src_wire(s, XCH_CONTROL), wb = src_wire(s, XCH_BULK), wu = src_wire(s, XCH_URGENT);
@@ -128,6 +128,8 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "src_cpu_after_switchover_s",
 			    json_real(s->cpu_resumed_us && s->cpu_end_us >= s->cpu_resumed_us ?
 				      (s->cpu_end_us - s->cpu_resumed_us) / 1e6 : 0));
+	src_enc_record(s, r);
+	src_conv_record(s, r);
 	if (s->unknown_why[0])
 		json_object_set_new(r, "outcome_unknown_because", json_string(s->unknown_why));
 	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
@@ -153,7 +155,7 @@ json_t *src_record(struct mig_source *s)
 
 int src_complete(struct mig_source *s)
 {
-	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	bool post = src_post_mode(s);
 	struct proto_msg m = { 0 };
 	json_error_t jerr;
 	char *txt;
@@ -211,7 +213,7 @@ json_t *dst_figures(struct mig_dest *d)
 		heartbeat_stats(&d->c.vm->bus, &hb);
 	if (hb.first_after_resume_ns && hb.first_after_resume_ns >= hb.resume_ns)
 		first = (hb.first_after_resume_ns - hb.resume_ns) / 1e6;
-	fig = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:o}",
+	fig = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:o}",
 		"faults", (json_int_t)d->faults,
 		"fault_us_p50", lat_percentile(&d->lat, 50),
 		"fault_us_p90", lat_percentile(&d->lat, 90),
@@ -222,6 +224,8 @@ json_t *dst_figures(struct mig_dest *d)
 		"dst_pages_bulk", (json_int_t)d->pages_bulk,
 		"dst_pages_urgent", (json_int_t)d->pages_urgent,
 		"dst_pages_zero", (json_int_t)d->pages_zero,
+		"dst_pages_decompressed", (json_int_t)d->pages_decoded,
+		"dst_pages_delta", (json_int_t)d->pages_delta,
 		"postcopy_ms", d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0.0,
 		"fault_us_hist", lat_histogram(&d->lat));
 	/* the guest's progress while post-copy ran (work units per second) */

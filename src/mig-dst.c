@@ -37,6 +37,8 @@ static int dst_run(struct mig_dest *d, int lfd)
 	ret = dst_handshake(d, lfd);
 	if (!ret)
 		ret = dst_setup(d);
+	if (!ret)
+		ret = dst_dec_setup(d);
 	progress_init(&d->c.progress, "dest", d->o.quiet);
 	if (!ret)
 		ret = dst_start_receiver(d);
@@ -224,6 +226,7 @@ void mig_dest_free(struct mig_dest *d)
 	bitmap_free(&d->requested);
 	free(d->fault_ns);
 	lat_free(&d->lat);
+	dst_dec_free(d);
 	json_decref(d->record);
 	close(d->quit_efd);
 	if (!d->vm_handed)

@@ -97,7 +97,9 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 int src_handshake(struct mig_source *s)
 {
 	struct proto_hello h = {
-		.page_size = PAGE_SIZE, .mode = s->p.mode, .ram_size = s->c.vm->mem.size,
+		/* pre with a post-copy fallback: the destination must be ready for both */
+		.page_size = PAGE_SIZE, .ram_size = s->c.vm->mem.size,
+		.mode = src_post_mode(s) && s->p.mode == MIG_MODE_PRE ? MIG_MODE_HYBRID : s->p.mode,
 		.features = FEAT_HELLO2,
 	};
 	struct proto_msg m = { 0 };

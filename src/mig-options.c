@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "umig/codec.h"
 #include "umig/log.h"
 #include "umig/migopts.h"
 #include "umig/prepage.h"
@@ -234,6 +235,81 @@ static json_t *get_insecure(const struct mig_params *p)
 	return json_boolean(p->insecure);
 }
 
+static int set_compress(struct mig_params *p, const char *v)
+{
+	enum codec_mode m;
+	int ret = codec_mode_parse(v, &m);
+
+	if (!ret)
+		p->compress = m;
+	return ret;
+}
+
+static json_t *get_compress(const struct mig_params *p)
+{
+	static const char *const names[] = { "none", "lz4", "zstd", "auto" };
+
+	return json_string(p->compress >= 0 && p->compress < 4 ? names[p->compress] : "?");
+}
+
+/* A size in bytes with K/M/G suffixes, in lo..hi (0 always allowed: off). */
+static int migopt_size(const char *v, uint64_t lo, uint64_t hi, const char *what, uint64_t *out)
+{
+	uint64_t n;
+
+	if (parse_size(v, &n) || (n && (n < lo || n > hi)))
+		return err_set(-EINVAL, "'%s' is not %s (0 = off, or %llu..%llu, K/M/G suffixes)",
+			       v, what, (unsigned long long)lo, (unsigned long long)hi);
+	*out = n;
+	return 0;
+}
+
+static int set_delta_cache(struct mig_params *p, const char *v)
+{
+	return migopt_size(v, 2 * 4096 + 4096, 1ull << 40, "a cache size in bytes",
+			   &p->delta_cache);
+}
+
+static json_t *get_delta_cache(const struct mig_params *p)
+{
+	return json_integer(p->delta_cache);
+}
+
+static int set_max_bandwidth(struct mig_params *p, const char *v)
+{
+	return migopt_size(v, 1 << 20, 1ull << 40, "a rate in bytes per second",
+			   &p->max_bandwidth);
+}
+
+static json_t *get_max_bandwidth(const struct mig_params *p)
+{
+	return json_integer(p->max_bandwidth);
+}
+
+static int set_auto_converge(struct mig_params *p, const char *v)
+{
+	p->auto_converge = strcmp(v, "false") != 0;
+	return 0;
+}
+
+static json_t *get_auto_converge(const struct mig_params *p)
+{
+	return json_boolean(p->auto_converge);
+}
+
+static int set_fallback(struct mig_params *p, const char *v)
+{
+	if (strcmp(v, "post") && strcmp(v, "none"))
+		return err_set(-EINVAL, "'%s' is not a fallback (post or none)", v);
+	p->fallback_post = !strcmp(v, "post");
+	return 0;
+}
+
+static json_t *get_fallback(const struct mig_params *p)
+{
+	return json_string(p->fallback_post ? "post" : "none");
+}
+
 static const struct migopt migopts[] = {
 	{ "mode", "mode", "MODE", "post|pre|hybrid|stop-copy (default post)", set_mode, get_mode },
 	{ "transport", "transport", "NAME", "page transport: tcp or rdma (default tcp)", set_transport,
@@ -259,6 +335,21 @@ static const struct migopt migopts[] = {
 	{ "recover-timeout", "recover_timeout_ms", "MS",
 	  "post-copy: try this long to recover a broken link (default 600000)",
 	  set_recover_timeout, get_recover_timeout },
+	{ "compress", "compress", "CODEC",
+	  "compress bulk pages: none, lz4, zstd, auto (while the link is the bottleneck; "
+	  "default none)", set_compress, get_compress },
+	{ "delta-cache", "delta_cache", "SIZE",
+	  "pre-copy: cache SIZE bytes of sent pages, re-send them as deltas (default 0: off)",
+	  set_delta_cache, get_delta_cache },
+	{ "max-bandwidth", "max_bandwidth", "RATE",
+	  "bulk pages at most RATE bytes/s, K/M/G suffixes (default 0: unlimited)",
+	  set_max_bandwidth, get_max_bandwidth },
+	{ "auto-converge", "auto_converge", NULL,
+	  "pre-copy: throttle the vCPUs while the guest dirties faster than the link",
+	  set_auto_converge, get_auto_converge },
+	{ "fallback", "fallback", "MODE",
+	  "pre: switch to post-copy when rounds stop making progress (post|none, default none)",
+	  set_fallback, get_fallback },
 	{ "stats", "stats", "FILE", "write the statistics record (docs/metrics.md)", set_stats,
 	  get_stats },
 	{ "quiet", "quiet", NULL, "no progress line", set_quiet, get_quiet },

@@ -29,12 +29,16 @@ static int src_push_run(struct mig_source *s, uint32_t enc, uint64_t pfn, uint32
 
 	if (enc == XENC_ZERO) {
 		s->pages_zero += n;
+		src_enc_forget(s, pfn, n);
 	} else {
 		s->pages_bulk += n;
 		src_account_data(s, pfn, n);
+		if (src_enc_active(s))
+			return src_push_encoded(s, pfn, n);
 		r.data = mem_page(&s->c.vm->mem, pfn);
 		r.len = n * PAGE_SIZE;
 	}
+	src_rate_wait(s, r.len + 24);
 	return xport_push(s->c.x, &r);
 }
 

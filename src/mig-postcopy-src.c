@@ -222,6 +222,7 @@ int src_postcopy(struct mig_source *s)
 	if (!s->push_end && s->p.dup_inflight != MIG_DUP_OFF)
 		s->push_end = calloc(s->c.npages, sizeof(*s->push_end));
 	mig_set_state(&s->c, MIG_POSTCOPY);
+	s->enc.delta_live = false;   /* each page goes once now, maybe to a page dropped there */
 	/* one-sided transports: the destination pulls every page itself */
 	if (xport_caps(s->c.x) & XCAP_ONESIDED) {
 		if (!s->scanned)

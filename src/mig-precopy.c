@@ -5,42 +5,62 @@
  * since the previous one (userfaultfd write-protect in async mode plus
  * PAGEMAP_SCAN, dirty.c), each round ending with MARK round-end.  The
  * rounds stop when what is left fits the downtime limit at the last
- * round's throughput (converged), after --max-rounds, or after round 1 in
- * hybrid mode.  The set that decided the stop is left in s->dirty, unsent:
+ * round's throughput (converged), after --max-rounds, after round 1 in
+ * hybrid mode, or when the rounds stop making progress with --fallback
+ * post (mig-converge.c judges each round and runs auto-converge).  The set that decided the stop is left in s->dirty, unsent:
  * the switchover sends it (pre) or discards it at the destination (hybrid).
  */
 #include <errno.h>
 
 #include "mig.h"
 
-int src_precopy(struct mig_source *s)
+/* Round r > 1 begins: collect what the last round left dirty and decide; 1 = stop. */
+static int src_round_decide(struct mig_source *s, struct conv_round *last)
 {
-	double bw = 0;  /* bytes per second over the last round */
+	double rate = last->ns ? MAX(last->bytes, last->data_pages * PAGE_SIZE) /
+			  (last->ns / 1e9) : 0;  /* page bytes per second the link took */
+	long n;
+	int stuck;
+
+	bitmap_clear_all(&s->dirty);
+	n = dirty_collect(&s->tracker, &s->dirty);
+	if (n < 0)
+		return n;
+	last->ndirty = n;
+	stuck = src_conv_round(s, last);
+	/* converged: what is left fits the downtime limit */
+	if (rate > 0 && n * PAGE_SIZE / rate * 1000 <= s->p.downtime_limit_ms) {
+		s->converged = true;
+		s->conv.reason = "converged";
+		return 1;
+	}
+	if (s->rounds > s->p.max_rounds) {
+		s->conv.reason = "round-limit";
+		return 1;
+	}
+	if (stuck && s->p.fallback_post) {
+		s->conv.reason = "no-progress";
+		s->conv.to_post = true;
+		pr_info("migration: pre-copy stopped making progress after %u rounds (%ld pages "
+			"dirty); switching to post-copy", s->rounds - 1, n);
+		return 1;
+	}
+	return 0;
+}
+
+static int src_rounds(struct mig_source *s)
+{
+	struct conv_round last = { 0 };
 	long n;
 	int ret;
 
-	ret = dirty_start(&s->tracker, s->c.vm->mem.host, s->c.vm->mem.size);
-	if (ret < 0)
-		return ret;
-	s->tracking = true;
-	mig_set_state(&s->c, MIG_PRECOPY);
 	for (s->rounds = 1;; s->rounds++) {
-		uint64_t t0 = now_ns(), b0 = mig_bytes(&s->c, XCH_BULK);
-		uint64_t ndirty = 0;
+		uint64_t t0 = now_ns(), b0 = mig_bytes(&s->c, XCH_BULK), d0 = s->pages_bulk;
 
 		if (s->rounds > 1) {
-			bitmap_clear_all(&s->dirty);
-			n = dirty_collect(&s->tracker, &s->dirty);
-			if (n < 0)
-				return n;
-			ndirty = n;
-			/* converged: what is left fits the downtime limit */
-			if (bw > 0 && ndirty * PAGE_SIZE / bw * 1000 <= s->p.downtime_limit_ms) {
-				s->converged = true;
-				return 0;
-			}
-			if (s->rounds > s->p.max_rounds)
-				return 0;
+			ret = src_round_decide(s, &last);
+			if (ret)
+				return ret < 0 ? ret : 0;
 		}
 		if (s->rounds == 1)
 			src_scan_populated(s);
@@ -52,10 +72,30 @@ int src_precopy(struct mig_source *s)
 			ret = xport_flush(s->c.x);
 		if (ret < 0)
 			return ret;
-		bw = (mig_bytes(&s->c, XCH_BULK) - b0) / ((now_ns() - t0) / 1e9 + 1e-9);
-		pr_debug("migration: round %u sent %ld pages (%llu dirty), %.0f MB/s", s->rounds, n,
-			 (unsigned long long)ndirty, bw / 1e6);
-		if (s->p.mode == MIG_MODE_HYBRID)
+		last = (struct conv_round){
+			.round = s->rounds, .pages = n, .data_pages = s->pages_bulk - d0,
+			.bytes = mig_bytes(&s->c, XCH_BULK) - b0, .ns = now_ns() - t0,
+		};
+		pr_debug("migration: round %u sent %ld pages in %.0f ms, %.0f MB/s", s->rounds, n,
+			 last.ns / 1e6, last.bytes / (last.ns / 1e3 + 1e-3));
+		if (s->p.mode == MIG_MODE_HYBRID) {
+			s->conv.reason = "hybrid";
 			return 0;   /* one full round, then straight to switchover */
+		}
 	}
+}
+
+int src_precopy(struct mig_source *s)
+{
+	int ret = dirty_start(&s->tracker, s->c.vm->mem.host, s->c.vm->mem.size);
+
+	if (ret < 0)
+		return ret;
+	s->tracking = true;
+	/* hybrid sends each page once before the switchover: nothing to delta against */
+	s->enc.delta_live = s->p.mode == MIG_MODE_PRE;
+	mig_set_state(&s->c, MIG_PRECOPY);
+	ret = src_rounds(s);
+	src_throttle_stop(s);   /* the guest runs freely until the switchover pauses it */
+	return ret;
 }

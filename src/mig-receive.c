@@ -39,12 +39,20 @@ void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n)
 }
 
 /* The run was checked against guest RAM by the transport. */
-int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post)
+int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post)
 {
+	struct xrun dec = *in, *r = &dec;
 	uint64_t off = r->pfn << PAGE_SHIFT;
 	uint8_t *host = d->c.vm->mem.host + off;
 	size_t len = (size_t)r->n * PAGE_SIZE;
 	long placed;
+	int ret;
+
+	if (r->enc != XENC_RAW && r->enc != XENC_ZERO) {
+		ret = dst_decode_run(d, r, post);   /* compressed or delta: checked first */
+		if (ret)
+			return ret < 0 ? ret : 0;
+	}
 
 	if (r->enc == XENC_RAW && (!r->data || r->len != len))
 		return err_set(-EPROTO, "page run %llu+%u carries %u bytes",

@@ -17,11 +17,13 @@
 static int src_run(struct mig_source *s)
 {
 	bool pre = s->p.mode == MIG_MODE_PRE || s->p.mode == MIG_MODE_HYBRID;
-	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	bool post = src_post_mode(s);
 	int ret;
 
 	mig_set_state(&s->c, MIG_SETUP);
 	ret = src_handshake(s);
+	if (!ret)
+		ret = src_enc_setup(s);
 	if (!ret && pre)
 		ret = src_precopy(s);
 	if (!ret)
@@ -36,6 +38,7 @@ static int src_run(struct mig_source *s)
 static void src_failed(struct mig_source *s, int ret)
 {
 	mig_fail(&s->c, ret);   /* keeps an earlier error, e.g. a cancel */
+	src_throttle_stop(s);
 	if (s->tracking)
 		dirty_stop(&s->tracker);
 	s->tracking = false;
@@ -90,6 +93,8 @@ static void *mig_source_thread(void *arg)
 static void src_free(struct mig_source *s)
 {
 	prepage_destroy(s->pp);
+	json_decref(s->conv.rounds);
+	src_enc_free(s);
 	bitmap_free(&s->sent);
 	free((void *)s->push_end);
 	bitmap_free(&s->ever);
@@ -108,6 +113,9 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 	struct mig_source *s;
 	int ret;
 
+	if (p->fallback_post && p->mode != MIG_MODE_PRE)
+		return err_set(-EINVAL, "--fallback post applies to --mode pre (post-copy and "
+			       "hybrid already end in post-copy)");
 	if (vm_get_status(vm) != VM_RUNNING)
 		return err_set(-EINVAL, "the guest is %s; only a running guest can migrate",
 			       vm_status_name(vm_get_status(vm)));

@@ -50,25 +50,39 @@ static int src_send_discards(struct mig_source *s)
 	return ret;
 }
 
+/* Everything went in pre-copy; what was written since is stale there. */
+static long src_discard_dirty(struct mig_source *s)
+{
+	int ret;
+
+	bitmap_set_range(&s->sent, 0, s->c.npages);
+	for (uint64_t p = bitmap_next_set(&s->dirty, 0); p < s->c.npages;
+	     p = bitmap_next_set(&s->dirty, p + 1))
+		bitmap_clear(&s->sent, p);
+	ret = src_send_discards(s);
+	return ret < 0 ? ret : 0;
+}
+
 /* What the mode sends while the guest is stopped; the number of pages sent. */
 static long src_send_remaining(struct mig_source *s)
 {
-	int ret;
+	long n;
 
 	switch (s->p.mode) {
 	case MIG_MODE_STOPCOPY:
 		src_scan_populated(s);
 		return src_send_set(s, NULL, "stop-copy");
 	case MIG_MODE_PRE:
-		return src_send_set(s, &s->dirty, "stop-copy");
+		/* --fallback post, no progress: on as hybrid */
+		if (s->conv.to_post)
+			return src_discard_dirty(s);
+		n = src_send_set(s, &s->dirty, "stop-copy");
+		/* --fallback post, converged: post-copy finds nothing left to push */
+		if (n >= 0 && s->p.fallback_post)
+			bitmap_set_range(&s->sent, 0, s->c.npages);
+		return n;
 	case MIG_MODE_HYBRID:
-		/* everything went in round 1; what was written since is stale there */
-		bitmap_set_range(&s->sent, 0, s->c.npages);
-		for (uint64_t p = bitmap_next_set(&s->dirty, 0); p < s->c.npages;
-		     p = bitmap_next_set(&s->dirty, p + 1))
-			bitmap_clear(&s->sent, p);
-		ret = src_send_discards(s);
-		return ret < 0 ? ret : 0;
+		return src_discard_dirty(s);
 	case MIG_MODE_POST:
 		return 0;
 	}
@@ -77,7 +91,7 @@ static long src_send_remaining(struct mig_source *s)
 
 int src_switchover(struct mig_source *s)
 {
-	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
+	bool post = src_post_mode(s);
 	struct wbuf state;
 	long n;
 	int ret;

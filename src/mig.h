@@ -7,7 +7,9 @@
  *   mig-handshake.c    connect/accept, HELLO, version and feature
  *                      negotiation, admission, the page channels
  *   mig-pages.c        the source's page sender: runs, zero pages
+ *   mig-codec.c        compression, deltas and the rate limit on bulk
  *   mig-precopy.c      pre-copy rounds (source)
+ *   mig-converge.c     round decisions, auto-converge, --fallback post
  *   mig-receive.c      the destination's bulk receiver (pre-copy and
  *                      post-copy pushes land here)
  *   mig-switchover.c   pause, state, discards, resume: both sides
@@ -28,6 +30,8 @@
 #include <stdatomic.h>
 
 #include "umig/bitmap.h"
+#include "umig/codec.h"
+#include "umig/delta.h"
 #include "umig/log.h"
 #include "umig/migrate.h"
 #include "umig/prepage.h"
@@ -100,6 +104,48 @@ int mig_ctl_expect(struct mig_common *c, struct proto_msg *m, uint16_t type, con
 
 /* --- source -------------------------------------------------------------- */
 
+/* Pre-copy's round decisions and the auto-converge throttle (mig-converge.c). */
+struct src_conv {
+	pthread_t thread;            /* the throttle */
+	bool started;
+	_Atomic bool stop;
+	_Atomic unsigned pct;        /* of each slice the guest is paused */
+	_Atomic uint64_t throttled_ns;
+	unsigned pct_max;
+	unsigned nrounds, stall;     /* rounds seen; rounds in a row without progress */
+	uint64_t best;               /* the smallest dirty set so far */
+	uint64_t wws[3];             /* the last rounds' dirty sets */
+	const char *reason;          /* why pre-copy stopped */
+	bool to_post;                /* --fallback post switched to post-copy */
+	json_t *rounds;              /* (L) rounds_detail */
+};
+
+/* One pre-copy round, as src_conv_round() judges it. */
+struct conv_round {
+	unsigned round;
+	uint64_t pages, data_pages;  /* sent, and of those sent as data (not zero) */
+	uint64_t bytes, ns;          /* bulk wire bytes and time of the round */
+	uint64_t ndirty;             /* pages written while it ran */
+};
+
+/* Sending less, and no faster than asked (mig-codec.c); the bulk sender's own. */
+struct src_enc {
+	int mode;                    /* enum codec_mode in force (none if the peer lacks it) */
+	struct codec_enc *enc;       /* NULL: no compression */
+	struct codec_auto chooser;   /* --compress auto */
+	struct codec_auto_sample win;
+	enum codec_kind kind;        /* the codec for the next batch */
+	struct delta_cache *delta;   /* NULL: no deltas */
+	bool delta_live;             /* deltas may go now (pre-copy rounds, their stop-copy) */
+	uint8_t *stage, *out;        /* PROTO_RUN_MAX pages each */
+	uint8_t dbuf[DELTA_MAX_SIZE];
+	uint64_t last_ns;            /* when the previous batch was handed over */
+	uint64_t next_ns;            /* rate limit: when the bucket is empty */
+	uint64_t z_in, z_out;        /* page bytes given to the codec, wire bytes they took */
+	uint64_t batches[CODEC_NKINDS]; /* batches by how they went (none: raw) */
+	uint64_t delta_pages;
+};
+
 struct mig_source {
 	struct mig_common c;
 	struct mig_params p;
@@ -130,6 +176,8 @@ struct mig_source {
 	 * pushed in post-copy.
 	 */
 	_Atomic uint64_t *push_end;
+	struct src_enc enc;
+	struct src_conv conv;
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
@@ -166,6 +214,26 @@ struct run_acc {
 };
 int src_acc_add(struct mig_source *s, struct run_acc *a, uint64_t pfn);
 int src_acc_flush(struct mig_source *s, struct run_acc *a);
+
+/* Encoding and pacing the bulk push (mig-codec.c). */
+int src_enc_setup(struct mig_source *s);
+void src_enc_free(struct mig_source *s);
+bool src_enc_active(const struct mig_source *s);
+int src_push_encoded(struct mig_source *s, uint64_t pfn, uint32_t n);
+void src_enc_forget(struct mig_source *s, uint64_t pfn, uint64_t n);
+void src_rate_wait(struct mig_source *s, uint64_t bytes);
+void src_enc_record(struct mig_source *s, json_t *r);
+
+int src_conv_round(struct mig_source *s, const struct conv_round *cr);
+void src_throttle_stop(struct mig_source *s);
+void src_conv_record(struct mig_source *s, json_t *r);
+
+/* The destination arms post-copy: post, hybrid, and pre with --fallback post. */
+static inline bool src_post_mode(const struct mig_source *s)
+{
+	return s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID ||
+	       (s->p.mode == MIG_MODE_PRE && s->p.fallback_post);
+}
 
 /* Post-copy recovery (mig-recover.c): 0 to go on pushing, < 0 lost. */
 /* 0 post-copy goes on, 1 it had completed during the break, < 0 lost */
@@ -206,6 +274,9 @@ struct mig_dest {
 	pthread_t bulk_thread, fault_thread, complete_thread;
 	bool bulk_started, fault_started, complete_started;
 	struct lat_hist lat;
+	struct codec_dec *dec;       /* the bulk receiver's, with FEAT_COMPRESS */
+	uint8_t *stage;              /* decoded pages before placement */
+	uint64_t pages_decoded, pages_delta;
 
 	bool bulk_post;              /* the receiver starts in post-copy (after a recovery) */
 	uint64_t paused_at;          /* (L) when post-copy paused, 0 = running */
@@ -233,6 +304,9 @@ int dst_start_receiver(struct mig_dest *d);
 int dst_wait_mark(struct mig_dest *d, int mark);
 void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n);
 int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post);
+int dst_dec_setup(struct mig_dest *d);
+void dst_dec_free(struct mig_dest *d);
+int dst_decode_run(struct mig_dest *d, struct xrun *r, bool post);
 int dst_arm_postcopy(struct mig_dest *d);
 int dst_start_fault_thread(struct mig_dest *d);
 /* A link broke in post-copy: keep the guest and wait for the source (mig-recover.c). */

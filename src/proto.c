@@ -192,6 +192,9 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	case MSG_PAGES: return len > 16 && (len - 16) % PAGE_SIZE == 0 &&
 			       (len - 16) / PAGE_SIZE <= PROTO_RUN_MAX;
 	case MSG_ZERO: return len == 16;
+	/* exact bounds (the batch's page count, the delta's size) are the decoder's */
+	case MSG_PAGES_Z: return len > 16 + 16 && len < 16 + PROTO_RUN_MAX * PAGE_SIZE;
+	case MSG_DELTA: return len >= 16 + 12 && len <= 16 + PAGE_SIZE;
 	case MSG_MARK: return len == 8;
 	case MSG_REQ: return len == 8;
 	case MSG_PAGE: return len == 16 || len == 16 + PAGE_SIZE;
@@ -467,6 +470,12 @@ int proto_decode_run(const struct proto_msg *m, uint64_t npages, struct proto_ru
 	if (m->type == MSG_PAGES && (uint64_t)run->n * PAGE_SIZE != m->len - 16)
 		return err_set(-EPROTO, "PAGES: %u pages announced, %u bytes carried",
 			       run->n, m->len - 16);
+	if (m->type == MSG_PAGES_Z && (run->n > PROTO_RUN_MAX ||
+				       (uint64_t)run->n * PAGE_SIZE <= m->len - 16))
+		return err_set(-EPROTO, "PAGES_Z: %u pages announced in %u bytes (1..%u pages, "
+			       "fewer bytes than raw)", run->n, m->len - 16, PROTO_RUN_MAX);
+	if (m->type == MSG_DELTA && run->n != 1)
+		return err_set(-EPROTO, "DELTA: %u pages announced (a delta is one page)", run->n);
 	if (run->n == 0 || run->pfn >= npages || run->n > npages - run->pfn)
 		return err_set(-EPROTO, "page run %llu+%u lies outside guest RAM (%llu pages)",
 			       (unsigned long long)run->pfn, run->n, (unsigned long long)npages);

@@ -98,6 +98,25 @@ static void run_header(uint8_t h[16], uint64_t pfn, uint32_t n_or_flags)
 	wbuf_put_u32(&w, 0);
 }
 
+/* An encoded run (PAGES_Z, DELTA): only once its feature was negotiated. */
+static int tcp_push_encoded(struct xport *x, const struct xrun *r, uint8_t h[16])
+{
+	struct xconn *c = tp(x)->c[XCH_BULK];
+	struct wbuf w = { .data = h, .cap = 16 };
+	bool delta = r->enc == XENC_DELTA;
+	uint64_t feat = delta ? FEAT_DELTA : FEAT_COMPRESS;
+
+	if (!(x->features & feat) || r->n > PROTO_RUN_MAX || (delta && r->n != 1) ||
+	    !r->len || r->len >= (uint64_t)r->n * PAGE_SIZE)
+		return err_set(-EINVAL, "tcp: cannot push run %llu+%u (encoding %u, %u bytes%s)",
+			       (unsigned long long)r->pfn, r->n, r->enc, r->len,
+			       x->features & feat ? "" : ", not negotiated");
+	wbuf_put_u64(&w, r->pfn);
+	wbuf_put_u32(&w, r->n);
+	wbuf_put_u32(&w, delta ? 0 : r->enc == XENC_LZ4 ? 1 : 2);
+	return proto_send2(c, delta ? MSG_DELTA : MSG_PAGES_Z, h, 16, r->data, r->len);
+}
+
 static int tcp_push(struct xport *x, const struct xrun *r)
 {
 	struct xconn *c = tp(x)->c[XCH_BULK];
@@ -106,6 +125,8 @@ static int tcp_push(struct xport *x, const struct xrun *r)
 	run_header(h, r->pfn, r->n);
 	if (r->enc == XENC_ZERO)
 		return proto_send(c, MSG_ZERO, h, 16);
+	if (r->enc == XENC_LZ4 || r->enc == XENC_ZSTD || r->enc == XENC_DELTA)
+		return tcp_push_encoded(x, r, h);
 	if (r->enc != XENC_RAW || r->n > PROTO_RUN_MAX || r->len != r->n * PAGE_SIZE)
 		return err_set(-EINVAL, "tcp: cannot push run %llu+%u (encoding %u, %u bytes)",
 			       (unsigned long long)r->pfn, r->n, r->enc, r->len);
@@ -148,6 +169,40 @@ static int tcp_fetch(struct xport *x, uint64_t pfn)
 	return proto_send(tp(x)->c[XCH_URGENT], MSG_REQ, b, 8);
 }
 
+/*
+ * PAGES_Z / DELTA: only on a session that negotiated them; the codec
+ * field must name lz4 or zstd.  The payload itself is checked by its
+ * decoder (codec_decode, delta_decode) in the engine, before any page is
+ * placed.
+ */
+static int tcp_decode_encoded(struct xport *x, const struct proto_msg *m, struct xev *ev)
+{
+	bool delta = m->type == MSG_DELTA;
+	const char *name = delta ? "DELTA" : "PAGES_Z";
+	struct proto_run run;
+	uint32_t codec;
+	int ret;
+
+	if (!(x->features & (delta ? FEAT_DELTA : FEAT_COMPRESS)))
+		return err_set(-EPROTO, "bulk channel: %s on a session that did not negotiate it",
+			       name);
+	ret = proto_decode_run(m, x->npages, &run);
+	if (ret < 0)
+		return err_set(ret, "bulk channel: %s", err_msg(ret));
+	codec = m->payload[12] | m->payload[13] << 8 | m->payload[14] << 16 |
+		(uint32_t)m->payload[15] << 24;
+	if (delta ? codec != 0 : codec != 1 && codec != 2)
+		return err_set(-EPROTO, "bulk channel: %s for run %llu+%u names codec %u", name,
+			       (unsigned long long)run.pfn, run.n, codec);
+	ev->kind = XEV_RUN;
+	ev->run.pfn = run.pfn;
+	ev->run.n = run.n;
+	ev->run.enc = delta ? XENC_DELTA : codec == 1 ? XENC_LZ4 : XENC_ZSTD;
+	ev->run.data = m->payload + 16;
+	ev->run.len = m->len - 16;
+	return 1;
+}
+
 /* Bulk: runs and marks, source -> destination. */
 int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xev *ev)
 {
@@ -156,6 +211,9 @@ int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xev *ev)
 	int ret;
 
 	switch (m->type) {
+	case MSG_PAGES_Z:
+	case MSG_DELTA:
+		return tcp_decode_encoded(x, m, ev);
 	case MSG_PAGES:
 	case MSG_ZERO:
 		ret = proto_decode_run(m, x->npages, &run);

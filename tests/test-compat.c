@@ -53,7 +53,7 @@ static int t_port(void)
 
 /* Migrate memverify from src_umig to dst_umig; returns the source's record. */
 static json_t *migrate_between(const char *src_umig, const char *guest, const char *dst_umig,
-			       const char *mode)
+			       const char *mode, const char *const *extra)
 {
 	char *dir = t_tmpdir();
 	char listen[32], sstats[600];
@@ -69,10 +69,12 @@ static json_t *migrate_between(const char *src_umig, const char *guest, const ch
 	pid_t dpid = t_spawn(da, dout, derr);
 
 	usleep(300000);
-	char *sa[] = { (char *)src_umig, "run", (char *)guest, "--mem", "128M",
-		       "--cmdline", "wss=32 passes=8", "--migrate-to", listen,
-		       "--migrate-after", "0.7", "--mode", (char *)mode, "--stats", sstats,
-		       "--quiet", NULL };
+	char *sa[32] = { (char *)src_umig, "run", (char *)guest, "--mem", "128M",
+			 "--cmdline", "wss=32 passes=8", "--migrate-to", listen,
+			 "--migrate-after", "0.7", "--mode", (char *)mode, "--stats", sstats,
+			 "--quiet", NULL };
+	for (int i = 15; extra && *extra && i < 31; i++)
+		sa[i] = (char *)*extra++;
 	t_run(sa, 120, &r);
 	dst = t_wait(dpid, 120);
 	o = t_read_file(dout);
@@ -98,7 +100,7 @@ static json_t *migrate_between(const char *src_umig, const char *guest, const ch
 static void old_to_new(const char *mode)
 {
 	t_skip_unless(prev_umig[0], "%s", skip_why);
-	json_decref(migrate_between(prev_umig, prev_guests, t_umig(), mode));
+	json_decref(migrate_between(prev_umig, prev_guests, t_umig(), mode, NULL));
 }
 
 static void new_to_old(const char *mode)
@@ -106,9 +108,23 @@ static void new_to_old(const char *mode)
 	json_t *rec;
 
 	t_skip_unless(prev_umig[0], "%s", skip_why);
-	rec = migrate_between(t_umig(), t_guest("memverify"), prev_umig, mode);
+	rec = migrate_between(t_umig(), t_guest("memverify"), prev_umig, mode, NULL);
 	/* the older destination answered HELLO without features: version 1 */
 	assert_int_equal(json_integer_value(json_object_get(rec, "protocol_version")), 1);
+	json_decref(rec);
+}
+
+/* Compression and deltas asked of an older destination: plain pages, after a warning. */
+static void test_this_to_previous_compressed(void **s)
+{
+	static const char *const extra[] = { "--compress", "zstd", "--delta-cache", "16M", NULL };
+	json_t *rec;
+
+	t_skip_unless(prev_umig[0], "%s", skip_why);
+	rec = migrate_between(t_umig(), t_guest("memverify"), prev_umig, "pre", extra);
+	assert_string_equal(json_string_value(json_object_get(rec, "compress")), "none");
+	assert_int_equal(json_integer_value(json_object_get(rec, "delta_cache_bytes")), 0);
+	assert_int_equal(json_integer_value(json_object_get(rec, "compress_bytes_in")), 0);
 	json_decref(rec);
 }
 
@@ -124,6 +140,7 @@ int main(void)
 		cmocka_unit_test(test_previous_to_this_pre),
 		cmocka_unit_test(test_this_to_previous_post),
 		cmocka_unit_test(test_this_to_previous_pre),
+		cmocka_unit_test(test_this_to_previous_compressed),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "t-util.h"
+#include "umig/codec.h"
 #include "umig/migopts.h"
 #include "umig/util.h"
 
@@ -45,6 +46,45 @@ static void test_command_line(void **state)
 	assert_int_equal(migopt_longopts(own, o, 3), -ENOSPC);
 }
 
+/* The options of sending less and converging. */
+static void test_sending_less(void **state)
+{
+	static const struct option own[] = { { 0 } };
+	struct option o[64];
+	struct mig_params p;
+
+	mig_params_default(&p);
+	assert_int_equal(p.compress, CODEC_MODE_NONE);
+	assert_int_equal(p.delta_cache, 0);
+	assert_int_equal(p.max_bandwidth, 0);
+	assert_int_equal(migopt_longopts(own, o, 64), 0);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "compress"), "zstd"), 1);
+	assert_int_equal(p.compress, CODEC_MODE_ZSTD);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "compress"), "auto"), 1);
+	assert_int_equal(p.compress, CODEC_MODE_AUTO);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "compress"), "gzip"), -EINVAL);
+	assert_non_null(strstr(err_msg(-EINVAL), "--compress"));
+	assert_int_equal(migopt_parse(&p, opt_of(o, "delta-cache"), "64M"), 1);
+	assert_int_equal(p.delta_cache, 64 << 20);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "delta-cache"), "0"), 1);
+	assert_int_equal(p.delta_cache, 0);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "delta-cache"), "4K"), -EINVAL);
+	assert_non_null(strstr(err_msg(-EINVAL), "--delta-cache"));
+	assert_int_equal(migopt_parse(&p, opt_of(o, "max-bandwidth"), "118M"), 1);
+	assert_int_equal(p.max_bandwidth, 118ull << 20);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "max-bandwidth"), "1G"), 1);
+	assert_int_equal(p.max_bandwidth, 1ull << 30);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "max-bandwidth"), "fast"), -EINVAL);
+	assert_non_null(strstr(err_msg(-EINVAL), "bytes per second"));
+	assert_int_equal(migopt_parse(&p, opt_of(o, "max-bandwidth"), "100K"), -EINVAL);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "auto-converge"), NULL), 1);
+	assert_true(p.auto_converge);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "fallback"), "post"), 1);
+	assert_true(p.fallback_post);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "fallback"), "stop-copy"), -EINVAL);
+	assert_non_null(strstr(err_msg(-EINVAL), "post or none"));
+}
+
 /* What one front end prints the other reads back unchanged. */
 static void test_json_round_trip(void **state)
 {
@@ -58,6 +98,11 @@ static void test_json_round_trip(void **state)
 	strcpy(a.prepaging, "linear");
 	strcpy(a.stats_path, "/x/y.json");
 	a.quiet = true;
+	a.compress = CODEC_MODE_LZ4;
+	a.delta_cache = 32 << 20;
+	a.max_bandwidth = 118ull << 20;
+	a.auto_converge = true;
+	a.fallback_post = true;
 	ja = migopt_to_json(&a);
 	assert_int_equal(json_object_size(ja), migopt_count());
 	mig_params_default(&b);
@@ -95,6 +140,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_command_line),
+		cmocka_unit_test(test_sending_less),
 		cmocka_unit_test(test_json_round_trip),
 		cmocka_unit_test(test_json_refusals),
 	};

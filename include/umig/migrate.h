@@ -65,6 +65,12 @@ struct mig_params {
 	char auth_key[1024];         /* TLS with this pre-shared key file ("" = none) */
 	char tls_creds[1024];        /* TLS with X.509 certificates in this directory */
 	bool insecure;               /* plaintext to a non-loopback address allowed */
+	/* sending less and converging (docs/compression.md) */
+	int compress;                /* enum codec_mode (codec.h): none, lz4, zstd, auto */
+	uint64_t delta_cache;        /* bytes of the source's delta cache; 0 = no deltas */
+	uint64_t max_bandwidth;      /* bulk bytes per second; 0 = unlimited */
+	bool auto_converge;          /* throttle a guest that dirties faster than the link */
+	bool fallback_post;          /* pre-copy that stops progressing switches to post-copy */
 };
 
 enum { MIG_DUP_ON = 0, MIG_DUP_OFF = 1, MIG_DUP_ALWAYS = 2 };

@@ -79,6 +79,9 @@ enum proto_type {
 	MSG_RDMA_CREDIT = 97, /* RDMA frames only: receive credits returned, no data */
 	/* authentication (FEAT_TLS) */
 	MSG_BIND = 80,      /* src -> dst, first frame of bulk and urgent under TLS: 32-byte HMAC */
+	/* page encodings (FEAT_COMPRESS, FEAT_DELTA), bulk, source -> destination */
+	MSG_PAGES_Z = 112,  /* u64 first pfn, u32 n, u32 codec (1 lz4, 2 zstd), codec batch */
+	MSG_DELTA = 113,    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -108,9 +111,12 @@ enum proto_mark {
 #define FEAT_RDMA          (1ull << 16) /* page channels are RDMA queue pairs (RDMA_LISTEN) */
 /* bits that name the page transport: both ends must agree on them exactly */
 #define FEAT_TRANSPORTS    FEAT_RDMA
+#define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
+#define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
-			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA)
+			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_COMPRESS | \
+			    FEAT_DELTA)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16

@@ -63,6 +63,10 @@ enum xq {
 enum xrun_enc {
 	XENC_RAW = 0,    /* n * 4096 bytes of page data */
 	XENC_ZERO = 1,   /* n zero pages, no data */
+	/* XCAP_STREAM only, once negotiated (FEAT_COMPRESS, FEAT_DELTA): */
+	XENC_LZ4 = 2,    /* a codec.h batch of n pages, lz4 */
+	XENC_ZSTD = 3,   /* a codec.h batch of n pages, zstd */
+	XENC_DELTA = 4,  /* one page as a delta.h delta against the receiver's copy */
 };
 
 struct xrun {
