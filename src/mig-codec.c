@@ -93,11 +93,32 @@ void src_enc_free(struct mig_source *s)
 	free(s->enc.out);
 }
 
+/*
+ * Clark's dynamic rate (--dynamic-rate): the first pre-copy round goes at
+ * a quarter of --max-bandwidth, each later one an eighth of it faster, up
+ * to all of it; the pages sent while the guest is paused (and the
+ * post-copy push) always go at the full rate, since every millisecond
+ * there is downtime or a guest waiting.  round is 1 for the first.
+ */
+void src_rate_round(struct mig_source *s, unsigned round)
+{
+	uint64_t max = s->p.max_bandwidth;
+
+	if (!s->p.dynamic_rate || !max)
+		return;
+	s->enc.rate = MIN(max, max / 4 + (uint64_t)(round - 1) * (max / 8));
+}
+
+void src_rate_full(struct mig_source *s)
+{
+	s->enc.rate = 0;
+}
+
 /* Pace the bulk push to --max-bandwidth (a token bucket of RATE_BURST_NS). */
 void src_rate_wait(struct mig_source *s, uint64_t bytes)
 {
 	struct src_enc *e = &s->enc;
-	uint64_t now, rate = s->p.max_bandwidth;
+	uint64_t now, rate = e->rate ? e->rate : s->p.max_bandwidth;
 	struct timespec ts;
 
 	if (!rate)

@@ -72,6 +72,7 @@ void src_throttle_stop(struct mig_source *s)
 {
 	struct src_conv *v = &s->conv;
 
+	src_rate_full(s);   /* the rest is downtime or a waiting guest: full rate */
 	if (!v->started)
 		return;
 	atomic_store(&v->stop, true);
@@ -123,10 +124,11 @@ int src_conv_round(struct mig_source *s, const struct conv_round *cr)
 	v->nrounds++;
 	for (unsigned i = 0; i < MIN(v->nrounds, STALL_ROUNDS); i++)
 		wws = MIN(wws, v->wws[i]);
-	j = json_pack("{s:I, s:I, s:I, s:f, s:I, s:I, s:i}", "round", (json_int_t)cr->round,
+	j = json_pack("{s:I, s:I, s:I, s:f, s:I, s:I, s:i, s:I}", "round", (json_int_t)cr->round,
 		      "pages", (json_int_t)cr->pages, "bytes", (json_int_t)cr->bytes,
 		      "ms", cr->ns / 1e6, "dirty_pages", (json_int_t)cr->ndirty,
-		      "wws_pages", (json_int_t)wws, "throttle_pct", (int)atomic_load(&v->pct));
+		      "wws_pages", (json_int_t)wws, "throttle_pct", (int)atomic_load(&v->pct),
+		      "rate", (json_int_t)cr->rate);
 	pthread_mutex_lock(&s->c.lock);
 	if (!v->rounds)
 		v->rounds = json_array();

@@ -297,6 +297,17 @@ static json_t *get_auto_converge(const struct mig_params *p)
 	return json_boolean(p->auto_converge);
 }
 
+static int set_dynamic_rate(struct mig_params *p, const char *v)
+{
+	p->dynamic_rate = strcmp(v, "false") != 0;
+	return 0;
+}
+
+static json_t *get_dynamic_rate(const struct mig_params *p)
+{
+	return json_boolean(p->dynamic_rate);
+}
+
 static int set_fallback(struct mig_params *p, const char *v)
 {
 	if (strcmp(v, "post") && strcmp(v, "none"))
@@ -344,6 +355,10 @@ static const struct migopt migopts[] = {
 	{ "max-bandwidth", "max_bandwidth", "RATE",
 	  "bulk pages at most RATE bytes/s, K/M/G suffixes (default 0: unlimited)",
 	  set_max_bandwidth, get_max_bandwidth },
+	{ "dynamic-rate", "dynamic_rate", NULL,
+	  "with --max-bandwidth: pre-copy's first round at a quarter of it, each later round an "
+	  "eighth faster, up to all of it; the switchover and post-copy at the full rate",
+	  set_dynamic_rate, get_dynamic_rate },
 	{ "auto-converge", "auto_converge", NULL,
 	  "pre-copy: throttle the vCPUs while the guest dirties faster than the link",
 	  set_auto_converge, get_auto_converge },

@@ -64,6 +64,7 @@ static int src_rounds(struct mig_source *s)
 		}
 		if (s->rounds == 1)
 			src_scan_populated(s);
+		src_rate_round(s, s->rounds);
 		n = src_send_set(s, s->rounds > 1 ? &s->dirty : NULL, "precopy");
 		if (n < 0)
 			return n;
@@ -75,6 +76,7 @@ static int src_rounds(struct mig_source *s)
 		last = (struct conv_round){
 			.round = s->rounds, .pages = n, .data_pages = s->pages_bulk - d0,
 			.bytes = mig_bytes(&s->c, XCH_BULK) - b0, .ns = now_ns() - t0,
+			.rate = s->enc.rate ? s->enc.rate : s->p.max_bandwidth,
 		};
 		pr_debug("migration: round %u sent %ld pages in %.0f ms, %.0f MB/s", s->rounds, n,
 			 last.ns / 1e6, last.bytes / (last.ns / 1e3 + 1e-3));

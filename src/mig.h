@@ -126,6 +126,7 @@ struct conv_round {
 	uint64_t pages, data_pages;  /* sent, and of those sent as data (not zero) */
 	uint64_t bytes, ns;          /* bulk wire bytes and time of the round */
 	uint64_t ndirty;             /* pages written while it ran */
+	uint64_t rate;               /* bytes/s the push was paced to, 0 = unlimited */
 };
 
 /* Sending less, and no faster than asked (mig-codec.c); the bulk sender's own. */
@@ -141,6 +142,7 @@ struct src_enc {
 	uint8_t dbuf[DELTA_MAX_SIZE];
 	uint64_t last_ns;            /* when the previous batch was handed over */
 	uint64_t next_ns;            /* rate limit: when the bucket is empty */
+	uint64_t rate;               /* --dynamic-rate: this round's rate; 0 = max_bandwidth */
 	uint64_t z_in, z_out;        /* page bytes given to the codec, wire bytes they took */
 	uint64_t batches[CODEC_NKINDS]; /* batches by how they went (none: raw) */
 	uint64_t delta_pages;
@@ -222,6 +224,8 @@ bool src_enc_active(const struct mig_source *s);
 int src_push_encoded(struct mig_source *s, uint64_t pfn, uint32_t n);
 void src_enc_forget(struct mig_source *s, uint64_t pfn, uint64_t n);
 void src_rate_wait(struct mig_source *s, uint64_t bytes);
+void src_rate_round(struct mig_source *s, unsigned round);   /* --dynamic-rate */
+void src_rate_full(struct mig_source *s);
 void src_enc_record(struct mig_source *s, json_t *r);
 
 int src_conv_round(struct mig_source *s, const struct conv_round *cr);

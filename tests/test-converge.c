@@ -139,6 +139,32 @@ static void test_rate_limit(void **s)
 #define DIRTY_CMD "wss=16 secs=10"
 #define DIRTY_DONE "dirty: done"
 
+/*
+ * Clark's dynamic rate: the rounds are paced from a quarter of
+ * --max-bandwidth upwards, never above it, and no write is lost.
+ */
+static void test_dynamic_rate(void **s)
+{
+	const char *extra[] = { "--max-bandwidth", "32M", "--dynamic-rate", "--max-rounds", "4", NULL };
+	json_t *rec = migrate("memverify", "wss=16 passes=60",
+			      "memverify: done passes=60 mismatches=0", extra);
+	json_t *rounds = json_object_get(rec, "rounds_detail"), *x;
+	double prev = 0, max = 32 << 20;
+	size_t i;
+
+	assert_true(json_array_size(rounds) >= 2);
+	json_array_foreach(rounds, i, x) {
+		double rate = json_number_value(json_object_get(x, "rate"));
+
+		if (i == 0)
+			assert_true(rate == max / 4);
+		assert_true(rate >= prev && rate <= max);
+		prev = rate;
+	}
+	assert_true(prev > max / 4);
+	json_decref(rec);
+}
+
 static void test_dirty_never_converges_alone(void **s)
 {
 	const char *extra[] = { "--max-bandwidth", "40M", "--max-rounds", "5", NULL };
@@ -208,6 +234,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rate_limit),
+		cmocka_unit_test(test_dynamic_rate),
 		cmocka_unit_test(test_dirty_never_converges_alone),
 		cmocka_unit_test(test_auto_converge),
 		cmocka_unit_test(test_fallback_post),

@@ -70,6 +70,7 @@ struct mig_params {
 	uint64_t delta_cache;        /* bytes of the source's delta cache; 0 = no deltas */
 	uint64_t max_bandwidth;      /* bulk bytes per second; 0 = unlimited */
 	bool auto_converge;          /* throttle a guest that dirties faster than the link */
+	bool dynamic_rate;           /* pre-copy rounds start at max_bandwidth / 4 and rise */
 	bool fallback_post;          /* pre-copy that stops progressing switches to post-copy */
 };
 
