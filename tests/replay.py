@@ -40,6 +40,7 @@ type, e.g. 34#0 the first MARK):
                       or stale copies of page frames replayed
 CH is control, bulk or urgent. It prints "replay: MUTATION" for each.
 """
+import ctypes
 import os
 import random
 import socket
@@ -79,6 +80,40 @@ def load(rec):
     return streams
 
 
+_xxh = []
+
+
+def xxh3(data):
+    """XXH3-64, from the system's libxxhash (umig's own dependency)."""
+    if not _xxh:
+        lib = ctypes.CDLL("libxxhash.so.0")
+        lib.XXH3_64bits.restype = ctypes.c_uint64
+        lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        _xxh.append(lib)
+    return _xxh[0].XXH3_64bits(data, len(data))
+
+
+def redigest(frame):
+    """A hostile peer recomputes the unkeyed frame digest (FEAT_DIGEST) after
+    its edit, so the edit reaches the decoders; a frame whose length field
+    no longer matches its bytes is left as it is."""
+    length, _, flags = struct.unpack_from("<IHH", frame, 0)
+    if not flags & 1 or length < 8 or len(frame) != 8 + length:
+        return
+    struct.pack_into("<Q", frame, len(frame) - 8, xxh3(bytes(frame[:len(frame) - 8])))
+
+
+def digested(frames):
+    return any(struct.unpack_from("<H", f, 6)[0] & 1 for f in frames)
+
+
+def add_digest(frame):
+    """An inserted frame, as a digest-speaking sender would frame it."""
+    length, ftype, flags = struct.unpack_from("<IHH", frame, 0)
+    frame[:] = struct.pack("<IHH", length + 8, ftype, flags | 1) + frame[8:] + bytes(8)
+    redigest(frame)
+
+
 def frame_index(frames, spec):
     if "#" in spec:
         ftype, k = (int(x) for x in spec.split("#"))
@@ -109,15 +144,25 @@ def mutate(streams, spec, plan):
     elif kind == "field":
         where, _, assign = arg.partition(":")
         name, _, value = assign.partition("=")
-        set_field(frames[frame_index(frames, where)], name, int(value, 0))
+        f = frames[frame_index(frames, where)]
+        set_field(f, name, int(value, 0))
+        if name not in ("len", "flags"):
+            redigest(f)
     elif kind == "flip":
         where, _, bit = arg.partition(":")
         f = frames[frame_index(frames, where)]
         bit = int(bit) % (8 * min(len(f), 24))
         f[bit // 8] ^= 1 << (bit % 8)
+        if bit // 8 >= 8 or bit // 8 in (4, 5):   # not the length or the flags
+            redigest(f)
     elif kind == "insert":
         where, _, raw = arg.partition(":")
-        frames.insert(frame_index(frames, where), bytearray(bytes.fromhex(raw)))
+        _, new, rest = parse(bytes(16) + bytes.fromhex(raw))
+        if any(digested(fs) for _, fs, _ in streams.values()):
+            for f in new:
+                add_digest(f)
+        at = frame_index(frames, where)
+        frames[at:at] = new + ([bytearray(rest)] if rest else [])
     elif kind == "greeting":
         greeting[:] = bytes.fromhex(arg)
     else:
