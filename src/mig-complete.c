@@ -110,6 +110,15 @@ json_t *src_record(struct mig_source *s)
 		else if (i < 5 || s->dest_stats)
 			json_object_set_new(r, keys[i], json_integer(0));
 	}
+	/* one-sided post-copy: what the destination pulled (absent otherwise) */
+	static const char *const pulled[] = { "rdma_reads", "pull_bytes", "pull_mb_s" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(pulled); i++) {
+		json_t *v = s->dest_stats ? json_object_get(s->dest_stats, pulled[i]) : NULL;
+
+		if (v)
+			json_object_set(r, pulled[i], v);
+	}
 	return r;
 }
 
@@ -166,13 +175,16 @@ int src_complete(struct mig_source *s)
 json_t *dst_figures(struct mig_dest *d)
 {
 	struct hb_stats hb = { 0 };
-	double first = 0;
+	double first = 0, post_ms = d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0;
+	uint64_t reads = d->reads_before + (d->c.x ? d->c.x->reads : 0);
+	uint64_t rbytes = d->read_bytes_before + (d->c.x ? d->c.x->read_bytes : 0);
+	json_t *o;
 
 	if (d->c.vm)
 		heartbeat_stats(&d->c.vm->bus, &hb);
 	if (hb.first_after_resume_ns && hb.first_after_resume_ns >= hb.resume_ns)
 		first = (hb.first_after_resume_ns - hb.resume_ns) / 1e6;
-	return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:o}",
+	o = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:f, s:o}",
 		"faults", (json_int_t)d->faults,
 		"fault_us_p50", lat_percentile(&d->lat, 50),
 		"fault_us_p90", lat_percentile(&d->lat, 90),
@@ -183,8 +195,15 @@ json_t *dst_figures(struct mig_dest *d)
 		"dst_pages_bulk", (json_int_t)d->pages_bulk,
 		"dst_pages_urgent", (json_int_t)d->pages_urgent,
 		"dst_pages_zero", (json_int_t)d->pages_zero,
-		"postcopy_ms", d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0.0,
+		"postcopy_ms", post_ms,
 		"fault_us_hist", lat_histogram(&d->lat));
+	/* one-sided post-copy: what the destination pulled by RDMA READ */
+	if (o && d->c.x && (d->c.x->features & FEAT_RDMA_READ)) {
+		json_object_set_new(o, "rdma_reads", json_integer((json_int_t)reads));
+		json_object_set_new(o, "pull_bytes", json_integer((json_int_t)rbytes));
+		json_object_set_new(o, "pull_mb_s", json_real(post_ms > 0 ? rbytes / 1e3 / post_ms : 0));
+	}
+	return o;
 }
 
 /* Wait on the context's condition for at most ms (CLOCK_MONOTONIC). */

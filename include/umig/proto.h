@@ -76,6 +76,7 @@ enum proto_type {
 	/* RDMA transport (FEAT_RDMA) */
 	MSG_RDMA_LISTEN = 96, /* dst -> src on control: u16 port, u16 0, u32 0, 16-byte nonce */
 	MSG_RDMA_CREDIT = 97, /* RDMA frames only: receive credits returned, no data */
+	MSG_RDMA_MR = 98,     /* src -> dst on control (FEAT_RDMA_READ): guest RAM's address, keys */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -101,11 +102,14 @@ enum proto_mark {
 #define FEAT_KEEPALIVE     (1ull << 3)  /* PING on control; peers time out */
 #define FEAT_RECOVER       (1ull << 4)  /* post-copy survives a broken link */
 #define FEAT_RDMA          (1ull << 16) /* page channels are RDMA queue pairs (RDMA_LISTEN) */
+#define FEAT_RDMA_READ     (1ull << 17) /* post-copy pulls pages by RDMA READ (RDMA_MR) */
+/* bits a transport offers without requiring them; meaningless with any other */
+#define FEAT_XPORT_OPTIONAL FEAT_RDMA_READ
 /* bits that name the page transport: both ends must agree on them exactly */
 #define FEAT_TRANSPORTS    FEAT_RDMA
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | FEAT_RECOVER | \
-			    FEAT_RDMA)
+			    FEAT_RDMA | FEAT_RDMA_READ)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16
