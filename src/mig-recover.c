@@ -213,6 +213,9 @@ int src_recover(struct mig_source *s, int why)
 		ret = src_try_recover(s, &x);
 		if (ret == 1 || ret == 2)
 			break;
+		if (ret == -ESRCH && (xport_caps(s->c.x) & XCAP_ONESIDED))
+			return err_set(-ESRCH, "the destination died after switchover; the guest's pages "
+				       "it had not READ yet exist only here");
 		if (ret == -ESRCH) {
 			return err_set(-ESRCH, "the destination died after switchover; the guest's pages "
 				       "not yet sent exist only here (%llu of %llu present there)",
