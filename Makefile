@@ -56,7 +56,7 @@ RDMA ?= $(shell pkg-config --exists libibverbs librdmacm 2>/dev/null && echo 1 |
 ifeq ($(RDMA),1)
 CFLAGS  += -DUMIG_HAVE_RDMA
 LIBS    += -lrdmacm -libverbs
-RDMA_SRCS := rdma/ep.c rdma/rdma.c
+RDMA_SRCS := rdma/ep.c rdma/rdma.c rdma/pull.c
 endif
 
 # Debian packages the build, the tests and the demo need.

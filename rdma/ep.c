@@ -10,6 +10,10 @@
  * its slot until the next reap of the queue (the engine places it from
  * there), then the slot is posted again.
  *
+ * One-sided post-copy adds READs (rdma_ep_read): the destination reads
+ * the source's registered guest RAM into slots of its own, and a landed
+ * READ is reaped as a run just like a received frame.
+ *
  * Any failed work completion, a disconnect or a shutdown fails the whole
  * endpoint: every waiter wakes with the error, and the endpoint is only
  * destroyed, never reused.
@@ -154,6 +158,17 @@ static void ep_recv_done(struct rdma_ep *e, const struct ibv_wc *wc)
 	e->bytes += wc->byte_len;
 }
 
+/* A READ landed in its slot (mu held): it waits for a reap like a received frame. */
+static void ep_read_done(struct rdma_ep *e, uint32_t slot)
+{
+	if (slot >= e->ndread)
+		return;
+	e->dready[(e->dhead + e->dcount) % e->ndread] = slot;
+	if (!e->dcount++)
+		ep_wake(e);
+	e->bytes += (uint64_t)e->dn[slot] * PAGE_SIZE;
+}
+
 /* Reap both completion queues (mu held): how many completions there were. */
 static int ep_poll(struct rdma_ep *e)
 {
@@ -168,6 +183,8 @@ static int ep_poll(struct rdma_ep *e)
 					       xport_channel_name(e->ch), wc_why(wc[i].status));
 			if (wc[i].wr_id < e->nsend)
 				e->sfree[e->nsfree++] = wc[i].wr_id;
+			else if ((wc[i].wr_id & RDMA_WR_READ) && wc[i].status == IBV_WC_SUCCESS)
+				ep_read_done(e, (uint32_t)wc[i].wr_id);
 		}
 		total += n;
 	}
@@ -259,6 +276,26 @@ static int set_nonblock(int fd)
 	return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
 }
 
+static int ep_alloc_reads(struct rdma_ep *e)
+{
+	size_t db = (size_t)e->ndread * e->dslot;
+
+	e->dbuf = aligned_alloc(PAGE_SIZE, ALIGN_UP(db, PAGE_SIZE));
+	e->dfree = calloc(e->ndread, sizeof(uint32_t));
+	e->dready = calloc(e->ndread, sizeof(uint32_t));
+	e->dn = calloc(e->ndread, sizeof(uint32_t));
+	e->dpfn = calloc(e->ndread, sizeof(uint64_t));
+	if (!e->dbuf || !e->dfree || !e->dready || !e->dn || !e->dpfn)
+		return err_set(-ENOMEM, "rdma: cannot allocate READ buffers");
+	e->dmr = ibv_reg_mr(e->pd, e->dbuf, db, IBV_ACCESS_LOCAL_WRITE);
+	if (!e->dmr)
+		return err_set(-ENOMEM, "rdma: cannot register %zu KiB of READ buffers (%s): raise "
+			       "the memlock limit (ulimit -l)", db >> 10, strerror(errno));
+	for (uint32_t i = 0; i < e->ndread; i++)
+		e->dfree[e->ndfree++] = i;
+	return 0;
+}
+
 static int ep_alloc(struct rdma_ep *e)
 {
 	struct ibv_context *ctx = e->id->verbs;
@@ -268,7 +305,7 @@ static int ep_alloc(struct rdma_ep *e)
 	e->cc = e->pd ? ibv_create_comp_channel(ctx) : NULL;
 	if (!e->cc)
 		return err_set(-ENOMEM, "rdma: cannot allocate a protection domain or completion channel");
-	e->scq = ibv_create_cq(ctx, e->nsend + 1, e, e->cc, 0);
+	e->scq = ibv_create_cq(ctx, e->nsend + e->ndread + 1, e, e->cc, 0);
 	e->rcq = ibv_create_cq(ctx, e->nrecv + 1, e, e->cc, 0);
 	e->sbuf = aligned_alloc(PAGE_SIZE, ALIGN_UP(sb, PAGE_SIZE));
 	e->rbuf = aligned_alloc(PAGE_SIZE, ALIGN_UP(rb, PAGE_SIZE));
@@ -282,7 +319,7 @@ static int ep_alloc(struct rdma_ep *e)
 	if (!e->smr || !e->rmr)
 		return err_set(-ENOMEM, "rdma: cannot register %zu KiB of buffers (%s): raise the "
 			       "memlock limit (ulimit -l)", (rb + sb) >> 10, strerror(errno));
-	return 0;
+	return e->ndread ? ep_alloc_reads(e) : 0;
 }
 
 int rdma_ep_setup(struct rdma_ep *e, struct rdma_cm_id *id, enum xport_channel ch, bool source,
@@ -300,7 +337,7 @@ int rdma_ep_setup(struct rdma_ep *e, struct rdma_cm_id *id, enum xport_channel c
 	e->nrecv = (ch == XCH_BULK ? RDMA_BULK_RECV : RDMA_URGENT_RECV) + RDMA_EXTRA_RECV;
 	e->nsend = RDMA_SEND_SLOTS;
 	e->credits = e->nrecv - RDMA_EXTRA_RECV;   /* the peer posts as many */
-	e->held = -1;
+	e->held = e->dheld = -1;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	e->slot = rdma_slot_size(ch);   /* from here on, rdma_ep_destroy frees it all */
@@ -314,7 +351,7 @@ int rdma_ep_setup(struct rdma_ep *e, struct rdma_cm_id *id, enum xport_channel c
 	qa.send_cq = e->scq;
 	qa.recv_cq = e->rcq;
 	qa.qp_type = IBV_QPT_RC;
-	qa.cap.max_send_wr = e->nsend;
+	qa.cap.max_send_wr = e->nsend + e->ndread;
 	qa.cap.max_recv_wr = e->nrecv;
 	qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
 	if (rdma_create_qp(id, e->pd, &qa))
@@ -386,6 +423,39 @@ static void ep_release_held(struct rdma_ep *e)
 	ep_return_credits(e);
 }
 
+/* Give the READ slot the previous reap returned back (mu held). */
+static void ep_release_read(struct rdma_ep *e)
+{
+	uint32_t n;
+
+	if (e->dheld < 0)
+		return;
+	n = e->dn[e->dheld];
+	e->dfree[e->ndfree++] = e->dheld;
+	e->dheld = -1;
+	if (e->on_read_free)
+		e->on_read_free(e->read_arg, n);
+	pthread_cond_broadcast(&e->cv);
+}
+
+/* Hand out a completed READ (mu held, dcount > 0): a run of raw pages. */
+static int ep_take_read(struct rdma_ep *e, struct xev *ev)
+{
+	uint32_t slot = e->dready[e->dhead];
+	uint64_t v;
+
+	e->dhead = (e->dhead + 1) % e->ndread;
+	if (!--e->dcount && !e->rcount && !e->err && !e->shut && read(e->qfd, &v, sizeof(v)) < 0)
+		v = 0;   /* nothing to drain */
+	e->dheld = (int)slot;
+	*ev = (struct xev){ .kind = XEV_RUN };
+	ev->run = (struct xrun){ .pfn = e->dpfn[slot], .n = e->dn[slot], .enc = XENC_RAW,
+				 .data = e->dbuf + (size_t)slot * e->dslot,
+				 .len = e->dn[slot] * PAGE_SIZE };
+	pthread_mutex_unlock(&e->mu);
+	return 1;
+}
+
 int rdma_ep_reap(struct rdma_ep *e, struct xev *ev, int timeout_ms)
 {
 	struct timespec dl;
@@ -398,9 +468,14 @@ int rdma_ep_reap(struct rdma_ep *e, struct xev *ev, int timeout_ms)
 		deadline_in(&dl, timeout_ms);
 	pthread_mutex_lock(&e->mu);
 	ep_release_held(e);
-	while (!e->rcount && !e->err && !e->shut && timeout_ms && ret != ETIMEDOUT)
+	ep_release_read(e);
+	while (!e->rcount && !e->dcount && !e->err && !e->shut && !e->kick && timeout_ms &&
+	       ret != ETIMEDOUT)
 		ret = timeout_ms < 0 ? pthread_cond_wait(&e->cv, &e->mu)
 				     : pthread_cond_timedwait(&e->cv, &e->mu, &dl);
+	e->kick = false;
+	if (e->dcount && !e->err)
+		return ep_take_read(e, ev);
 	if (!e->rcount) {
 		ret = e->err || e->shut ? ep_error(e) : 0;
 		pthread_mutex_unlock(&e->mu);
@@ -408,7 +483,7 @@ int rdma_ep_reap(struct rdma_ep *e, struct xev *ev, int timeout_ms)
 	}
 	slot = e->ready[e->rhead];
 	e->rhead = (e->rhead + 1) % e->nrecv;
-	if (!--e->rcount && !e->err && !e->shut && read(e->qfd, &v, sizeof(v)) < 0)
+	if (!--e->rcount && !e->dcount && !e->err && !e->shut && read(e->qfd, &v, sizeof(v)) < 0)
 		v = 0;   /* nothing to drain */
 	e->held = slot;
 	pthread_mutex_unlock(&e->mu);
@@ -416,6 +491,65 @@ int rdma_ep_reap(struct rdma_ep *e, struct xev *ev, int timeout_ms)
 				e->npages, &h, ev);
 	/* credit-only frames never reach the ready ring */
 	return ret == 0 ? err_set(-EPROTO, "rdma: a credit frame with data") : ret;
+}
+
+void rdma_ep_kick(struct rdma_ep *e)
+{
+	pthread_mutex_lock(&e->mu);
+	e->kick = true;
+	ep_wake(e);
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
+
+int rdma_ep_read(struct rdma_ep *e, uint64_t pfn, uint32_t n)
+{
+	struct ibv_sge sge = { .length = n * PAGE_SIZE };
+	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_RDMA_READ,
+				  .send_flags = IBV_SEND_SIGNALED }, *bad;
+	struct timespec dl;
+	uint32_t slot;
+	int ret = 0;
+
+	if (!e->dmr || !n || n * PAGE_SIZE > e->dslot || pfn >= e->npages || n > e->npages - pfn)
+		return err_set(-EINVAL, "rdma: cannot READ run %llu+%u", (unsigned long long)pfn, n);
+	deadline_in(&dl, e->send_timeout_ms);
+	pthread_mutex_lock(&e->mu);
+	while (!e->err && !e->shut && !e->ndfree && ret != ETIMEDOUT)
+		ret = pthread_cond_timedwait(&e->cv, &e->mu, &dl);
+	if (e->err || e->shut || !e->ndfree) {
+		ret = e->err || e->shut ? ep_error(e)
+			: err_set(-ETIMEDOUT, "rdma %s channel: no READ buffer came free for %u ms",
+				  xport_channel_name(e->ch), e->send_timeout_ms);
+		pthread_mutex_unlock(&e->mu);
+		return ret;
+	}
+	slot = e->dfree[--e->ndfree];
+	e->dpfn[slot] = pfn;
+	e->dn[slot] = n;
+	sge.addr = (uintptr_t)(e->dbuf + (size_t)slot * e->dslot);
+	sge.lkey = e->dmr->lkey;
+	wr.wr_id = RDMA_WR_READ | slot;
+	wr.wr.rdma.remote_addr = e->raddr + pfn * PAGE_SIZE;
+	wr.wr.rdma.rkey = e->rkey;
+	ret = ibv_post_send(e->id->qp, &wr, &bad);
+	if (ret) {
+		e->dfree[e->ndfree++] = slot;
+		ep_fail_locked(e, -EIO, "rdma %s channel: cannot post a READ (%s)",
+			       xport_channel_name(e->ch), strerror(ret));
+		ret = -EIO;
+	}
+	pthread_mutex_unlock(&e->mu);
+	return ret;
+}
+
+uint8_t rdma_rd_atom(struct ibv_context *ctx)
+{
+	struct ibv_device_attr a;
+
+	if (ibv_query_device(ctx, &a))
+		return 1;
+	return (uint8_t)MAX(1, MIN(16, MIN(a.max_qp_rd_atom, a.max_qp_init_rd_atom)));
 }
 
 void rdma_ep_shutdown(struct rdma_ep *e)
@@ -460,6 +594,10 @@ void rdma_ep_destroy(struct rdma_ep *e)
 		ibv_dereg_mr(e->smr);
 	if (e->rmr)
 		ibv_dereg_mr(e->rmr);
+	if (e->dmr)
+		ibv_dereg_mr(e->dmr);
+	if (e->ram_mr)
+		ibv_dereg_mr(e->ram_mr);
 	if (e->scq)
 		ibv_destroy_cq(e->scq);
 	if (e->rcq)
@@ -481,8 +619,14 @@ void rdma_ep_destroy(struct rdma_ep *e)
 	free(e->sfree);
 	free(e->ready);
 	free(e->rlen);
+	free(e->dbuf);
+	free(e->dfree);
+	free(e->dready);
+	free(e->dn);
+	free(e->dpfn);
 	pthread_mutex_destroy(&e->mu);
 	pthread_cond_destroy(&e->cv);
 	memset(e, 0, sizeof(*e));
 	e->qfd = e->stop_efd = -1;
+	e->held = e->dheld = -1;
 }

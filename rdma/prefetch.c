@@ -75,6 +75,26 @@ void rdma_prefetch_done(struct rdma_prefetch *p)
 		p->outstanding--;
 }
 
+uint32_t rdma_prefetch_extend(struct rdma_prefetch *p, uint64_t pfn, uint32_t max, uint64_t *first)
+{
+	uint64_t lo = pfn, hi = pfn + 1;
+
+	while (hi - lo < max && hi < p->npages && !bitmap_test_and_set(&p->issued, hi))
+		hi++;
+	while (hi - lo < max && lo > 0 && !bitmap_test_and_set(&p->issued, lo - 1))
+		lo--;
+	p->outstanding += (unsigned)(hi - lo - 1);
+	p->prefetched += hi - lo - 1;
+	*first = lo;
+	return (uint32_t)(hi - lo);
+}
+
+void rdma_prefetch_skip(struct rdma_prefetch *p, uint64_t pfn, uint64_t n)
+{
+	for (uint64_t i = pfn; i < pfn + n && i < p->npages; i++)
+		bitmap_test_and_set(&p->issued, i);
+}
+
 void rdma_zeromap_encode(struct wbuf *w, const struct bitmap *populated, uint64_t npages)
 {
 	for (uint64_t pfn = bitmap_next_clear(populated, 0); pfn < npages;) {

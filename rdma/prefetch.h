@@ -2,7 +2,7 @@
  * prefetch.h - the bookkeeping of one-sided post-copy's destination side
  * (docs/rdma.md, "Where READ goes"): which page to READ next, and the map
  * of pages that never need to travel.  No verbs: unit-tested everywhere
- * (tests/test-rdma.c).  Not wired into the engine yet.
+ * (tests/test-rdma.c).  Wired in by rdma/pull.c.
  *
  * The destination READs a faulted page at once on the fault queue pair;
  * a prefetcher keeps at most `window` READs outstanding on a second queue
@@ -45,8 +45,17 @@ void rdma_prefetch_destroy(struct rdma_prefetch *p);
 int rdma_prefetch_fault(struct rdma_prefetch *p, uint64_t pfn);
 /* The next page to prefetch, or npages if the window is full or none is left. */
 uint64_t rdma_prefetch_next(struct rdma_prefetch *p);
-/* A prefetch READ completed: the window has room again. */
+/* A prefetch READ of one page completed: the window has room again. */
 void rdma_prefetch_done(struct rdma_prefetch *p);
+/*
+ * Grow the page next() returned into a run for one READ: claim its
+ * unissued neighbours, forward first, then backward, up to max pages in
+ * all (each counts in the window).  Returns the run's length, with its
+ * first page in *first.
+ */
+uint32_t rdma_prefetch_extend(struct rdma_prefetch *p, uint64_t pfn, uint32_t max, uint64_t *first);
+/* Pages [pfn, pfn+n) arrive another way (a zero run): never READ them. */
+void rdma_prefetch_skip(struct rdma_prefetch *p, uint64_t pfn, uint64_t n);
 
 /*
  * The zero map on the wire (the source computes it before registering

@@ -33,10 +33,6 @@
 #include "umig/log.h"
 #include "umig/util.h"
 
-struct rdma_pages {
-	struct rdma_ep ep[XCH_COUNT];    /* [XCH_BULK], [XCH_URGENT]; [XCH_CONTROL] unused */
-};
-
 static struct rdma_pages *rp(struct xport *x)
 {
 	return x->priv;
@@ -133,8 +129,8 @@ static int cm_expect(struct rdma_event_channel *ec, enum rdma_cm_event_type want
 	return err_set(-EHOSTUNREACH, "rdma: %s: %s (status %d)", what, rdma_event_str(got), status);
 }
 
-static void conn_param(const struct xport *x, struct rdma_conn_param *cp, const void *pd,
-		       uint8_t pdlen)
+static void conn_param(const struct xport *x, struct rdma_cm_id *id, struct rdma_conn_param *cp,
+		       const void *pd, uint8_t pdlen)
 {
 	uint8_t t;
 
@@ -144,6 +140,9 @@ static void conn_param(const struct xport *x, struct rdma_conn_param *cp, const 
 	cp->private_data = pd;
 	cp->private_data_len = pdlen;
 	cp->responder_resources = cp->initiator_depth = 1;
+	/* one-sided: the destination keeps READs in flight, the source answers them */
+	if (x->features & FEAT_RDMA_READ)
+		cp->responder_resources = cp->initiator_depth = rdma_rd_atom(id->verbs);
 }
 
 static void set_ack_timeout(const struct xport *x, struct rdma_cm_id *id)
@@ -190,7 +189,7 @@ static int ep_connect(struct xport *x, enum xport_channel ch, struct sockaddr_st
 		ret = rdma_auth_make(x->secret, x->session, nonce, ch, auth);
 	if (ret < 0)
 		return ret;
-	conn_param(x, &cp, auth, sizeof(auth));
+	conn_param(x, e->id, &cp, auth, sizeof(auth));
 	if (rdma_connect(e->id, &cp))
 		return err_set(-errno, "rdma: cannot connect to %s: %s", b, strerror(errno));
 	ret = cm_expect(e->ec, RDMA_CM_EVENT_ESTABLISHED, timeout_ms, "connecting the queue pair");
@@ -257,7 +256,7 @@ static int rdma_connect_data(struct xport *x, const char *host, uint16_t port, i
 	addr_set_port(&dst, lport);
 	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++)
 		ret = ep_connect(x, ch, &src, &dst, nonce, timeout_ms);
-	return ret;
+	return ret < 0 ? ret : rdma_ram_expose(x);
 }
 
 /* --- destination -------------------------------------------------------------- */
@@ -321,10 +320,11 @@ static int on_request(struct xport *x, struct listener *l, struct rdma_cm_event 
 		return 1;   /* rejected: destroy the id once the event is acked */
 	}
 	e = &rp(x)->ep[ch];
+	rdma_pull_prepare(x, e, ch);
 	ret = rdma_ep_setup(e, id, ch, false, x->npages, x->busy_poll, send_timeout(x));
 	if (!ret) {
 		set_ack_timeout(x, id);
-		conn_param(x, &cp, NULL, 0);
+		conn_param(x, id, &cp, NULL, 0);
 		if (rdma_accept(id, &cp))
 			ret = err_set(-errno, "rdma: cannot accept a queue pair: %s", strerror(errno));
 	}
@@ -409,6 +409,11 @@ static int rdma_accept_data(struct xport *x, int listen_fd, int timeout_ms)
 
 		ret = listen_step(x, &l, left > 0 ? (int)left : 0);
 	}
+	if (!ret) {
+		int64_t left = (int64_t)(end - now_ns()) / 1000000;
+
+		ret = rdma_ram_learn(x, left > 0 ? (int)left : 1);
+	}
 	/* ids whose events still go to the listener's channel go before it */
 	for (int ch = XCH_BULK; ret < 0 && ch < XCH_COUNT; ch++)
 		if (!l.up[ch])
@@ -467,6 +472,8 @@ static int rdma_flush(struct xport *x)
 
 static int rdma_fetch(struct xport *x, uint64_t pfn)
 {
+	if (x->caps & XCAP_ONESIDED)
+		return rdma_pull_fetch(x, pfn);
 	struct rdma_hdr h = { .type = MSG_REQ, .pfn = pfn, .n = 1 };
 
 	return rdma_ep_send(&rp(x)->ep[XCH_URGENT], &h, NULL, 0);
@@ -474,6 +481,8 @@ static int rdma_fetch(struct xport *x, uint64_t pfn)
 
 static int rdma_reap(struct xport *x, enum xq q, struct xev *ev, int timeout_ms)
 {
+	if ((x->caps & XCAP_ONESIDED) && !x->source && q == XQ_BULK)
+		return rdma_pull_reap(x, ev, timeout_ms);
 	return rdma_ep_reap(&rp(x)->ep[q == XQ_BULK ? XCH_BULK : XCH_URGENT], ev, timeout_ms);
 }
 
@@ -504,6 +513,8 @@ static void rdma_shutdown(struct xport *x)
 
 static void rdma_close(struct xport *x)
 {
+	if (x->priv)
+		rdma_pull_stop(x);
 	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++)
 		rdma_ep_destroy(&rp(x)->ep[ch]);
 	free(x->priv);
@@ -514,6 +525,7 @@ const struct xport_ops xport_rdma_ops = {
 	.name = "rdma",
 	.caps = XCAP_STREAM,
 	.feature = FEAT_RDMA,
+	.optional = FEAT_RDMA_READ,
 	.connect_data = rdma_connect_data,
 	.accept_data = rdma_accept_data,
 	.push = rdma_push,
@@ -521,6 +533,7 @@ const struct xport_ops xport_rdma_ops = {
 	.reply = rdma_reply,
 	.flush = rdma_flush,
 	.fetch = rdma_fetch,
+	.pull = rdma_pull_start,
 	.reap = rdma_reap,
 	.queue_fd = rdma_queue_fd,
 	.bytes = rdma_bytes,

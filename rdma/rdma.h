@@ -133,7 +133,65 @@ struct rdma_ep {
 	uint32_t rhead, rcount;
 	int held;                    /* the slot the last reap returned, -1 none */
 	uint64_t bytes;
+
+	/*
+	 * One-sided (FEAT_RDMA_READ).  Destination: READs of the source's
+	 * guest RAM into slots of their own (set ndread and dslot before
+	 * rdma_ep_setup); a completed READ is reaped like a received frame,
+	 * as a run, and its slot is free again at the next reap, when
+	 * on_read_free (if any) hears how many pages it held.  kick makes a
+	 * waiting reap return 0.  Source: guest RAM registered for READ.
+	 */
+	uint32_t ndread, dslot;
+	uint8_t *dbuf;
+	struct ibv_mr *dmr, *ram_mr;
+	uint32_t *dfree, ndfree, *dready, dhead, dcount, *dn;
+	uint64_t *dpfn;
+	int dheld;
+	bool kick;
+	uint64_t raddr;              /* the source's guest RAM, and its key on this queue pair */
+	uint32_t rkey;
+	void (*on_read_free)(void *arg, uint32_t pages);
+	void *read_arg;
 };
+
+/* wr_id of a READ: the slot, tagged */
+#define RDMA_WR_READ (1ull << 32)
+
+/* One-sided post-copy's windows (pull.c) */
+#define RDMA_PULL_RUN       16      /* pages in one prefetch READ at most */
+#define RDMA_PULL_WINDOW    256     /* prefetched pages in flight or unplaced */
+#define RDMA_PULL_SLOTS     32      /* prefetch READ buffers */
+#define RDMA_FAULT_SLOTS    64      /* fault READ buffers: one per waiting vCPU */
+
+struct rdma_prefetch;
+
+/* The destination's prefetcher (pull.c); flags change under the bulk endpoint's mu. */
+struct rdma_pull {
+	struct xport *x;
+	struct rdma_ep *e;           /* the bulk endpoint */
+	struct rdma_prefetch *pf;
+	pthread_t thread;
+	bool started;
+	_Atomic bool stop, zero_done, finished;
+	bool end_seen, end_given;    /* MARK_BULK_END from the source, and to the engine */
+};
+
+struct rdma_pages {
+	struct rdma_ep ep[XCH_COUNT];    /* [XCH_BULK], [XCH_URGENT]; [XCH_CONTROL] unused */
+	struct rdma_pull pull;
+};
+
+/* Source: register guest RAM for READ and send RDMA_MR (with FEAT_RDMA_READ). */
+int rdma_ram_expose(struct xport *x);
+/* Destination: READ buffers for the endpoint of ch (before rdma_ep_setup). */
+void rdma_pull_prepare(struct xport *x, struct rdma_ep *e, enum xport_channel ch);
+/* Destination: receive RDMA_MR within timeout_ms. */
+int rdma_ram_learn(struct xport *x, int timeout_ms);
+int rdma_pull_start(struct xport *x, const struct bitmap *have, const char *policy);
+void rdma_pull_stop(struct xport *x);
+int rdma_pull_fetch(struct xport *x, uint64_t pfn);
+int rdma_pull_reap(struct xport *x, struct xev *ev, int timeout_ms);
 
 /* 0, or -ENODEV saying there is no RDMA device and what to do. */
 int rdma_devices_check(void);
@@ -144,6 +202,12 @@ int rdma_ep_setup(struct rdma_ep *e, struct rdma_cm_id *id, enum xport_channel c
 int rdma_ep_start(struct rdma_ep *e);
 int rdma_ep_send(struct rdma_ep *e, struct rdma_hdr *h, const void *data, uint32_t len);
 int rdma_ep_reap(struct rdma_ep *e, struct xev *ev, int timeout_ms);
+/* Destination: READ pages [pfn, pfn+n) of the source into a free slot, waiting for one. */
+int rdma_ep_read(struct rdma_ep *e, uint64_t pfn, uint32_t n);
+/* Wake a reap waiting on e (it returns 0). */
+void rdma_ep_kick(struct rdma_ep *e);
+/* Query the device: how many READs a queue pair may have in flight either way. */
+uint8_t rdma_rd_atom(struct ibv_context *ctx);
 void rdma_ep_shutdown(struct rdma_ep *e);
 void rdma_ep_destroy(struct rdma_ep *e);
 #endif

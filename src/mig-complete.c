@@ -150,6 +150,15 @@ json_t *src_record(struct mig_source *s)
 		else if (i < 5 || s->dest_stats)
 			json_object_set_new(r, keys[i], json_integer(0));
 	}
+	/* one-sided post-copy: what the destination pulled (absent otherwise) */
+	static const char *const pulled[] = { "rdma_reads", "pull_bytes", "pull_mb_s" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(pulled); i++) {
+		json_t *v = s->dest_stats ? json_object_get(s->dest_stats, pulled[i]) : NULL;
+
+		if (v)
+			json_object_set(r, pulled[i], v);
+	}
 	return r;
 }
 
@@ -206,7 +215,9 @@ int src_complete(struct mig_source *s)
 json_t *dst_figures(struct mig_dest *d)
 {
 	struct hb_stats hb = { 0 };
-	double first = 0;
+	double first = 0, post_ms = d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0;
+	uint64_t reads = d->reads_before + (d->c.x ? d->c.x->reads : 0);
+	uint64_t rbytes = d->read_bytes_before + (d->c.x ? d->c.x->read_bytes : 0);
 	json_t *fig;
 
 	if (d->c.vm)
@@ -226,12 +237,18 @@ json_t *dst_figures(struct mig_dest *d)
 		"dst_pages_zero", (json_int_t)d->pages_zero,
 		"dst_pages_decompressed", (json_int_t)d->pages_decoded,
 		"dst_pages_delta", (json_int_t)d->pages_delta,
-		"postcopy_ms", d->t_complete > d->t_resume ? (d->t_complete - d->t_resume) / 1e6 : 0.0,
+		"postcopy_ms", post_ms,
 		"fault_us_hist", lat_histogram(&d->lat));
 	/* the guest's progress while post-copy ran (work units per second) */
 	if (fig && d->c.vm && d->t_complete > d->t_resume)
 		json_object_set_new(fig, "postcopy_work_rate",
 				    json_real(heartbeat_work_rate(&d->c.vm->bus, d->t_resume, d->t_complete)));
+	/* one-sided post-copy: what the destination pulled by RDMA READ */
+	if (fig && d->c.x && (d->c.x->features & FEAT_RDMA_READ)) {
+		json_object_set_new(fig, "rdma_reads", json_integer((json_int_t)reads));
+		json_object_set_new(fig, "pull_bytes", json_integer((json_int_t)rbytes));
+		json_object_set_new(fig, "pull_mb_s", json_real(post_ms > 0 ? rbytes / 1e3 / post_ms : 0));
+	}
 	return fig;
 }
 

@@ -59,11 +59,13 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 {
 	/* the transport's bit is required: pages go over it or not at all */
 	uint64_t feat = s->c.x->ops->feature;
+	/* a transport's optional bits (one-sided READ) only serve post-copy */
+	bool post = s->p.mode == MIG_MODE_POST || s->p.mode == MIG_MODE_HYBRID;
 	struct proto_hello2 h = {
 		.min_version = 2, .max_version = PROTO_VERSION_MAX,
 		/* TLS records authenticate everything; frame digests are for plaintext */
-		.offered = ((FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS) | feat) &
-			   ~(s->c.sec ? FEAT_DIGEST : FEAT_TLS),
+		.offered = (((FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS & ~FEAT_XPORT_OPTIONAL) | feat |
+			    (post ? s->c.x->ops->optional : 0))) & ~(s->c.sec ? FEAT_DIGEST : FEAT_TLS),
 		.required = feat | (s->c.sec ? FEAT_TLS : 0),
 	};
 	struct proto_hello2_ack a;
@@ -135,6 +137,7 @@ int src_handshake(struct mig_source *s)
 	s->c.x->busy_poll = s->p.rdma_poll;
 	pr_debug("migration: protocol version %u, features %#llx", s->c.x->version,
 		 (unsigned long long)s->c.x->features);
+	src_expose_ram(s, s->c.x);
 	ret = xport_connect_data(s->c.x, s->p.host, s->p.port, MIG_CONNECT_TIMEOUT_MS);
 	return ret < 0 ? ret : mig_keepalive_start(&s->c);
 }
@@ -181,7 +184,8 @@ static int dst_check_transport(struct mig_dest *d, uint64_t offered)
 
 static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 {
-	uint64_t known = (FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS) | d->c.x->ops->feature;
+	uint64_t known = (FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS & ~FEAT_XPORT_OPTIONAL) |
+			 d->c.x->ops->feature | d->c.x->ops->optional;
 	struct proto_hello2 h;
 	struct proto_hello2_ack a;
 	struct wbuf w;

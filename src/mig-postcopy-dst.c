@@ -133,6 +133,19 @@ int dst_start_fault_thread(struct mig_dest *d)
 	return 0;
 }
 
+/*
+ * One-sided transports pull the pages themselves, in the order of a
+ * pre-paging policy that sees every fault here: start them once the
+ * source guest is paused (its RAM no longer changes) and again on each
+ * recovered session, with what is present now.
+ */
+int dst_start_pull(struct mig_dest *d)
+{
+	if (!(xport_caps(d->c.x) & XCAP_ONESIDED))
+		return 0;
+	return xport_pull(d->c.x, &d->present, "bubble");
+}
+
 int dst_arm_postcopy(struct mig_dest *d)
 {
 	int ret = uffd_open(&d->uffd);

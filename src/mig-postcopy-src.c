@@ -21,6 +21,14 @@
  * `--dup-inflight off` turns them off (`always` duplicates every
  * request for a pushed page, acknowledged or not: for tests).  The request server runs only on
  * transports whose fetches need the source (no XCAP_ONESIDED).
+ *
+ * One-sided transports (RDMA READ): the destination pulls every page
+ * itself; the source only sends the zero map, as ZERO runs and a bulk-end
+ * mark.  The map is taken in two steps (docs/rdma.md, "The zero map"):
+ * what was populated before guest RAM was registered (registration
+ * populates every page), then, after the pause, a content check of just
+ * those pages.  A page in the map is zero when it is sent, and a page
+ * left out is READ, which is always correct: the map only saves READs.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -189,6 +197,60 @@ static int src_push(struct mig_source *s)
 	return ret;
 }
 
+void src_expose_ram(struct mig_source *s, struct xport *x)
+{
+	if (!(x->features & FEAT_RDMA_READ))
+		return;
+	if (!s->prereg.words) {
+		/* before the first registration: afterwards every page looks populated */
+		if (bitmap_init(&s->prereg, s->c.npages) < 0 ||
+		    mem_scan_populated(&s->c.vm->mem, &s->prereg) < 0)
+			bitmap_set_range(&s->prereg, 0, s->c.npages);
+	}
+	x->ram = s->c.vm->mem.host;
+	x->ram_len = s->c.vm->mem.size;
+}
+
+/* The guest is paused for good: which of the never-populated pages are still zero. */
+static void src_check_zeromap(struct mig_source *s)
+{
+	uint64_t n = 0;
+
+	if (s->zeromap_done)
+		return;
+	if (bitmap_init(&s->zeromap, s->c.npages) < 0)
+		return;   /* no map: every page is READ */
+	for (uint64_t pfn = s->prereg.words ? bitmap_next_clear(&s->prereg, 0) : s->c.npages;
+	     pfn < s->c.npages; pfn = bitmap_next_clear(&s->prereg, pfn + 1))
+		if (mem_page_is_zero(mem_page(&s->c.vm->mem, pfn))) {
+			bitmap_set(&s->zeromap, pfn);
+			n++;
+		}
+	s->zeromap_done = true;
+	s->pages_zero += n;
+	pr_debug("migration: %llu of %llu pages are zero and never READ",
+		 (unsigned long long)n, (unsigned long long)s->c.npages);
+}
+
+/* The zero map as ZERO runs, then the end of the bulk stream. */
+static int src_send_zeromap(struct mig_source *s)
+{
+	int ret = 0;
+
+	src_check_zeromap(s);
+	for (uint64_t pfn = s->zeromap.words ? bitmap_next_set(&s->zeromap, 0) : s->c.npages;
+	     pfn < s->c.npages && !ret;) {
+		uint64_t end = MIN(bitmap_next_clear(&s->zeromap, pfn), pfn + 4096);
+		struct xrun r = { .pfn = pfn, .n = (uint32_t)(end - pfn), .enc = XENC_ZERO };
+
+		ret = xport_push(s->c.x, &r);
+		pfn = bitmap_next_set(&s->zeromap, end);
+	}
+	if (!ret)
+		ret = xport_mark(s->c.x, MARK_BULK_END, 0);
+	return ret;
+}
+
 /*
  * A umig 0.1 destination may touch guest RAM while it loads the state
  * (its vCPU reads the GDT), before it reports RESUMED: serve its page
@@ -208,6 +270,26 @@ int src_postcopy_early(struct mig_source *s)
 	return 0;
 }
 
+static int src_serve_and_push(struct mig_source *s)
+{
+	if (!s->urgent_started) {
+		if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
+			return err_set(-EAGAIN, "cannot start the urgent thread");
+		s->urgent_started = true;
+	}
+	/*
+	 * The guest is stopped here for good, so the map stays true;
+	 * scanning after RESUMED keeps it out of the downtime, and after
+	 * starting the request server out of the first faults.
+	 */
+	if (!s->scanned) {
+		src_scan_populated(s);
+		s->scanned = true;
+		atomic_store_explicit(&s->pc_scanned, true, memory_order_release);
+	}
+	return src_push(s);
+}
+
 /*
  * Push everything and wait for COMPLETE; a broken link on the way pauses
  * post-copy and recovers it (mig-recover.c), then the push goes on with
@@ -223,30 +305,9 @@ int src_postcopy(struct mig_source *s)
 		s->push_end = calloc(s->c.npages, sizeof(*s->push_end));
 	mig_set_state(&s->c, MIG_POSTCOPY);
 	s->enc.delta_live = false;   /* each page goes once now, maybe to a page dropped there */
-	/* one-sided transports: the destination pulls every page itself */
-	if (xport_caps(s->c.x) & XCAP_ONESIDED) {
-		if (!s->scanned)
-			src_scan_populated(s);
-		return src_complete(s);
-	}
 	for (;;) {
-		ret = 0;
-		if (!s->urgent_started) {
-			if (pthread_create(&s->urgent_thread, NULL, src_urgent_thread, s))
-				return err_set(-EAGAIN, "cannot start the urgent thread");
-			s->urgent_started = true;
-		}
-		/*
-		 * The guest is stopped here for good, so the map stays true;
-		 * scanning after RESUMED keeps it out of the downtime, and
-		 * after starting the request server out of the first faults.
-		 */
-		if (!s->scanned) {
-			src_scan_populated(s);
-			s->scanned = true;
-			atomic_store_explicit(&s->pc_scanned, true, memory_order_release);
-		}
-		ret = src_push(s);
+		/* one-sided transports: the destination pulls every page itself */
+		ret = xport_caps(s->c.x) & XCAP_ONESIDED ? src_send_zeromap(s) : src_serve_and_push(s);
 		if (!ret)
 			ret = src_complete(s);
 		if (ret >= 0 || s->cancel_recovery)

@@ -182,8 +182,10 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 		mig_set_state(&s->c, MIG_RECOVERING);
 		ret = src_resync(s, x);
 	}
-	if (!ret)
+	if (!ret) {
+		src_expose_ram(s, x);
 		ret = xport_connect_data(x, s->p.host, s->p.port, RECOVER_STEP_MS);
+	}
 out:
 	proto_msg_free(&m);
 	if (ret == 0) {
@@ -224,6 +226,9 @@ int src_recover(struct mig_source *s, int why)
 		ret = src_try_recover(s, &x);
 		if (ret == 1 || ret == 2)
 			break;
+		if (ret == -ESRCH && (xport_caps(s->c.x) & XCAP_ONESIDED))
+			return err_set(-ESRCH, "the destination died after switchover; the guest's pages "
+				       "it had not READ yet exist only here");
 		if (ret == -ESRCH) {
 			return err_set(-ESRCH, "the destination died after switchover; the guest's pages "
 				       "not yet sent exist only here (%llu of %llu present there)",
@@ -450,6 +455,8 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 		mig_set_state(&d->c, MIG_PAUSED);
 		return;
 	}
+	d->reads_before += d->c.x->reads;
+	d->read_bytes_before += d->c.x->read_bytes;
 	mig_swap_xport(&d->c, x);
 	pthread_mutex_lock(&d->c.lock);
 	d->paused_ns += now_ns() - d->paused_at;
@@ -460,6 +467,8 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	d->bulk_post = true;
 	mig_set_state(&d->c, MIG_POSTCOPY);
 	ret = mig_keepalive_start(&d->c);
+	if (!ret)
+		ret = dst_start_pull(d);   /* what the old queue pairs had outstanding is READ again */
 	if (!ret)
 		ret = dst_start_receiver(d);
 	if (!ret)

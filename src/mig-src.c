@@ -99,6 +99,8 @@ static void src_free(struct mig_source *s)
 	free((void *)s->push_end);
 	bitmap_free(&s->ever);
 	bitmap_free(&s->populated);
+	bitmap_free(&s->prereg);
+	bitmap_free(&s->zeromap);
 	bitmap_free(&s->dirty);
 	mig_free_xports(&s->c);
 	json_decref(s->dest_stats);

@@ -226,6 +226,8 @@ int dst_switchover(struct mig_dest *d)
 		mig_set_state(&d->c, MIG_SWITCHOVER);
 	if (!ret && post && !d->uffd_ready)
 		ret = dst_arm_postcopy(d);
+	if (!ret && post)
+		ret = dst_start_pull(d);
 	if (!ret) {
 		rbuf_init(&r, state.payload, state.len);
 		ret = vm_load_state(d->c.vm, &r);

@@ -166,6 +166,9 @@ struct mig_source {
 
 	struct bitmap sent;          /* post-copy: the page is at (or on its way to) dst */
 	struct bitmap populated;     /* pages that may hold data (mem_scan_populated) */
+	struct bitmap prereg;        /* one-sided: populated before RAM was registered (or NULL) */
+	struct bitmap zeromap;       /* one-sided: pages found zero after the pause */
+	bool zeromap_done;
 	struct bitmap ever;          /* data for this page was sent at least once */
 	struct bitmap dirty;         /* pre-copy: written since it was last sent */
 	struct dirty_tracker tracker;
@@ -206,6 +209,8 @@ int src_handshake(struct mig_source *s);
 /* Pages: send every page set in `set` (NULL: every page) on bulk. */
 long src_send_set(struct mig_source *s, const struct bitmap *set, const char *phase);
 void src_scan_populated(struct mig_source *s);
+/* One-sided transports: hand guest RAM to the transport, after a scan of what is populated. */
+void src_expose_ram(struct mig_source *s, struct xport *x);
 bool src_page_zero(struct mig_source *s, uint64_t pfn);
 
 /* A run being gathered before it is pushed. */
@@ -292,6 +297,7 @@ struct mig_dest {
 	bool complete_unacked;       /* (L) COMPLETE sent, the source's answer never came */
 	bool guest_exited;           /* (L) the guest exited here before every page arrived */
 	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
+	uint64_t reads_before, read_bytes_before;  /* one-sided reads on sessions replaced */
 	unsigned rounds;
 	json_t *record;
 	bool vm_handed;              /* the caller owns c.vm */
@@ -312,6 +318,8 @@ int dst_dec_setup(struct mig_dest *d);
 void dst_dec_free(struct mig_dest *d);
 int dst_decode_run(struct mig_dest *d, struct xrun *r, bool post);
 int dst_arm_postcopy(struct mig_dest *d);
+/* One-sided transports: start pulling what is not present (the source is paused). */
+int dst_start_pull(struct mig_dest *d);
 int dst_start_fault_thread(struct mig_dest *d);
 /* A link broke in post-copy: keep the guest and wait for the source (mig-recover.c). */
 void dst_pause(struct mig_dest *d, int why);

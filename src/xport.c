@@ -86,6 +86,7 @@ static int xport_new(struct xport **out, const char *transport, struct xconn *ct
 		return -ENOMEM;
 	}
 	x->ops = ops;
+	x->caps = ops->caps;
 	x->ctl = ctl;
 	x->version = 1;
 	pthread_mutex_init(&x->ctl_lock, NULL);

@@ -237,6 +237,47 @@ static void test_prefetch_follows_faults(void **state)
 	rdma_prefetch_destroy(p);
 }
 
+/* Runs for one READ: claimed neighbours, never a page already issued, each in the window. */
+static void test_prefetch_runs(void **state)
+{
+	enum { N = 100 };
+	struct rdma_prefetch *p;
+	uint64_t first, total = 10, pfn;
+
+	(void)state;
+	assert_int_equal(rdma_prefetch_create(&p, "linear", N, NULL, 64), 0);
+	rdma_prefetch_skip(p, 10, 10);               /* a zero run: never READ */
+	assert_int_equal(rdma_prefetch_next(p), 0);
+	assert_int_equal(rdma_prefetch_extend(p, 0, 16, &first), 10);
+	assert_int_equal(first, 0);
+	assert_int_equal(p->outstanding, 10);
+	assert_int_equal(rdma_prefetch_next(p), 20);
+	assert_int_equal(rdma_prefetch_extend(p, 20, 16, &first), 16);
+	assert_int_equal(first, 20);
+	assert_int_equal(rdma_prefetch_fault(p, 40), 1);
+	assert_int_equal(rdma_prefetch_fault(p, 12), 0);   /* zero: arrives as a run */
+	assert_int_equal(rdma_prefetch_next(p), 36);
+	assert_int_equal(rdma_prefetch_extend(p, 36, 16, &first), 4);   /* 40 is the fault's */
+	assert_int_equal(first, 36);
+	/* backward: a fault ahead of the prefetch, which grows down to meet it */
+	assert_int_equal(rdma_prefetch_fault(p, 70), 1);
+	assert_false(bitmap_test_and_set(&p->issued, 69));
+	assert_int_equal(rdma_prefetch_extend(p, 69, 8, &first), 8);
+	assert_int_equal(first, 62);
+	total += 10 + 16 + 4 + 8;
+	while (p->outstanding)
+		rdma_prefetch_done(p);
+	while ((pfn = rdma_prefetch_next(p)) < N) {
+		total += rdma_prefetch_extend(p, pfn, 16, &first);
+		while (p->outstanding)
+			rdma_prefetch_done(p);
+	}
+	/* every page once: READ ahead, READ on a fault, or skipped as zero */
+	assert_int_equal(total + 2, N);
+	assert_int_equal(bitmap_count(&p->issued), N);
+	rdma_prefetch_destroy(p);
+}
+
 static void test_zeromap(void **state)
 {
 	enum { N = 300 };
@@ -448,6 +489,7 @@ int main(void)
 		cmocka_unit_test(test_retry_bounds),
 		cmocka_unit_test(test_prefetch_exactly_once),
 		cmocka_unit_test(test_prefetch_follows_faults),
+		cmocka_unit_test(test_prefetch_runs),
 		cmocka_unit_test(test_zeromap),
 		cmocka_unit_test(test_qp_traffic),
 		cmocka_unit_test(test_qp_traffic_busy_poll),

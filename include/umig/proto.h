@@ -82,6 +82,7 @@ enum proto_type {
 	/* page encodings (FEAT_COMPRESS, FEAT_DELTA), bulk, source -> destination */
 	MSG_PAGES_Z = 112,  /* u64 first pfn, u32 n, u32 codec (1 lz4, 2 zstd), codec batch */
 	MSG_DELTA = 113,    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
+	MSG_RDMA_MR = 98,     /* src -> dst on control (FEAT_RDMA_READ): guest RAM's address, keys */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -109,14 +110,17 @@ enum proto_mark {
 #define FEAT_TLS           (1ull << 8)  /* every connection is TLS 1.3; channels BIND */
 #define FEAT_DIGEST        (1ull << 9)  /* plaintext: every frame ends in a digest */
 #define FEAT_RDMA          (1ull << 16) /* page channels are RDMA queue pairs (RDMA_LISTEN) */
+#define FEAT_RDMA_READ     (1ull << 17) /* post-copy pulls pages by RDMA READ (RDMA_MR) */
+/* bits a transport offers without requiring them; meaningless with any other */
+#define FEAT_XPORT_OPTIONAL FEAT_RDMA_READ
 /* bits that name the page transport: both ends must agree on them exactly */
 #define FEAT_TRANSPORTS    FEAT_RDMA
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
 #define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
-			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_COMPRESS | \
-			    FEAT_DELTA)
+			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | \
+			    FEAT_COMPRESS | FEAT_DELTA)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16

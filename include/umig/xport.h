@@ -11,7 +11,9 @@
  *             always on the session's control connection (TCP)
  *   source    xport_push (a run, on the bulk queue, in order with marks),
  *             xport_mark, xport_reply (an urgent answer), xport_flush
- *   dest      xport_fetch (ask for a page urgently)
+ *   dest      xport_fetch (ask for a page urgently); one-sided transports:
+ *             xport_pull (pull every page the destination lacks itself:
+ *             the runs arrive on the bulk queue, then MARK_BULK_END)
  *   both      xport_reap(queue): the next completion, within a timeout
  *             dest:   XEV_RUN  "run R is here" (bulk or urgent queue)
  *                     XEV_MARK a bulk-stream mark, in order with the runs
@@ -45,6 +47,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "umig/bitmap.h"
 #include "umig/proto.h"
 #include "umig/xconn.h"
 
@@ -95,6 +98,7 @@ struct xport_ops {
 	const char *name;
 	uint32_t caps;
 	uint64_t feature;            /* FEAT_TRANSPORTS bit both ends must agree on (0: TCP) */
+	uint64_t optional;           /* FEAT_XPORT_OPTIONAL bits offered, used if both agree */
 	int (*connect_data)(struct xport *x, const char *host, uint16_t port, int timeout_ms);
 	int (*accept_data)(struct xport *x, int listen_fd, int timeout_ms);
 	int (*push)(struct xport *x, const struct xrun *r);
@@ -102,6 +106,8 @@ struct xport_ops {
 	int (*reply)(struct xport *x, const struct xrun *r);
 	int (*flush)(struct xport *x);
 	int (*fetch)(struct xport *x, uint64_t pfn);
+	/* XCAP_ONESIDED, destination: start pulling every page not in have (NULL: none) */
+	int (*pull)(struct xport *x, const struct bitmap *have, const char *policy);
 	int (*reap)(struct xport *x, enum xq q, struct xev *ev, int timeout_ms);
 	int (*queue_fd)(struct xport *x, enum xq q);
 	bool (*pending)(struct xport *x, enum xq q);   /* NULL: never */
@@ -137,6 +143,10 @@ struct xport {
 	uint64_t features;           /* negotiated feature bits */
 	const uint8_t *secret;       /* the migration's secret (authenticates page channels) */
 	bool busy_poll;              /* spin on completions instead of sleeping (--rdma-poll) */
+	uint32_t caps;               /* the ops' caps, plus what this session negotiated */
+	uint8_t *ram;                /* source: guest RAM, for one-sided transports to expose */
+	uint64_t ram_len;
+	_Atomic uint64_t reads, read_bytes;  /* destination: one-sided reads and their bytes */
 	void *priv;                  /* the implementation's page channels */
 };
 
@@ -202,7 +212,7 @@ int xport_ctl_send(struct xport *x, uint16_t type, const void *p, uint32_t len);
 int xport_ctl_recv(struct xport *x, struct proto_msg *m, int timeout_ms);
 int xport_ctl_error(struct xport *x, int err, const char *text);
 
-static inline uint32_t xport_caps(const struct xport *x) { return x->ops->caps; }
+static inline uint32_t xport_caps(const struct xport *x) { return x->caps; }
 
 static inline int xport_connect_data(struct xport *x, const char *host, uint16_t port, int timeout_ms)
 {
@@ -224,6 +234,11 @@ static inline int xport_mark(struct xport *x, uint32_t mark, uint32_t round)
 static inline int xport_reply(struct xport *x, const struct xrun *r) { return x->ops->reply(x, r); }
 static inline int xport_flush(struct xport *x) { return x->ops->flush(x); }
 static inline int xport_fetch(struct xport *x, uint64_t pfn) { return x->ops->fetch(x, pfn); }
+
+static inline int xport_pull(struct xport *x, const struct bitmap *have, const char *policy)
+{
+	return x->ops->pull ? x->ops->pull(x, have, policy) : 0;
+}
 
 /*
  * The next completion on queue q: 1 with *ev filled, 0 if none arrived
