@@ -205,3 +205,12 @@ int t_count(const char *hay, const char *needle)
 		n++;
 	return n;
 }
+
+json_t *t_json_need(json_t *rec, const char *key)
+{
+	json_t *v = json_object_get(rec, key);
+
+	if (!v)
+		fail_msg("the record has no '%s'", key);
+	return v;
+}

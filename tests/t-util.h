@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 /* Skip the current test, printing why, unless cond holds. */
 #define t_skip_unless(cond, ...)				\
@@ -59,5 +60,8 @@ bool t_wait_for_path(const char *path, int timeout_ms);
 bool t_wait_for_text(const char *path, const char *needle, int timeout_ms);
 /* Count occurrences of needle in hay. */
 int t_count(const char *hay, const char *needle);
+
+/* A statistics record's field, or the test fails naming it (never NULL). */
+json_t *t_json_need(json_t *rec, const char *key);
 
 #endif

@@ -89,11 +89,7 @@ static json_t *migrate_with(const char *mode, const char *const *extra)
 
 static uint64_t jint(json_t *rec, const char *k)
 {
-	json_t *v = json_object_get(rec, k);
-
-	if (!v)
-		fail_msg("the record has no '%s'", k);
-	return json_integer_value(v);
+	return json_integer_value(t_json_need(rec, k));
 }
 
 static uint64_t batches(json_t *rec, const char *kind)

@@ -84,19 +84,15 @@ static json_t *migrate(const char *guest, const char *cmdline, const char *done,
 
 static double jnum(json_t *rec, const char *k)
 {
-	json_t *v = json_object_get(rec, k);
-
-	if (!v)
-		fail_msg("the record has no '%s'", k);
-	return json_number_value(v);
+	return json_number_value(t_json_need(rec, k));
 }
 
 static const char *jstr(json_t *rec, const char *k)
 {
-	const char *v = json_string_value(json_object_get(rec, k));
+	const char *v = json_string_value(t_json_need(rec, k));
 
 	if (!v)
-		fail_msg("the record has no '%s'", k);
+		fail_msg("the record's '%s' is not a string", k);
 	return v;
 }
 
