@@ -589,19 +589,20 @@ static void test_guest_exits_at_source(void **state)
  */
 static void test_guest_exits_at_dest_in_postcopy(void **state)
 {
-	static const char *const rules[] = { "bulk:s2d:bytes=14000000:stall=10", NULL };
+	/* the stall outlasts the guest's passes there; the passes outlast the wait here */
+	static const char *const rules[] = { "bulk:s2d:bytes=14000000:stall=20", NULL };
 	struct rig g;
 	char *dout;
 
-	rig_peer_timeout = "15000";
-	rig_cmdline = "wss=8 passes=30 ballast=96";
+	rig_peer_timeout = "25000";
+	rig_cmdline = "wss=8 passes=80 ballast=96";
 	/* in order: the working set goes out before the ballast that the stall holds */
 	rig_prepaging = "linear";
-	rig_after = "2.5";   /* the ballast is written at the source, not here */
+	rig_after = "1.5";   /* the ballast is written at the source, not here */
 	rig_start(&g, "post", rules);
 	rig_expect(&g, 0, 0);
 	dout = rig_file(&g, "dst.out");
-	assert_non_null(strstr(dout, "memverify: done passes=30 mismatches=0"));
+	assert_non_null(strstr(dout, "memverify: done passes=80 mismatches=0"));
 	free(dout);
 	assert_said(&g, "dst.err", "the guest exited (status 0) before its last");
 	assert_said(&g, "src.err", "the guest exited at the destination (status 0)");
