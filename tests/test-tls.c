@@ -123,6 +123,9 @@ static void test_psk_migration(void **state)
 /* Refused before the handshake: the source guest runs on, the destination waits on. */
 static void assert_refused(struct mig_run *m, const char *dst_says)
 {
+	if (m->src_status != 0 || !strstr(m->src_err, "authentication failed"))
+		fprintf(stderr, "source %d:\n%s\ndestination:\n%s\n", m->src_status, m->src_err,
+			m->dst_err);
 	assert_int_equal(m->src_status, 0);
 	assert_non_null(strstr(m->src_err, "authentication failed"));
 	assert_non_null(strstr(m->src_err, "the guest keeps running here"));
