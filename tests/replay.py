@@ -330,11 +330,14 @@ def main():
         drain(ctl)
         done.set()
     threading.Thread(target=watch, daemon=True).start()
+    ping = bytearray(struct.pack("<IHH", 0, 67, 0))
+    if digested(frames):
+        add_digest(ping)
     end_ping = time.monotonic() + opts["ping_secs"]
     while not done.is_set() and time.monotonic() < deadline:
         if ok and time.monotonic() < end_ping:
             try:
-                ctl.sendall(struct.pack("<IHH", 0, 67, 0))
+                ctl.sendall(bytes(ping))
             except OSError:
                 ok = False
         done.wait(0.1)
