@@ -99,6 +99,7 @@ LIB_SRCS := \
 	src/mig-keepalive.c \
 	src/mig-options.c \
 	src/mig-pages.c \
+	src/mig-place.c \
 	src/mig-postcopy-dst.c \
 	src/mig-postcopy-src.c \
 	src/mig-precopy.c \

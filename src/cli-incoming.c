@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "umig/cli.h"
@@ -33,6 +34,11 @@ static const char incoming_help[] =
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
 "  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
 "                         /dev/kvm works); --backend is the same option\n"
+"  --ram-backing anon|memfd  guest RAM: private anonymous memory (default) or a\n"
+"                         memfd mapped twice (docs/architecture.md, \"memfd RAM\")\n"
+"  --placement continue|copy  memfd RAM, post-copy: write each page into a second\n"
+"                         view and map it with UFFDIO_CONTINUE (default), or\n"
+"                         place it with UFFDIO_COPY as anonymous RAM does\n"
 "  --transport NAME       page transport to accept: tcp or rdma (default tcp;\n"
 "                         rdma needs an RDMA device behind the --listen address)\n"
 "  --rdma-poll            rdma: busy-poll completions instead of sleeping on them\n"
@@ -74,6 +80,8 @@ int cmd_incoming(int argc, char **argv)
 		{ "tls-creds", required_argument, NULL, 'C' },
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "mem", required_argument, NULL, 'm' },
+		{ "ram-backing", required_argument, NULL, 'M' },
+		{ "placement", required_argument, NULL, 'p' },
 		{ "timeline", required_argument, NULL, 't' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
@@ -84,6 +92,7 @@ int cmd_incoming(int argc, char **argv)
 	const char *listen_at = NULL, *console = NULL;
 	struct mig_dest *d = NULL;
 	struct vm *vm = NULL;
+	bool placement_given = false;
 	int opt, ret;
 
 	opterr = 0;
@@ -94,6 +103,17 @@ int cmd_incoming(int argc, char **argv)
 		case 'o': console = optarg; break;
 		case 's': o.stats_path = optarg; break;
 		case 'b': o.backend = optarg; break;
+		case 'M':
+			if (mem_backing_parse(optarg, &o.backing) < 0)
+				return cli_usage_error("incoming", "--ram-backing: %s", err_msg(-EINVAL));
+			break;
+		case 'p':
+			if (strcmp(optarg, "copy") && strcmp(optarg, "continue"))
+				return cli_usage_error("incoming", "--placement: '%s' is neither "
+						       "continue nor copy", optarg);
+			o.place_copy = !strcmp(optarg, "copy");
+			placement_given = true;
+			break;
 		case 'P':
 			if (migopt_ms(optarg, MIGOPT_PEER_TIMEOUT_RANGE, &o.peer_timeout_ms) < 0)
 				return cli_usage_error("incoming", "--peer-timeout: %s", err_msg(-EINVAL));
@@ -129,6 +149,8 @@ int cmd_incoming(int argc, char **argv)
 		return cli_usage_error("incoming", "unexpected argument '%s'", argv[optind]);
 	if (!listen_at)
 		return cli_usage_error("incoming", "--listen HOST:PORT is required");
+	if (placement_given && o.backing != MEM_MEMFD)
+		return cli_usage_error("incoming", "--placement applies to --ram-backing memfd only");
 	if (parse_hostport(listen_at, o.host, sizeof(o.host), &o.port))
 		return cli_usage_error("incoming", "--listen: '%s' is not HOST:PORT", listen_at);
 	o.console_fd = cli_open_console(console);

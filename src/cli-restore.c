@@ -1,6 +1,7 @@
 /*
  * cli-restore.c - `umig restore FILE`: continue a guest from a snapshot.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -26,11 +27,13 @@ static const char restore_help[] =
 "  --snapshot-after SECS  when to snapshot (default 1)\n"
 "  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
 "                         /dev/kvm works); --backend is the same option\n"
+"  --ram-backing anon|memfd  guest RAM: private anonymous memory (default) or a\n"
+"                         memfd mapped twice (docs/architecture.md, \"memfd RAM\")\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
 "  -h, --help             this text\n";
 
 enum { OPT_CONSOLE = 256, OPT_CONTROL, OPT_SNAPSHOT, OPT_SNAPSHOT_AFTER,
-       OPT_BACKEND, OPT_DEBUG };
+       OPT_BACKEND, OPT_DEBUG, OPT_RAM_BACKING };
 
 static const struct option restore_options[] = {
 	{ "console", required_argument, NULL, OPT_CONSOLE },
@@ -39,6 +42,7 @@ static const struct option restore_options[] = {
 	{ "snapshot-after", required_argument, NULL, OPT_SNAPSHOT_AFTER },
 	{ "backend", required_argument, NULL, OPT_BACKEND },
 	{ "vcpu", required_argument, NULL, OPT_BACKEND },
+	{ "ram-backing", required_argument, NULL, OPT_RAM_BACKING },
 	{ "debug", no_argument, NULL, OPT_DEBUG },
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 }
@@ -66,6 +70,10 @@ int cmd_restore(int argc, char **argv)
 			after_given = true;
 			break;
 		case OPT_BACKEND: cfg.backend = optarg; break;
+		case OPT_RAM_BACKING:
+			if (mem_backing_parse(optarg, &cfg.backing) < 0)
+				return cli_usage_error("restore", "--ram-backing: %s", err_msg(-EINVAL));
+			break;
 		case OPT_DEBUG: log_debug_enabled = true; break;
 		case 'h': fputs(restore_help, stdout); return 0;
 		default:

@@ -1,6 +1,7 @@
 /*
  * cli-run.c - `umig run GUEST.elf ...`: boot a guest and serve it.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@ static const char run_help[] =
 "  --snapshot-after SECS  when to snapshot (default 1)\n"
 "  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
 "                         /dev/kvm works); --backend is the same option\n"
+"  --ram-backing anon|memfd  guest RAM: private anonymous memory (default) or a\n"
+"                         memfd mapped twice (docs/architecture.md, \"memfd RAM\")\n"
 "  --cpus N               vCPUs, 1..8 (default 1); the guest runtime parks\n"
 "                         every vCPU but the first unless the guest uses it\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"
@@ -42,7 +45,8 @@ static const char run_help[] =
 "and the migration options (also on 'umig migrate' and the control socket):\n";
 
 enum { OPT_MEM = 256, OPT_CMDLINE, OPT_CONSOLE, OPT_CONTROL, OPT_SNAPSHOT,
-       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG, OPT_MIGRATE_TO, OPT_MIGRATE_AFTER, OPT_TIMELINE, OPT_CPUS };
+       OPT_SNAPSHOT_AFTER, OPT_BACKEND, OPT_DEBUG, OPT_MIGRATE_TO, OPT_MIGRATE_AFTER, OPT_TIMELINE, OPT_CPUS,
+       OPT_RAM_BACKING };
 
 static const struct option run_options[] = {
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -54,6 +58,7 @@ static const struct option run_options[] = {
 	{ "backend", required_argument, NULL, OPT_BACKEND },
 	{ "vcpu", required_argument, NULL, OPT_BACKEND },
 	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "ram-backing", required_argument, NULL, OPT_RAM_BACKING },
 	{ "debug", no_argument, NULL, OPT_DEBUG },
 	{ "timeline", required_argument, NULL, OPT_TIMELINE },
 	{ "migrate-to", required_argument, NULL, OPT_MIGRATE_TO },
@@ -94,6 +99,10 @@ int cmd_run(int argc, char **argv)
 			after_given = true;
 			break;
 		case OPT_BACKEND: cfg.backend = optarg; break;
+		case OPT_RAM_BACKING:
+			if (mem_backing_parse(optarg, &cfg.backing) < 0)
+				return cli_usage_error("run", "--ram-backing: %s", err_msg(-EINVAL));
+			break;
 		case OPT_CPUS: {
 			char *end;
 			unsigned long n = strtoul(optarg, &end, 10);

@@ -1,5 +1,6 @@
 /*
- * mem.c - allocation of guest RAM; see mem.h.
+ * mem.c - allocation of guest RAM (anonymous, or a memfd mapped twice),
+ * dropping pages and finding the populated ones; see mem.h.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,39 +14,140 @@
 #include "umig/log.h"
 #include "umig/mem.h"
 
-int mem_alloc(struct guest_mem *m, uint64_t size)
+static int mem_check_size(uint64_t size)
 {
-	void *p;
-
 	if (size % PAGE_SIZE)
 		return err_set(-EINVAL, "guest RAM size %llu is not a multiple of 4 KiB",
 			       (unsigned long long)size);
 	if (size < MEM_MIN_SIZE || size > MEM_MAX_SIZE)
 		return err_set(-EINVAL, "guest RAM size %llu out of range (2 MiB .. 1 TiB)",
 			       (unsigned long long)size);
+	return 0;
+}
+
+/*
+ * 4 KiB pages only: a huge page would make one fault move 2 MiB and
+ * would make write-protect tracking coarse.
+ */
+static void mem_no_huge(void *p, uint64_t size)
+{
+	if (madvise(p, size, MADV_NOHUGEPAGE))
+		pr_warn("madvise(MADV_NOHUGEPAGE) on guest RAM failed: %s", strerror(errno));
+}
+
+/* One shmem file, mapped shared twice; MAP_NORESERVE as for anonymous RAM. */
+static int mem_alloc_memfd(struct guest_mem *m, uint64_t size)
+{
+	int fd = memfd_create("umig-guest-ram", MFD_CLOEXEC);
+	void *g = MAP_FAILED, *p = MAP_FAILED;
+
+	if (fd < 0)
+		return err_set(-errno, "memfd_create for guest RAM: %s (use --ram-backing anon)",
+			       strerror(errno));
+	if (ftruncate(fd, (off_t)size)) {
+		int err = errno;
+
+		close(fd);
+		return err_set(-err, "cannot size the guest RAM memfd to %llu bytes: %s",
+			       (unsigned long long)size, strerror(err));
+	}
+	g = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (g != MAP_FAILED)
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED) {
+		int err = errno;
+
+		if (g != MAP_FAILED)
+			munmap(g, size);
+		close(fd);
+		return err_set(-err, "cannot map %llu bytes of memfd guest RAM twice: %s",
+			       (unsigned long long)size, strerror(err));
+	}
+	mem_no_huge(g, size);
+	mem_no_huge(p, size);
+	m->host = g;
+	m->place = p;
+	m->fd = fd;
+	return 0;
+}
+
+int mem_alloc_backed(struct guest_mem *m, uint64_t size, enum mem_backing b)
+{
+	int ret = mem_check_size(size);
+	void *p;
+
+	*m = (struct guest_mem){ .fd = -1, .backing = b };
+	if (ret)
+		return ret;
+	if (b == MEM_MEMFD) {
+		ret = mem_alloc_memfd(m, size);
+		if (!ret)
+			m->size = size;
+		return ret;
+	}
 	/* MAP_NORESERVE: a 4 GiB guest costs only the pages it touches. */
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return err_set(-errno, "cannot map %llu bytes of guest RAM: %s",
 			       (unsigned long long)size, strerror(errno));
-	/*
-	 * 4 KiB pages only: a huge page would make one fault move 2 MiB and
-	 * would make write-protect tracking coarse.
-	 */
-	if (madvise(p, size, MADV_NOHUGEPAGE))
-		pr_warn("madvise(MADV_NOHUGEPAGE) on guest RAM failed: %s", strerror(errno));
+	mem_no_huge(p, size);
 	m->host = p;
 	m->size = size;
 	return 0;
+}
+
+int mem_alloc(struct guest_mem *m, uint64_t size)
+{
+	return mem_alloc_backed(m, size, MEM_ANON);
 }
 
 void mem_free(struct guest_mem *m)
 {
 	if (m->host)
 		munmap(m->host, m->size);
-	m->host = NULL;
-	m->size = 0;
+	if (m->place)
+		munmap(m->place, m->size);
+	if (m->fd >= 0 && m->backing == MEM_MEMFD)
+		close(m->fd);
+	*m = (struct guest_mem){ .fd = -1 };
+}
+
+int mem_backing_parse(const char *name, enum mem_backing *out)
+{
+	if (!strcmp(name, "anon"))
+		*out = MEM_ANON;
+	else if (!strcmp(name, "memfd"))
+		*out = MEM_MEMFD;
+	else
+		return err_set(-EINVAL, "RAM backing '%s' is neither anon nor memfd", name);
+	return 0;
+}
+
+const char *mem_backing_name(enum mem_backing b)
+{
+	return b == MEM_MEMFD ? "memfd" : "anon";
+}
+
+int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len)
+{
+	int ret;
+
+	if (off > m->size || len > m->size - off || (off | len) & (PAGE_SIZE - 1))
+		return err_set(-EINVAL, "dropping guest RAM +%#llx+%#llx: outside or unaligned",
+			       (unsigned long long)off, (unsigned long long)len);
+	/* shared memory keeps its data in the page cache: punch it out of the file */
+	if (m->backing == MEM_MEMFD)
+		ret = fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				(off_t)off, (off_t)len);
+	else
+		ret = madvise(m->host + off, len, MADV_DONTNEED);
+	if (ret) {
+		pr_debug("mem: dropping +%#llx+%#llx: %s; writing zeroes instead",
+			 (unsigned long long)off, (unsigned long long)len, strerror(errno));
+		memset(m->host + off, 0, len);
+	}
+	return 0;
 }
 
 bool mem_page_is_zero(const void *p)
@@ -64,6 +166,34 @@ bool mem_page_is_zero(const void *p)
 #define PM_SWAPPED (1ull << 62)
 #define PM_CHUNK   8192   /* pagemap entries read per pread: 64 KiB */
 
+/*
+ * memfd RAM: the file's data extents.  Either view may have written a
+ * page, so neither view's pagemap can tell; SEEK_DATA counts swapped-out
+ * shmem pages as data too.
+ */
+static long mem_scan_memfd(const struct guest_mem *m, struct bitmap *out)
+{
+	off_t pos = 0, data, hole, size = (off_t)m->size;
+	long populated = 0;
+
+	while (pos < size) {
+		data = lseek(m->fd, pos, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			break;   /* no data after pos */
+		hole = data < 0 ? -1 : lseek(m->fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return err_set(-errno, "lseek(SEEK_DATA/SEEK_HOLE) on the guest RAM memfd: %s",
+				       strerror(errno));
+		hole = MIN(hole, size);
+		data &= ~(off_t)(PAGE_SIZE - 1);
+		bitmap_set_range(out, (uint64_t)data >> PAGE_SHIFT,
+				 (uint64_t)(hole - data + PAGE_SIZE - 1) >> PAGE_SHIFT);
+		populated += (hole - data + PAGE_SIZE - 1) >> PAGE_SHIFT;
+		pos = hole;
+	}
+	return populated;
+}
+
 long mem_scan_populated(const struct guest_mem *m, struct bitmap *out)
 {
 	uint64_t npages = mem_pages(m), first = (uintptr_t)m->host >> PAGE_SHIFT;
@@ -71,6 +201,10 @@ long mem_scan_populated(const struct guest_mem *m, struct bitmap *out)
 	long populated = 0;
 	int fd;
 
+	if (m->backing == MEM_MEMFD) {
+		free(e);
+		return mem_scan_memfd(m, out);
+	}
 	if (!e)
 		return -ENOMEM;
 	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);

@@ -118,6 +118,7 @@ json_t *src_record(struct mig_source *s)
 	pthread_mutex_unlock(&s->c.lock);
 	src_guest_figures(s, r, post);
 	json_object_set_new(r, "transport", json_string(s->c.x ? s->c.x->ops->name : s->p.transport));
+	json_object_set_new(r, "ram_backing", json_string(mem_backing_name(s->c.vm ? s->c.vm->mem.backing : MEM_ANON)));
 	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));
 	json_object_set_new(r, "pages_dup", json_integer(s->pages_dup));
 	json_object_set_new(r, "security", json_string(xport_security(s->c.x)));
@@ -150,8 +151,9 @@ json_t *src_record(struct mig_source *s)
 		else if (i < 5 || s->dest_stats)
 			json_object_set_new(r, keys[i], json_integer(0));
 	}
-	/* one-sided post-copy: what the destination pulled (absent otherwise) */
-	static const char *const pulled[] = { "rdma_reads", "pull_bytes", "pull_mb_s" };
+	/* one-sided post-copy: what the destination pulled (absent otherwise); its RAM */
+	static const char *const pulled[] = { "rdma_reads", "pull_bytes", "pull_mb_s",
+					      "dst_ram_backing", "dst_placement" };
 
 	for (size_t i = 0; i < ARRAY_SIZE(pulled); i++) {
 		json_t *v = s->dest_stats ? json_object_get(s->dest_stats, pulled[i]) : NULL;
@@ -243,6 +245,13 @@ json_t *dst_figures(struct mig_dest *d)
 	if (fig && d->c.vm && d->t_complete > d->t_resume)
 		json_object_set_new(fig, "postcopy_work_rate",
 				    json_real(heartbeat_work_rate(&d->c.vm->bus, d->t_resume, d->t_complete)));
+	if (fig && d->c.vm) {
+		json_object_set_new(fig, "dst_ram_backing",
+				    json_string(mem_backing_name(d->c.vm->mem.backing)));
+		json_object_set_new(fig, "dst_placement",
+				    json_string(!dst_postcopy_mode(d) ? "none" :
+						d->place_continue ? "continue" : "copy"));
+	}
 	/* one-sided post-copy: what the destination pulled by RDMA READ */
 	if (fig && d->c.x && (d->c.x->features & FEAT_RDMA_READ)) {
 		json_object_set_new(fig, "rdma_reads", json_integer((json_int_t)reads));

@@ -22,6 +22,8 @@ static int dst_setup(struct mig_dest *d)
 
 	if (!ret)
 		ret = bitmap_init(&d->requested, d->c.npages);
+	if (!ret && d->place_continue)
+		ret = bitmap_init(&d->claimed, d->c.npages);
 	if (!ret) {
 		d->fault_ns = calloc(d->c.npages, sizeof(*d->fault_ns));
 		ret = d->fault_ns ? 0 : -ENOMEM;
@@ -224,6 +226,7 @@ void mig_dest_free(struct mig_dest *d)
 	mig_free_xports(&d->c);
 	bitmap_free(&d->present);
 	bitmap_free(&d->requested);
+	bitmap_free(&d->claimed);
 	free(d->fault_ns);
 	lat_free(&d->lat);
 	dst_dec_free(d);

@@ -224,7 +224,8 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 
 int dst_handshake(struct mig_dest *d, int lfd)
 {
-	struct vm_config cfg = { .console_fd = d->o.console_fd, .backend = d->o.backend };
+	struct vm_config cfg = { .console_fd = d->o.console_fd, .backend = d->o.backend,
+				 .backing = d->o.backing };
 	struct proto_msg m = { 0 };
 	uint8_t ack[8] = { 0 };
 	int ret;
@@ -247,6 +248,7 @@ int dst_handshake(struct mig_dest *d, int lfd)
 	if (ret < 0)
 		goto refuse;
 	d->c.npages = mem_pages(&d->c.vm->mem);
+	d->place_continue = d->c.vm->mem.backing == MEM_MEMFD && !d->o.place_copy;
 	d->c.x->npages = d->c.npages;
 	d->c.x->peer_timeout_ms = d->c.peer_timeout_ms;
 	xconn_tcp_set_user_timeout(d->c.x->ctl, d->c.peer_timeout_ms);

@@ -4,9 +4,11 @@
  *
  * The fault thread polls the userfaultfd, the urgent queue and a quit
  * eventfd.  A fault on a page not yet present is fetched from the source
- * once (`requested`: never twice); the reply is placed with UFFDIO_COPY,
- * which wakes the vCPU.  A page already present that still faults was a
- * zero page never populated here (or was placed a moment ago): it is
+ * once (`requested`: never twice); the reply is placed with UFFDIO_COPY
+ * (or, memfd RAM, written into the placement view and mapped with
+ * UFFDIO_CONTINUE: mig-place.c), which wakes the vCPU.  A page already
+ * present that still faults was a zero page never populated here, was
+ * placed a moment ago, or (memfd) sits in the page cache unmapped: it is
  * resolved locally.  The bulk receiver (mig-receive.c) places pushed
  * pages concurrently; whoever places a page first wins, the other gets
  * EEXIST, which uffd.c treats as done.  That is also how a deliberate
@@ -26,12 +28,9 @@ static int dst_handle_fault(struct mig_dest *d, uint64_t addr)
 
 	if (off >= d->c.vm->mem.size)
 		return 0;
-	if (bitmap_test(&d->present, pfn)) {
-		/* known zero and never populated, or placed a moment ago */
-		long r = uffd_zero(&d->uffd, off, 1);
-
-		return r < 0 ? (int)r : 0;
-	}
+	if (bitmap_test(&d->present, pfn))
+		/* known zero and never populated, placed a moment ago, or in the page cache */
+		return dst_resolve_present(d, off);
 	if (bitmap_test_and_set(&d->requested, pfn))
 		return 0;   /* asked already: never twice */
 	d->fault_ns[pfn] = now_ns();
@@ -148,10 +147,12 @@ int dst_start_pull(struct mig_dest *d)
 
 int dst_arm_postcopy(struct mig_dest *d)
 {
-	int ret = uffd_open(&d->uffd);
+	int ret = d->place_continue ? uffd_open_minor(&d->uffd) : uffd_open(&d->uffd);
 
+	/* memfd: MISSING as well as MINOR, so a page with no folio is fetched, never zeroed */
 	if (!ret)
-		ret = uffd_register_missing(&d->uffd, d->c.vm->mem.host, d->c.vm->mem.size);
+		ret = uffd_register(&d->uffd, d->c.vm->mem.host, d->c.vm->mem.size,
+				    d->place_continue);
 	if (!ret)
 		ret = dst_start_fault_thread(d);
 	if (ret < 0)

@@ -5,13 +5,14 @@
  * Before the switchover the guest does not run here, so runs are plain
  * memory operations; after MARK pre-copy-done (and once userfaultfd is
  * armed) they are placed with UFFDIO_COPY / UFFDIO_ZEROPAGE, which wake
- * any vCPU faulting on them.  `present` has a bit per page that holds its
+ * any vCPU faulting on them (memfd RAM with --placement continue: written
+ * into the placement view and mapped with UFFDIO_CONTINUE, mig-place.c).
+ * `present` has a bit per page that holds its
  * final content here (or is known to be zero); present_count reaching
  * npages is completion.
  */
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "mig.h"
 
@@ -61,18 +62,21 @@ int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post)
 		/* the guest is not running here yet: plain memory operations */
 		if (r->enc == XENC_RAW)
 			memcpy(host, r->data, len);
-		else if (madvise(host, len, MADV_DONTNEED))
-			memset(host, 0, len);
+		else
+			mem_drop(&d->c.vm->mem, off, len);   /* memfd: a hole, not just unmapped */
 	} else if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE)) {
 		return 0;   /* the guest is gone: the rest only drains the stream */
 	} else {
-		placed = r->enc == XENC_RAW ? uffd_copy(&d->uffd, off, r->data, r->n)
+		placed = d->place_continue ? dst_place_continue(d, r) :
+			 r->enc == XENC_RAW ? uffd_copy(&d->uffd, off, r->data, r->n)
 					    : uffd_zero(&d->uffd, off, r->n);
 		/* userfaultfd may close under us once the guest exited */
 		if (placed < 0 && __atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE))
 			return 0;
 		if (placed < 0)
 			return placed;
+		if (d->place_continue)
+			return 0;   /* marked present page by page as claimed */
 	}
 	dst_mark_present(d, r->pfn, r->n);
 	return 0;

@@ -18,7 +18,6 @@
  */
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "mig.h"
 
@@ -154,7 +153,7 @@ int src_switchover(struct mig_source *s)
  * Drop the pages in a DISCARD frame.  Runs must be ascending and disjoint
  * across all frames, so that however the frames are cut the discards of
  * one migration touch each page at most once: bitmap work by range, one
- * madvise and one code invalidation per run.
+ * drop (mem_drop) and one code invalidation per run.
  */
 static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
 {
@@ -170,8 +169,10 @@ static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
 
 		d->present_count -= bitmap_count_range(&d->present, pfn, n);
 		bitmap_clear_range(&d->present, pfn, n);
-		if (madvise(d->c.vm->mem.host + (pfn << PAGE_SHIFT), (size_t)n * PAGE_SIZE, MADV_DONTNEED))
-			return err_set(-errno, "discarding stale pages: %s", strerror(errno));
+		/* memfd RAM: MADV_DONTNEED would leave the stale page in the page cache */
+		ret = mem_drop(&d->c.vm->mem, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
+		if (ret < 0)
+			return err_set(ret, "discarding stale pages: %s", err_msg(ret));
 		/*
 		 * No translated code may outlive the bytes it came from.  (The
 		 * destination vCPU has not run yet, so this is cheap; it keeps

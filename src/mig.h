@@ -276,6 +276,8 @@ struct mig_dest {
 	bool rendezvous_started;
 
 	struct bitmap present, requested;
+	struct bitmap claimed;       /* --placement continue: pages a placer has taken (mig-place.c) */
+	bool place_continue;         /* memfd RAM placed with UFFDIO_CONTINUE (else UFFDIO_COPY) */
 	_Atomic uint64_t present_count;
 	uint64_t *fault_ns;          /* when each page's fault was read (0 = none) */
 	struct uffd uffd;
@@ -314,6 +316,10 @@ int dst_start_receiver(struct mig_dest *d);
 int dst_wait_mark(struct mig_dest *d, int mark);
 void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n);
 int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post);
+/* mig-place.c: a raw or zero post-copy run into memfd RAM, UFFDIO_CONTINUE. */
+int dst_place_continue(struct mig_dest *d, const struct xrun *r);
+/* A fault on a page already present here: map it (or its zeroes) locally. */
+int dst_resolve_present(struct mig_dest *d, uint64_t off);
 int dst_dec_setup(struct mig_dest *d);
 void dst_dec_free(struct mig_dest *d);
 int dst_decode_run(struct mig_dest *d, struct xrun *r, bool post);

@@ -2,9 +2,11 @@
  * uffd.c - userfaultfd on the destination: missing-page faults and page
  * placement for post-copy; see uffd.h.
  *
- * The fault thread registers guest RAM with UFFDIO_REGISTER_MODE_MISSING,
- * reads fault messages with uffd_read_faults() and places arriving pages
- * with uffd_copy() / uffd_zero(), which also wake the faulting vCPU.  The
+ * The fault thread registers guest RAM with UFFDIO_REGISTER_MODE_MISSING
+ * (and MINOR for memfd RAM placed with UFFDIO_CONTINUE), reads fault
+ * messages with uffd_read_faults() and places arriving pages with
+ * uffd_copy() / uffd_zero() / uffd_continue(), which also wake the
+ * faulting vCPU.  The
  * bulk and urgent paths place pages concurrently, so "somebody else placed
  * this page first" is normal: the kernel answers EEXIST and we skip it.
  *
@@ -173,14 +175,47 @@ int uffd_open(struct uffd *u)
 	return 0;
 }
 
+/*
+ * Minor faults on shmem (5.14+) for memfd-backed RAM: the kernel must
+ * offer UFFD_FEATURE_MINOR_SHMEM, or the destination cannot place pages
+ * with UFFDIO_CONTINUE.
+ */
+int uffd_open_minor(struct uffd *u)
+{
+	int fd;
+
+	*u = (struct uffd){ .fd = -1 };
+	fd = uffd_fd_new(UFFD_FEATURE_MINOR_SHMEM, 0, NULL);
+	if (fd == -ENOTSUP)
+		return err_set(-ENOTSUP, "userfaultfd has no minor faults on shmem "
+			       "(UFFD_FEATURE_MINOR_SHMEM, Linux 5.14+): use --placement copy "
+			       "or --ram-backing anon");
+	if (fd < 0)
+		return fd;
+	u->fd = fd;
+	return 0;
+}
+
 int uffd_register_missing(struct uffd *u, void *base, uint64_t len)
+{
+	return uffd_register(u, base, len, false);
+}
+
+int uffd_register(struct uffd *u, void *base, uint64_t len, bool minor)
 {
 	const uint64_t need = UFFD_IOCTL_BIT(_UFFDIO_COPY) |
 			      UFFD_IOCTL_BIT(_UFFDIO_ZEROPAGE) |
-			      UFFD_IOCTL_BIT(_UFFDIO_WAKE);
+			      UFFD_IOCTL_BIT(_UFFDIO_WAKE) |
+			      (minor ? UFFD_IOCTL_BIT(_UFFDIO_CONTINUE) : 0);
+	/*
+	 * MINOR alone is not enough on shmem: a guest touch of a page with no
+	 * page-cache folio would be given a zero page by the kernel without
+	 * telling us.  MISSING reports it, and it is fetched.
+	 */
 	struct uffdio_register reg = {
 		.range = { .start = (uintptr_t)base, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
+		.mode = UFFDIO_REGISTER_MODE_MISSING |
+			(minor ? UFFDIO_REGISTER_MODE_MINOR : 0),
 	};
 	int err;
 
@@ -199,10 +234,10 @@ int uffd_register_missing(struct uffd *u, void *base, uint64_t len)
 			return err_set(-EBUSY, "uffd: register %p+%#llx: already "
 				       "registered with another userfaultfd", base,
 				       (unsigned long long)len);
-		return err_set(-err, "uffd: register %p+%#llx (MISSING): %s "
+		return err_set(-err, "uffd: register %p+%#llx (MISSING%s): %s "
 			       "(must be anonymous, shmem or hugetlbfs memory, "
 			       "fully mapped)", base, (unsigned long long)len,
-			       strerror(err));
+			       minor ? "|MINOR" : "", strerror(err));
 	}
 	if ((reg.ioctls & need) != need) {
 		struct uffdio_range range = reg.range;
@@ -210,18 +245,20 @@ int uffd_register_missing(struct uffd *u, void *base, uint64_t len)
 		if (ioctl(u->fd, UFFDIO_UNREGISTER, &range))
 			pr_debug("uffd: UFFDIO_UNREGISTER: %s", strerror(errno));
 		return err_set(-ENOTSUP, "uffd: register %p+%#llx: kernel grants "
-			       "ioctls %#llx, umig needs COPY, ZEROPAGE and WAKE "
-			       "(%#llx): use a 4.3+ kernel", base,
+			       "ioctls %#llx, umig needs COPY, ZEROPAGE, WAKE%s "
+			       "(%#llx): use a 4.3+ kernel (5.14+ for memfd RAM)", base,
 			       (unsigned long long)len,
 			       (unsigned long long)reg.ioctls,
+			       minor ? " and CONTINUE" : "",
 			       (unsigned long long)need);
 	}
 	u->base = base;
 	u->len = len;
 	u->registered = true;
-	pr_debug("uffd: registered %p+%#llx (%llu pages) for missing faults",
+	u->minor = minor;
+	pr_debug("uffd: registered %p+%#llx (%llu pages) for missing%s faults",
 		 base, (unsigned long long)len,
-		 (unsigned long long)(len / PAGE_SIZE));
+		 (unsigned long long)(len / PAGE_SIZE), minor ? " and minor" : "");
 	return 0;
 }
 
@@ -243,6 +280,7 @@ int uffd_unregister(struct uffd *u)
 	pr_debug("uffd: unregistered %p+%#llx", (void *)u->base,
 		 (unsigned long long)u->len);
 	u->registered = false;
+	u->minor = false;
 	u->base = NULL;
 	u->len = 0;
 	return ret;
@@ -331,28 +369,35 @@ int uffd_wake(struct uffd *u, uint64_t off, uint64_t len)
 
 /* ---- placement ------------------------------------------------------------ */
 
+enum uffd_op { UFFD_OP_COPY, UFFD_OP_ZERO, UFFD_OP_CONTINUE };
+
 /*
- * One UFFDIO_COPY (src != NULL) or UFFDIO_ZEROPAGE of npages at off.
- * Returns 0 when all were placed, else the errno; *bytes is what the kernel
- * reported placed before it stopped (<= 0: nothing).
+ * One UFFDIO_COPY (from src), UFFDIO_ZEROPAGE or UFFDIO_CONTINUE of
+ * npages at off.  Returns 0 when all were placed, else the errno; *bytes
+ * is what the kernel reported placed before it stopped (<= 0: nothing).
  */
-static int uffd_fill_once(struct uffd *u, uint64_t off, const uint8_t *src,
+static int uffd_fill_once(struct uffd *u, enum uffd_op op, uint64_t off, const uint8_t *src,
 			  uint64_t npages, int64_t *bytes)
 {
 	uint64_t dst = (uintptr_t)u->base + off, len = npages * PAGE_SIZE;
 	int ret;
 
-	if (src) {
+	if (op == UFFD_OP_COPY) {
 		struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)src,
 					 .len = len, .mode = 0 };
 
 		ret = ioctl(u->fd, UFFDIO_COPY, &c);
 		*bytes = c.copy;
-	} else {
+	} else if (op == UFFD_OP_ZERO) {
 		struct uffdio_zeropage z = { .range = { dst, len }, .mode = 0 };
 
 		ret = ioctl(u->fd, UFFDIO_ZEROPAGE, &z);
 		*bytes = z.zeropage;
+	} else {
+		struct uffdio_continue c = { .range = { dst, len }, .mode = 0 };
+
+		ret = ioctl(u->fd, UFFDIO_CONTINUE, &c);
+		*bytes = c.mapped;
 	}
 	if (!ret) {
 		*bytes = len;
@@ -382,7 +427,7 @@ static int uffd_check_run(const struct uffd *u, uint64_t off, uint64_t npages,
  * its placer used DONTWAKE (umig never does, but a wake is cheap).
  * Iterations are bounded by npages skips plus UFFD_EAGAIN_RETRIES stalls.
  */
-static long uffd_fill(struct uffd *u, uint64_t off, const uint8_t *src,
+static long uffd_fill(struct uffd *u, enum uffd_op op, uint64_t off, const uint8_t *src,
 		      uint64_t npages, const char *what)
 {
 	uint64_t done = 0, placed = 0, wake_from = 0, nwake = 0;
@@ -393,7 +438,7 @@ static long uffd_fill(struct uffd *u, uint64_t off, const uint8_t *src,
 	if (err)
 		return err;
 	while (done < npages) {
-		err = uffd_fill_once(u, off + done * PAGE_SIZE,
+		err = uffd_fill_once(u, op, off + done * PAGE_SIZE,
 				     src ? src + done * PAGE_SIZE : NULL,
 				     npages - done, &bytes);
 		if (bytes > 0) {
@@ -446,10 +491,18 @@ long uffd_copy(struct uffd *u, uint64_t dst_off, const void *src, uint64_t npage
 {
 	if (!src)
 		return err_set(-EINVAL, "uffd: copy: no source buffer");
-	return uffd_fill(u, dst_off, src, npages, "copy");
+	return uffd_fill(u, UFFD_OP_COPY, dst_off, src, npages, "copy");
 }
 
 long uffd_zero(struct uffd *u, uint64_t dst_off, uint64_t npages)
 {
-	return uffd_fill(u, dst_off, NULL, npages, "zero");
+	return uffd_fill(u, UFFD_OP_ZERO, dst_off, NULL, npages, "zero");
+}
+
+long uffd_continue(struct uffd *u, uint64_t dst_off, uint64_t npages)
+{
+	if (!u->minor)
+		return err_set(-EINVAL, "uffd: continue: the range is not registered for "
+			       "minor faults");
+	return uffd_fill(u, UFFD_OP_CONTINUE, dst_off, NULL, npages, "continue");
 }

@@ -134,7 +134,7 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
 	vm->status = VM_CREATED;
 	vm->backend = cfg->backend;
 
-	ret = mem_alloc(&vm->mem, cfg->mem_size);
+	ret = mem_alloc_backed(&vm->mem, cfg->mem_size, cfg->backing);
 	if (!ret)
 		ret = serial_register(&vm->bus, vm, cfg->console_fd);
 	if (!ret)

@@ -1,11 +1,26 @@
 /*
- * mem.h - guest RAM: one anonymous private host mapping.
+ * mem.h - guest RAM: one anonymous private host mapping, or a memfd
+ * (shmem) mapped twice.
  *
  * Both vCPU backends access guest RAM through this mapping by pointer, so
  * a page that is not present (post-copy) blocks the vCPU thread inside the
  * kernel until userfaultfd resolves it.  Pages are 4 KiB; transparent huge
  * pages are disabled on the mapping so that one fault moves one page and
  * dirty tracking has 4 KiB granularity.
+ *
+ * memfd backing (--ram-backing memfd) maps one shmem file twice: `host`
+ * is the guest's view (vCPUs, dirty tracking and userfaultfd use it) and
+ * `place` a second view that only umig writes.  A post-copy destination
+ * writes an arriving page into `place` and maps it into `host` with
+ * UFFDIO_CONTINUE (mig-receive.c).  Facts that differ from anonymous
+ * memory, and that every user of guest RAM goes through the helpers
+ * below for:
+ *  - MADV_DONTNEED on a shared mapping only drops page-table entries and
+ *    leaves the data in the page cache: dropping a page is
+ *    fallocate(PUNCH_HOLE) (mem_drop);
+ *  - pagemap's present bit of one view does not say which pages hold data
+ *    (a page written through `place` is not mapped in `host`): the file's
+ *    SEEK_DATA / SEEK_HOLE does (mem_scan_populated).
  */
 #ifndef UMIG_MEM_H
 #define UMIG_MEM_H
@@ -18,14 +33,35 @@
 #define MEM_MIN_SIZE (2ull << 20)  /* room for boot page, stack and image */
 #define MEM_MAX_SIZE (1ull << 40)
 
+enum mem_backing {
+	MEM_ANON = 0,    /* private anonymous memory (the default) */
+	MEM_MEMFD = 1,   /* a memfd mapped twice: guest view + placement view */
+};
+
 struct guest_mem {
-	uint8_t *host;   /* start of the mapping, NULL when not allocated */
+	uint8_t *host;   /* start of the guest's view, NULL when not allocated */
 	uint64_t size;   /* bytes, a multiple of PAGE_SIZE */
+	uint8_t *place;  /* MEM_MEMFD: the placement view; NULL for MEM_ANON */
+	int fd;          /* MEM_MEMFD: the memfd; -1 for MEM_ANON */
+	enum mem_backing backing;
 };
 
 /* Map size bytes of zeroed guest RAM.  -EINVAL names the constraint. */
 int mem_alloc(struct guest_mem *m, uint64_t size);
-void mem_free(struct guest_mem *m);
+/* The same with a choice of backing (mem_alloc is MEM_ANON). */
+int mem_alloc_backed(struct guest_mem *m, uint64_t size, enum mem_backing b);
+void mem_free(struct guest_mem *m);   /* idempotent */
+
+/* "anon" / "memfd" to a backing; -EINVAL naming the choices. */
+int mem_backing_parse(const char *name, enum mem_backing *out);
+const char *mem_backing_name(enum mem_backing b);
+
+/*
+ * Drop [off, off+len) (page aligned) so that it reads as zero and holds
+ * no memory: MADV_DONTNEED for anonymous RAM, fallocate(PUNCH_HOLE) for
+ * a memfd, memset when either is refused.  0 or -errno.
+ */
+int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len);
 
 static inline uint64_t mem_pages(const struct guest_mem *m)
 {
@@ -53,8 +89,9 @@ struct bitmap;
  * written (or was dropped) and reads as zero, so callers can skip it
  * without touching it: reading an untouched page costs a page fault
  * (~10 us on a VM), which for a mostly empty 1 GiB guest is seconds.
- * Reads /proc/self/pagemap; returns the number of populated pages or
- * -errno (then callers must treat every page as populated).
+ * Reads /proc/self/pagemap (anonymous RAM) or the memfd's SEEK_DATA /
+ * SEEK_HOLE (memfd RAM); returns the number of populated pages or -errno
+ * (then callers must treat every page as populated).
  */
 long mem_scan_populated(const struct guest_mem *m, struct bitmap *out);
 

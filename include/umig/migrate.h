@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "umig/mem.h"
 #include "umig/proto.h"
 
 struct vm;
@@ -161,6 +162,8 @@ struct mig_dest_opts {
 	const char *stats_path;
 	int console_fd;
 	const char *backend;
+	enum mem_backing backing;    /* guest RAM here: anon (default) or memfd */
+	bool place_copy;             /* memfd: place with UFFDIO_COPY, not UFFDIO_CONTINUE */
 	const char *transport;       /* page transport, NULL = tcp */
 	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
 	uint64_t expect_ram;         /* 0 = accept the source's size */

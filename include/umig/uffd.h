@@ -44,12 +44,21 @@ struct uffd {
 	uint8_t *base;       /* registered range */
 	uint64_t len;
 	bool registered;
+	bool minor;          /* registered for minor faults too (memfd RAM) */
 };
 
 /* Open a userfaultfd (non-blocking, close-on-exec) and negotiate the API. */
 int uffd_open(struct uffd *u);
+/* The same with UFFD_FEATURE_MINOR_SHMEM (-ENOTSUP naming the fix without it). */
+int uffd_open_minor(struct uffd *u);
 /* Register [base, base+len) with UFFDIO_REGISTER_MODE_MISSING. */
 int uffd_register_missing(struct uffd *u, void *base, uint64_t len);
+/*
+ * The same, and with minor = true MINOR as well (shmem: a fault on a page
+ * whose folio is in the page cache but not mapped in this view); then
+ * UFFDIO_CONTINUE is granted too.
+ */
+int uffd_register(struct uffd *u, void *base, uint64_t len, bool minor);
 int uffd_unregister(struct uffd *u);
 void uffd_close(struct uffd *u);   /* idempotent */
 
@@ -69,6 +78,13 @@ int uffd_read_faults(struct uffd *u, uint64_t *addrs, int max);
 long uffd_copy(struct uffd *u, uint64_t dst_off, const void *src, uint64_t npages);
 /* Same with zero pages (UFFDIO_ZEROPAGE). */
 long uffd_zero(struct uffd *u, uint64_t dst_off, uint64_t npages);
+/*
+ * Map npages whose data is already in the page cache (written through a
+ * second view of the file) with UFFDIO_CONTINUE, waking faulting
+ * threads.  Mapped pages (-EEXIST) are skipped; a page with no folio is
+ * -EFAULT (write it, zeroes included, first).  Needs minor registration.
+ */
+long uffd_continue(struct uffd *u, uint64_t dst_off, uint64_t npages);
 /* Wake threads blocked on [off, off+len) (after a -EEXIST race). */
 int uffd_wake(struct uffd *u, uint64_t off, uint64_t len);
 
