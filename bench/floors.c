@@ -17,6 +17,14 @@
  *   uffd_continue_us_per_page UFFDIO_CONTINUE of a shmem page already in
  *                           the page cache (minor mode), or null and
  *                           uffd_continue_error when the kernel has none
+ *   place_copy{1,64}_us_per_page      what placing a received page costs
+ *   place_memcpy{1,64}_us_per_page    umig's destination, per page, in runs of
+ *   place_pwrite{1,64}_us_per_page    1 and 64 pages, into fresh RAM from a
+ *   place_shmcopy{1,64}_us_per_page   buffer: UFFDIO_COPY into anonymous RAM;
+ *                           memcpy into a memfd's second view (a write fault
+ *                           per page there) then UFFDIO_CONTINUE; pwrite(2)
+ *                           into the memfd then UFFDIO_CONTINUE; UFFDIO_COPY
+ *                           into the memfd's guest view
  *   rtt_us_p50/p99          16 bytes out, 4112 back (a page request and
  *                           its reply), TCP_NODELAY, one at a time
  *   tcp_MBps                one connection, 512 MiB, sender to receiver
@@ -383,6 +391,83 @@ static void print_num(const char *key, double v, int ok, const char *sep)
 		printf("\"%s\": null%s", key, sep);
 }
 
+/* One placement method in runs of `run` pages (see the top of the file). */
+enum place_how { PLACE_MEMCPY, PLACE_PWRITE, PLACE_SHMCOPY };
+
+static int place_one(int fd, int mfd, uint8_t *guest, uint8_t *place, const uint8_t *src,
+		     size_t i, size_t run, enum place_how how)
+{
+	struct uffdio_continue c = { .range = { (uintptr_t)(guest + i * PG), run * PG } };
+	struct uffdio_copy cp = { .dst = (uintptr_t)(guest + i * PG), .src = (uintptr_t)src,
+				  .len = run * PG };
+
+	if (how == PLACE_SHMCOPY)
+		return ioctl(fd, UFFDIO_COPY, &cp);
+	if (how == PLACE_MEMCPY)
+		memcpy(place + i * PG, src, run * PG);
+	else if (pwrite(mfd, src, run * PG, (off_t)(i * PG)) != (ssize_t)(run * PG))
+		return -1;
+	return ioctl(fd, UFFDIO_CONTINUE, &c);
+}
+
+static double place_floor(size_t run, enum place_how how, const char **err)
+{
+	int mfd = memfd_create("floors-place", MFD_CLOEXEC), fd;
+	uint8_t *src = aligned_alloc(PG, run * PG), *g, *pl;
+	uint64_t t0;
+
+	if (mfd < 0 || ftruncate(mfd, NPAGES * PG) || !src)
+		return *err = "memfd_create failed", -1;
+	memset(src, 0x5a, run * PG);
+	g = mmap(NULL, NPAGES * PG, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	pl = mmap(NULL, NPAGES * PG, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (g == MAP_FAILED || pl == MAP_FAILED)
+		return *err = "mmap of the memfd failed", -1;
+	madvise(g, NPAGES * PG, MADV_NOHUGEPAGE);
+	madvise(pl, NPAGES * PG, MADV_NOHUGEPAGE);
+	fd = uffd_new(UFFD_FEATURE_MINOR_SHMEM, err);
+	if (fd < 0)
+		return *err = "no minor faults on shmem (UFFD_FEATURE_MINOR_SHMEM)", -1;
+	if (uffd_reg(fd, g, NPAGES * PG, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR))
+		return *err = "UFFDIO_REGISTER_MODE_MISSING|MINOR failed", -1;
+	t0 = now_ns();
+	for (size_t i = 0; i + run <= NPAGES; i += run)
+		if (place_one(fd, mfd, g, pl, src, i, run, how))
+			return *err = "placing through the second view failed", -1;
+	t0 = now_ns() - t0;
+	close(fd);
+	munmap(g, NPAGES * PG);
+	munmap(pl, NPAGES * PG);
+	close(mfd);
+	free(src);
+	return t0 / 1e3 / NPAGES;
+}
+
+static void print_place_floors(void)
+{
+	static const size_t runs[] = { 1, 64 };
+	const char *err = NULL;
+	char key[64];
+
+	for (size_t k = 0; k < 2; k++) {
+		double c = uffd_copy_floor(runs[k], &err);
+		double m = place_floor(runs[k], PLACE_MEMCPY, &err);
+		double w = place_floor(runs[k], PLACE_PWRITE, &err);
+		double sc = place_floor(runs[k], PLACE_SHMCOPY, &err);
+
+		snprintf(key, sizeof(key), "place_copy%zu_us_per_page", runs[k]);
+		print_num(key, c, c >= 0, ", ");
+		snprintf(key, sizeof(key), "place_memcpy%zu_us_per_page", runs[k]);
+		print_num(key, m, m >= 0, ", ");
+		snprintf(key, sizeof(key), "place_pwrite%zu_us_per_page", runs[k]);
+		print_num(key, w, w >= 0, ", ");
+		snprintf(key, sizeof(key), "place_shmcopy%zu_us_per_page", runs[k]);
+		print_num(key, sc, sc >= 0, ", ");
+	}
+	if (err)
+		printf("\"place_error\": \"%s\", ", err);
+}
+
 static int run_tcp(const char *addr)
 {
 	double p50 = 0, p99 = 0, mbps = 0;
@@ -418,6 +503,7 @@ static int run_local(void)
 	print_num("uffd_continue_us_per_page", cont, cont >= 0, ", ");
 	if (cont < 0)
 		printf("\"uffd_continue_error\": \"%s\", ", e4);
+	print_place_floors();
 	(void)e2;
 	(void)e3;
 	snprintf(ls.addr, sizeof(ls.addr), "127.0.0.1:%d", 30000 + getpid() % 20000);
