@@ -311,6 +311,11 @@ static bool has_move(const struct caps *c)
 	       has_uffd_ioctl(c, _UFFDIO_MOVE);
 }
 
+static bool has_minor_shmem(const struct caps *c)
+{
+	return c->uffd && (c->uffd_features & UFFD_FEATURE_MINOR_SHMEM);
+}
+
 static bool has_pagemap_scan(const struct caps *c)
 {
 	return c->pagemap_scan;
@@ -469,6 +474,11 @@ static const struct cap_desc {
 	  "zero-copy page placement on the destination (falls back to "
 	  "UFFDIO_COPY)",
 	  "use a 6.8+ kernel",
+	  uffd_err, NULL, true },
+	{ "userfaultfd MINOR_SHMEM", "uffd_minor_shmem", has_minor_shmem,
+	  "--ram-backing memfd --placement continue (destination): pages written "
+	  "into the memfd and mapped with UFFDIO_CONTINUE (else --placement copy)",
+	  "use a 5.14+ kernel",
 	  uffd_err, NULL, true },
 	{ "PAGEMAP_SCAN", "pagemap_scan", has_pagemap_scan,
 	  "pre-copy dirty tracking (find and re-protect written pages in one "

@@ -36,12 +36,12 @@
 static const char *const t_names[] = {
 	"userfaultfd", "userfaultfd MISSING", "UFFDIO_ZEROPAGE",
 	"userfaultfd WP", "userfaultfd WP_ASYNC", "userfaultfd WP_UNPOPULATED",
-	"userfaultfd MOVE", "PAGEMAP_SCAN", "io_uring", "/dev/kvm",
+	"userfaultfd MOVE", "userfaultfd MINOR_SHMEM", "PAGEMAP_SCAN", "io_uring", "/dev/kvm",
 	"RDMA devices",
 };
 static const char *const t_keys[] = {
 	"userfaultfd", "uffd_missing", "uffd_zeropage", "uffd_wp",
-	"uffd_wp_async", "uffd_wp_unpopulated", "uffd_move", "pagemap_scan",
+	"uffd_wp_async", "uffd_wp_unpopulated", "uffd_move", "uffd_minor_shmem", "pagemap_scan",
 	"io_uring", "kvm", "rdma",
 };
 #define T_ROWS (sizeof(t_names) / sizeof(t_names[0]))

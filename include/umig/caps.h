@@ -25,6 +25,7 @@
  *   userfaultfd WP_ASYNC          uffd_wp_async
  *   userfaultfd WP_UNPOPULATED    uffd_wp_unpopulated
  *   userfaultfd MOVE              uffd_move
+ *   userfaultfd MINOR_SHMEM       uffd_minor_shmem
  *   PAGEMAP_SCAN                  pagemap_scan
  *   io_uring                      io_uring
  *   /dev/kvm                      kvm
