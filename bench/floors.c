@@ -21,10 +21,12 @@
  *   place_memcpy{1,64}_us_per_page    umig's destination, per page, in runs of
  *   place_pwrite{1,64}_us_per_page    1 and 64 pages, into fresh RAM from a
  *   place_shmcopy{1,64}_us_per_page   buffer: UFFDIO_COPY into anonymous RAM;
- *                           memcpy into a memfd's second view (a write fault
- *                           per page there) then UFFDIO_CONTINUE; pwrite(2)
+ *   place_populate{1,64}_us_per_page  memcpy into a memfd's second view (a write
+ *                           fault per page there) then UFFDIO_CONTINUE; pwrite(2)
  *                           into the memfd then UFFDIO_CONTINUE; UFFDIO_COPY
- *                           into the memfd's guest view
+ *                           into the memfd's guest view; MADV_POPULATE_WRITE of
+ *                           the run in the second view, memcpy, UFFDIO_CONTINUE
+ *                           (what receiving straight into that view would cost)
  *   rtt_us_p50/p99          16 bytes out, 4112 back (a page request and
  *                           its reply), TCP_NODELAY, one at a time
  *   tcp_MBps                one connection, 512 MiB, sender to receiver
@@ -392,7 +394,7 @@ static void print_num(const char *key, double v, int ok, const char *sep)
 }
 
 /* One placement method in runs of `run` pages (see the top of the file). */
-enum place_how { PLACE_MEMCPY, PLACE_PWRITE, PLACE_SHMCOPY };
+enum place_how { PLACE_MEMCPY, PLACE_PWRITE, PLACE_SHMCOPY, PLACE_POPULATE };
 
 static int place_one(int fd, int mfd, uint8_t *guest, uint8_t *place, const uint8_t *src,
 		     size_t i, size_t run, enum place_how how)
@@ -403,7 +405,10 @@ static int place_one(int fd, int mfd, uint8_t *guest, uint8_t *place, const uint
 
 	if (how == PLACE_SHMCOPY)
 		return ioctl(fd, UFFDIO_COPY, &cp);
-	if (how == PLACE_MEMCPY)
+	/* prefault the run in the placement view in one call: what a recv() into it would need */
+	if (how == PLACE_POPULATE && madvise(place + i * PG, run * PG, MADV_POPULATE_WRITE))
+		return -1;
+	if (how == PLACE_MEMCPY || how == PLACE_POPULATE)
 		memcpy(place + i * PG, src, run * PG);
 	else if (pwrite(mfd, src, run * PG, (off_t)(i * PG)) != (ssize_t)(run * PG))
 		return -1;
@@ -454,6 +459,7 @@ static void print_place_floors(void)
 		double m = place_floor(runs[k], PLACE_MEMCPY, &err);
 		double w = place_floor(runs[k], PLACE_PWRITE, &err);
 		double sc = place_floor(runs[k], PLACE_SHMCOPY, &err);
+		double pp = place_floor(runs[k], PLACE_POPULATE, &err);
 
 		snprintf(key, sizeof(key), "place_copy%zu_us_per_page", runs[k]);
 		print_num(key, c, c >= 0, ", ");
@@ -463,6 +469,8 @@ static void print_place_floors(void)
 		print_num(key, w, w >= 0, ", ");
 		snprintf(key, sizeof(key), "place_shmcopy%zu_us_per_page", runs[k]);
 		print_num(key, sc, sc >= 0, ", ");
+		snprintf(key, sizeof(key), "place_populate%zu_us_per_page", runs[k]);
+		print_num(key, pp, pp >= 0, ", ");
 	}
 	if (err)
 		printf("\"place_error\": \"%s\", ", err);

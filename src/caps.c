@@ -477,7 +477,7 @@ static const struct cap_desc {
 	  uffd_err, NULL, true },
 	{ "userfaultfd MINOR_SHMEM", "uffd_minor_shmem", has_minor_shmem,
 	  "--ram-backing memfd --placement continue (destination): pages written "
-	  "into the memfd and mapped with UFFDIO_CONTINUE (else --placement copy)",
+	  "into the memfd and mapped with UFFDIO_CONTINUE (the default, copy, needs none)",
 	  "use a 5.14+ kernel",
 	  uffd_err, NULL, true },
 	{ "PAGEMAP_SCAN", "pagemap_scan", has_pagemap_scan,

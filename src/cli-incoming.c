@@ -36,9 +36,10 @@ static const char incoming_help[] =
 "                         /dev/kvm works); --backend is the same option\n"
 "  --ram-backing anon|memfd  guest RAM: private anonymous memory (default) or a\n"
 "                         memfd mapped twice (docs/architecture.md, \"memfd RAM\")\n"
-"  --placement continue|copy  memfd RAM, post-copy: write each page into a second\n"
-"                         view and map it with UFFDIO_CONTINUE (default), or\n"
-"                         place it with UFFDIO_COPY as anonymous RAM does\n"
+"  --placement copy|continue  memfd RAM, post-copy: place each page with\n"
+"                         UFFDIO_COPY as for anonymous RAM (default: cheaper\n"
+"                         per page here, bench/floors), or write it into the\n"
+"                         memfd and map it with UFFDIO_CONTINUE\n"
 "  --transport NAME       page transport to accept: tcp or rdma (default tcp;\n"
 "                         rdma needs an RDMA device behind the --listen address)\n"
 "  --rdma-poll            rdma: busy-poll completions instead of sleeping on them\n"
@@ -110,8 +111,8 @@ int cmd_incoming(int argc, char **argv)
 		case 'p':
 			if (strcmp(optarg, "copy") && strcmp(optarg, "continue"))
 				return cli_usage_error("incoming", "--placement: '%s' is neither "
-						       "continue nor copy", optarg);
-			o.place_copy = !strcmp(optarg, "copy");
+						       "copy nor continue", optarg);
+			o.place_continue = !strcmp(optarg, "continue");
 			placement_given = true;
 			break;
 		case 'P':

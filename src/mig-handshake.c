@@ -248,7 +248,7 @@ int dst_handshake(struct mig_dest *d, int lfd)
 	if (ret < 0)
 		goto refuse;
 	d->c.npages = mem_pages(&d->c.vm->mem);
-	d->place_continue = d->c.vm->mem.backing == MEM_MEMFD && !d->o.place_copy;
+	d->place_continue = d->c.vm->mem.backing == MEM_MEMFD && d->o.place_continue;
 	d->c.x->npages = d->c.npages;
 	d->c.x->peer_timeout_ms = d->c.peer_timeout_ms;
 	xconn_tcp_set_user_timeout(d->c.x->ctl, d->c.peer_timeout_ms);

@@ -1,6 +1,8 @@
 /*
  * mig-place.c - post-copy placement into memfd-backed guest RAM with
- * UFFDIO_CONTINUE (--ram-backing memfd, --placement continue).
+ * UFFDIO_CONTINUE (--ram-backing memfd --placement continue; without
+ * --placement continue memfd RAM is placed with UFFDIO_COPY, which
+ * bench/floors measures cheaper per page on this kind of host).
  *
  * Guest RAM is one shmem file mapped twice (mem.h): the guest's view,
  * registered with userfaultfd for MISSING and MINOR faults, and a

@@ -188,8 +188,8 @@ int uffd_open_minor(struct uffd *u)
 	fd = uffd_fd_new(UFFD_FEATURE_MINOR_SHMEM, 0, NULL);
 	if (fd == -ENOTSUP)
 		return err_set(-ENOTSUP, "userfaultfd has no minor faults on shmem "
-			       "(UFFD_FEATURE_MINOR_SHMEM, Linux 5.14+): use --placement copy "
-			       "or --ram-backing anon");
+			       "(UFFD_FEATURE_MINOR_SHMEM, Linux 5.14+): drop --placement continue "
+			       "(UFFDIO_COPY works on memfd RAM too)");
 	if (fd < 0)
 		return fd;
 	u->fd = fd;

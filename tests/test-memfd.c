@@ -8,7 +8,8 @@
  * as missing under MISSING|MINOR (it is fetched, never read as zero),
  * and is mapped by a write plus UFFDIO_CONTINUE; dirty tracking works on
  * the shared view.  End to end: memverify migrated with memfd RAM on both
- * sides in every mode (and with --placement copy), a snapshot round trip
+ * sides in every mode with --placement continue (and post and hybrid with
+ * the default, UFFDIO_COPY), the KVM vCPU on it (in the test VM), a snapshot round trip
  * on memfd RAM, and a source killed in post-copy whose destination
  * never lets the guest read a missing page as zero.
  */
@@ -296,13 +297,15 @@ static void migrate_memfd(const char *mode, const char *placement, const char *w
 
 static void migrate_memfd_vcpu(const char *mode, const char *vcpu)
 {
-	migrate_memfd_on(mode, NULL, "continue", vcpu);
+	migrate_memfd_on(mode, "continue", "continue", vcpu);
 }
 
-static void test_migrate_post(void **s) { (void)s; migrate_memfd("post", NULL, "continue"); }
-static void test_migrate_hybrid(void **s) { (void)s; migrate_memfd("hybrid", NULL, "continue"); }
-static void test_migrate_pre(void **s) { (void)s; migrate_memfd("pre", NULL, "none"); }
-static void test_migrate_stop_copy(void **s) { (void)s; migrate_memfd("stop-copy", NULL, "none"); }
+static void test_migrate_post(void **s) { (void)s; migrate_memfd("post", "continue", "continue"); }
+static void test_migrate_hybrid(void **s) { (void)s; migrate_memfd("hybrid", "continue", "continue"); }
+static void test_migrate_pre(void **s) { (void)s; migrate_memfd("pre", "continue", "none"); }
+static void test_migrate_stop_copy(void **s) { (void)s; migrate_memfd("stop-copy", "continue", "none"); }
+/* the default placement on memfd RAM, and the post-copy lanes with it */
+static void test_migrate_post_copy(void **s) { (void)s; migrate_memfd("post", NULL, "copy"); }
 static void test_migrate_hybrid_copy(void **s) { (void)s; migrate_memfd("hybrid", "copy", "copy"); }
 
 /*
@@ -369,8 +372,9 @@ static bool wait_status(const char *sock, const char *want, int timeout_ms)
 
 /*
  * The source dies in post-copy with the push held back by a rate limit,
- * so pages are missing for sure: on memfd RAM a page with no folio must
- * be fetched, never read as zero -- memverify would say MISMATCH.  The
+ * so pages are missing for sure: on memfd RAM registered MISSING|MINOR
+ * (--placement continue) a page with no folio must be fetched, never
+ * read as zero -- memverify would say MISMATCH.  The
  * destination says what was lost and exits 125.
  */
 static void test_source_killed_in_postcopy(void **state)
@@ -386,7 +390,8 @@ static void test_source_killed_in_postcopy(void **state)
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	snprintf(sock, sizeof(sock), "%s", t_path(dir, "src.sock"));
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet",
-		       "--ram-backing", "memfd", "--recover-timeout", "2000", NULL };
+		       "--ram-backing", "memfd", "--placement", "continue", "--recover-timeout", "2000",
+		       NULL };
 	pid_t dpid = t_spawn(da, dout, derr);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
 		       "--ram-backing", "memfd", "--cmdline", "wss=96 passes=0", "--control", sock,
@@ -433,6 +438,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_migrate_hybrid),
 		cmocka_unit_test(test_migrate_pre),
 		cmocka_unit_test(test_migrate_stop_copy),
+		cmocka_unit_test(test_migrate_post_copy),
 		cmocka_unit_test(test_migrate_hybrid_copy),
 		cmocka_unit_test(test_kvm_postcopy_on_memfd),
 		cmocka_unit_test(test_snapshot_round_trip),

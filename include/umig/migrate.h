@@ -163,7 +163,7 @@ struct mig_dest_opts {
 	int console_fd;
 	const char *backend;
 	enum mem_backing backing;    /* guest RAM here: anon (default) or memfd */
-	bool place_copy;             /* memfd: place with UFFDIO_COPY, not UFFDIO_CONTINUE */
+	bool place_continue;         /* memfd: place with pwrite + UFFDIO_CONTINUE, not UFFDIO_COPY */
 	const char *transport;       /* page transport, NULL = tcp */
 	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
 	uint64_t expect_ram;         /* 0 = accept the source's size */
