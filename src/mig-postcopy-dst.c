@@ -5,8 +5,8 @@
  * The fault thread polls the userfaultfd, the urgent queue and a quit
  * eventfd.  A fault on a page not yet present is fetched from the source
  * once (`requested`: never twice); the reply is placed with UFFDIO_COPY
- * (or, memfd RAM, written into the placement view and mapped with
- * UFFDIO_CONTINUE: mig-place.c), which wakes the vCPU.  A page already
+ * (or, memfd RAM with --placement continue, written into the memfd and
+ * mapped with UFFDIO_CONTINUE: mig-place.c), which wakes the vCPU.  A page already
  * present that still faults was a zero page never populated here, was
  * placed a moment ago, or (memfd) sits in the page cache unmapped: it is
  * resolved locally.  The bulk receiver (mig-receive.c) places pushed

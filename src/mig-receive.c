@@ -6,7 +6,7 @@
  * memory operations; after MARK pre-copy-done (and once userfaultfd is
  * armed) they are placed with UFFDIO_COPY / UFFDIO_ZEROPAGE, which wake
  * any vCPU faulting on them (memfd RAM with --placement continue: written
- * into the placement view and mapped with UFFDIO_CONTINUE, mig-place.c).
+ * into the memfd and mapped with UFFDIO_CONTINUE, mig-place.c).
  * `present` has a bit per page that holds its
  * final content here (or is known to be zero); present_count reaching
  * npages is completion.

@@ -11,15 +11,19 @@
  * memfd backing (--ram-backing memfd) maps one shmem file twice: `host`
  * is the guest's view (vCPUs, dirty tracking and userfaultfd use it) and
  * `place` a second view that only umig writes.  A post-copy destination
- * writes an arriving page into `place` and maps it into `host` with
- * UFFDIO_CONTINUE (mig-receive.c).  Facts that differ from anonymous
- * memory, and that every user of guest RAM goes through the helpers
- * below for:
+ * with --placement continue writes an arriving page into the file
+ * (pwrite on `fd`: the page-cache write a store through `place` would
+ * do, without that view's page fault per page) and maps it into `host`
+ * with UFFDIO_CONTINUE (mig-place.c).  `place` is what a transport that
+ * lands pages itself (a registered RDMA buffer) would target.
+ *
+ * Facts that differ from anonymous memory, and that every user of guest
+ * RAM goes through the helpers below for:
  *  - MADV_DONTNEED on a shared mapping only drops page-table entries and
  *    leaves the data in the page cache: dropping a page is
  *    fallocate(PUNCH_HOLE) (mem_drop);
  *  - pagemap's present bit of one view does not say which pages hold data
- *    (a page written through `place` is not mapped in `host`): the file's
+ *    (a page written into the file is not mapped in `host`): the file's
  *    SEEK_DATA / SEEK_HOLE does (mem_scan_populated).
  */
 #ifndef UMIG_MEM_H
