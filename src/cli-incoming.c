@@ -27,7 +27,9 @@ static const char incoming_help[] =
 "\n"
 "options:\n"
 "  --listen HOST:PORT     where to listen (required), e.g. 127.0.0.1:4444\n"
-"  --control PATH         serve the JSON control socket at PATH\n"
+"  --control PATH         serve the JSON control socket at PATH, from before a\n"
+"                         source connects (query-migrate, migrate-recover,\n"
+"                         migrate-resolve: docs/control.md)\n"
 "  --console FILE         append guest console output to FILE (default stdout)\n"
 "  --stats FILE           write the statistics record (docs/metrics.md)\n"
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
@@ -137,8 +139,15 @@ int cmd_incoming(int argc, char **argv)
 		return EXIT_FAILURE_UMIG;
 	}
 	log_set_role("dest");
-	ret = mig_dest_accept(&d, &o, &vm);
+	/* served from the start: query-migrate, migrate-recover, migrate-resolve (docs/control.md) */
+	if (cli_control_open(so.control_path, NULL, &so.ctl, &so.mig) < 0)
+		return EXIT_FAILURE_UMIG;
+	ret = mig_dest_listen(&d, &o);
+	mig_ctl_set_incoming(so.mig, d);
+	if (!ret)
+		ret = mig_dest_run(d, &vm);
 	if (ret < 0) {
+		cli_control_close(so.ctl, so.mig);
 		mig_dest_free(d);
 		return EXIT_FAILURE_UMIG;
 	}

@@ -126,10 +126,12 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 	uint8_t ns[PROTO_NONCE_LEN], mac[PROTO_MAC_LEN], want[PROTO_MAC_LEN];
 	struct proto_msg m = { 0 };
 	struct xport *x = NULL;
-	char text[1100];
+	char text[1100], host[256];
+	uint16_t port;
 	int ret;
 
-	ret = xport_connect(&x, s->p.transport, s->p.host, s->p.port, s->c.x->session,
+	src_target(s, host, &port);
+	ret = xport_connect(&x, s->p.transport, host, port, s->c.x->session,
 			    RECOVER_BACKOFF_MAX_MS, s->c.sec);
 	if (ret == -ECONNREFUSED)
 		return -ESRCH;
@@ -184,7 +186,7 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 	}
 	if (!ret) {
 		src_expose_ram(s, x);
-		ret = xport_connect_data(x, s->p.host, s->p.port, RECOVER_STEP_MS);
+		ret = xport_connect_data(x, host, port, RECOVER_STEP_MS);
 	}
 out:
 	proto_msg_free(&m);
@@ -241,7 +243,7 @@ int src_recover(struct mig_source *s, int why)
 			return err_set(-ETIMEDOUT, "post-copy could not recover within %u s: %s",
 				       s->c.recover_timeout_ms / 1000, err_msg(why));
 		mig_set_state(&s->c, MIG_PAUSED);
-		usleep(backoff * 1000);
+		src_backoff(s, backoff);   /* cut short by migrate resume:true */
 		backoff = MIN(backoff * 2, RECOVER_BACKOFF_MAX_MS);
 	}
 	mig_swap_xport(&s->c, x);
@@ -408,7 +410,7 @@ static void dst_tell_completed(struct mig_dest *d, struct xport *x)
 	xport_close(x);
 }
 
-void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m)
+void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m, int lfd)
 {
 	enum mig_state st = mig_get_state(&d->c);
 	int ret;
@@ -448,7 +450,7 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	xconn_tcp_set_user_timeout(x->ctl, d->c.peer_timeout_ms);
 	ret = dst_send_present(d, x);
 	if (!ret)
-		ret = xport_accept_data(x, d->lfd, RECOVER_STEP_MS);
+		ret = xport_accept_data(x, lfd, RECOVER_STEP_MS);
 	if (ret < 0) {
 		pr_warn("incoming: recovery attempt failed: %s", err_msg(ret));
 		xport_close(x);
