@@ -38,6 +38,7 @@
 
 #define RECOVER_BACKOFF_MIN_MS 100
 #define RECOVER_BACKOFF_MAX_MS 1000
+#define RECOVER_CLOSED_MAX 3   /* connections closed unanswered before the peer counts as dead */
 #define RECOVER_STEP_MS        3000   /* each message of the exchange */
 
 /*
@@ -119,7 +120,8 @@ static int src_resync(struct mig_source *s, struct xport *x)
 /*
  * One attempt: 1 recovered on *out, 2 the destination had already
  * completed (its COMPLETE kept in s->complete_early, the connection on
- * *out), 0 no answer, -ESRCH nobody there, < 0 refused.
+ * *out), 0 no answer, -ESRCH nobody there, -ENOTCONN closed before it
+ * answered, < 0 refused.
  */
 static int src_try_recover(struct mig_source *s, struct xport **out)
 {
@@ -142,9 +144,13 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 	if (!ret)
 		ret = xport_ctl_recv(x, &m, RECOVER_STEP_MS);
 	if (ret == -EPIPE || ret == -ECONNRESET) {
-		/* the host answered, but nothing there speaks for this migration */
+		/*
+		 * the host answered, but nothing there speaks for this migration
+		 * - or the destination was still busy with a failed attempt:
+		 * the caller believes it only when it happens again
+		 */
 		xport_close(x);
-		return -ESRCH;
+		return -ENOTCONN;
 	}
 	if (!ret && m.type == MSG_COMPLETE) {
 		/* every page had arrived: the break cost only the final exchange */
@@ -222,12 +228,16 @@ int src_recover(struct mig_source *s, int why)
 		pthread_join(s->urgent_thread, NULL);
 		s->urgent_started = false;
 	}
-	for (;;) {
+	for (unsigned closed = 0;;) {
 		if (s->cancel_recovery)
 			return err_set(-ECANCELED, "umig is exiting: post-copy recovery abandoned");
 		ret = src_try_recover(s, &x);
 		if (ret == 1 || ret == 2)
 			break;
+		/* closed unanswered three times running: nothing there knows this migration */
+		closed = ret == -ENOTCONN ? closed + 1 : 0;
+		if (ret == -ENOTCONN)
+			ret = closed >= RECOVER_CLOSED_MAX ? -ESRCH : 0;
 		if (ret == -ESRCH && (xport_caps(s->c.x) & XCAP_ONESIDED))
 			return err_set(-ESRCH, "the destination died after switchover; the guest's pages "
 				       "it had not READ yet exist only here");

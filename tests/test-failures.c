@@ -134,9 +134,8 @@ static void test_ready_lost_pre(void **state)
  * with what the destination lacks.  memverify finishes clean and the
  * record counts the recovery and the pages that were lost in flight.
  */
-static void postcopy_break_said(const char *mode, const char *rule, const char *said)
+static void postcopy_breaks(const char *mode, const char *const *rules, const char *said)
 {
-	const char *const rules[] = { rule, NULL };
 	struct rig g;
 	json_t *rec;
 
@@ -149,6 +148,11 @@ static void postcopy_break_said(const char *mode, const char *rule, const char *
 	rig_expect(&g, 0, 0);
 	t_wait(ev, 10);   /* it ends when the source closes its socket */
 	assert_ran_only_at(&g, "destination");
+	char *ev_text = rig_file(&g, "events.out");
+
+	if (!strstr(ev_text, "\"status\":\"postcopy-paused\""))
+		rig_dump(&g, 0, 0);
+	free(ev_text);
 	assert_said(&g, "events.out", "\"status\":\"postcopy-paused\"");
 	assert_said(&g, "events.out", "\"status\":\"recovering\"");
 	assert_said(&g, "events.out", "\"status\":\"completed\"");
@@ -166,12 +170,35 @@ static void postcopy_break_said(const char *mode, const char *rule, const char *
 	rig_stop(&g);
 }
 
+static void postcopy_break_said(const char *mode, const char *rule, const char *said)
+{
+	const char *const rules[] = { rule, NULL };
+
+	postcopy_breaks(mode, rules, said);
+}
+
 static void postcopy_break(const char *mode, const char *rule)
 {
 	postcopy_break_said(mode, rule, NULL);
 }
 
+/* the rig's post-copy pushes 20-34 MB on the bulk channel (its faults take the rest) */
+static void test_postcopy_reset_early(void **s) { postcopy_break("post", "bulk:s2d:bytes=300000:reset"); }
 static void test_postcopy_reset_midway(void **s) { postcopy_break("post", "bulk:s2d:bytes=8000000:reset"); }
+static void test_postcopy_reset_late(void **s) { postcopy_break("post", "bulk:s2d:bytes=16000000:reset"); }
+
+/*
+ * A second break during the recovery itself: the destination's present
+ * runs (RECOVER_STATE, type 72) are cut off, that attempt fails at both
+ * ends, and the next one recovers.
+ */
+static void test_postcopy_reset_during_recovery(void **s)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=8000000:reset",
+					     "control:d2s:type=72:reset", NULL };
+
+	postcopy_breaks("post", rules, "recovery attempt failed");
+}
 /*
  * Integrity on plaintext (FEAT_DIGEST): a bit flipped on the way, which
  * TCP's checksum can miss, is caught before the frame is used.  Before
@@ -538,7 +565,10 @@ int main(void)
 		cmocka_unit_test(test_resumed_lost_stop_copy),
 		cmocka_unit_test(test_commit_lost_pre),
 		cmocka_unit_test(test_ready_lost_pre),
+		cmocka_unit_test(test_postcopy_reset_early),
 		cmocka_unit_test(test_postcopy_reset_midway),
+		cmocka_unit_test(test_postcopy_reset_late),
+		cmocka_unit_test(test_postcopy_reset_during_recovery),
 		cmocka_unit_test(test_postcopy_partition_midway),
 		cmocka_unit_test(test_postcopy_urgent_cut),
 		cmocka_unit_test(test_hybrid_reset_midway),
