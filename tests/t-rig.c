@@ -12,10 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "t-rig.h"
 #include "t-util.h"
+
+/* The rig started last, for rig_teardown after a failed assertion. */
+static struct rig live;
 
 int rig_port(void)
 {
@@ -71,6 +75,7 @@ void rig_start(struct rig *g, const char *mode, const char *const *rules)
 		pa[n++] = (char *)*rules;
 	pa[n] = NULL;
 	g->proxy = t_spawn(pa, t_path(g->dir, "proxy.out"), NULL);
+	live = *g;
 	assert_true(t_wait_for_text(t_path(g->dir, "proxy.out"), "ready", 10000));
 	snprintf(g->listen, sizeof(g->listen), "127.0.0.1:%d", dport);
 	snprintf(g->via, sizeof(g->via), "127.0.0.1:%d", pport);
@@ -79,6 +84,7 @@ void rig_start(struct rig *g, const char *mode, const char *const *rules)
 		       "--peer-timeout", (char *)rig_peer_timeout, "--recover-timeout", "20000",
 		       "--control", g->dsock, NULL };
 	g->dst = t_spawn(da, t_path(g->dir, "dst.out"), t_path(g->dir, "dst.err"));
+	live = *g;
 	/* the proxy connects upstream when the source connects: be listening by then */
 	assert_true(t_wait_for_text(t_path(g->dir, "dst.err"), "waiting for a migration", 10000));
 	snprintf(g->sock, sizeof(g->sock), "%s", t_path(g->dir, "src.sock"));
@@ -89,6 +95,14 @@ void rig_start(struct rig *g, const char *mode, const char *const *rules)
 		       "--recover-timeout", "20000", "--control", g->sock,
 		       "--stats", (char *)t_path(g->dir, "src.json"), "--quiet", NULL };
 	g->src = t_spawn(sa, t_path(g->dir, "src.out"), t_path(g->dir, "src.err"));
+	live = *g;
+}
+
+/* Kill pid only while it is still an unreaped child of this process. */
+static void kill_if_ours(pid_t pid)
+{
+	if (pid > 0 && waitpid(pid, NULL, WNOHANG) == 0)
+		t_kill(pid);
 }
 
 void rig_stop(struct rig *g)
@@ -97,6 +111,20 @@ void rig_stop(struct rig *g)
 	t_kill(g->dst);
 	t_kill(g->proxy);
 	t_tmpdir_free(g->dir);
+	memset(&live, 0, sizeof(live));
+}
+
+int rig_teardown(void **state)
+{
+	(void)state;
+	if (!live.dir)
+		return 0;
+	kill_if_ours(live.src);
+	kill_if_ours(live.dst);
+	kill_if_ours(live.proxy);
+	t_tmpdir_free(live.dir);
+	memset(&live, 0, sizeof(live));
+	return 0;
 }
 
 char *rig_file(struct rig *g, const char *name)

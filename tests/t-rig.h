@@ -30,6 +30,11 @@ bool wait_status(const char *sock, const char *want, int timeout_ms);
 /* Start proxy (with its rules), destination, then the source migrating in mode. */
 void rig_start(struct rig *g, const char *mode, const char *const *rules);
 void rig_stop(struct rig *g);
+/*
+ * A cmocka teardown: after a failed assertion, stop what the last rig
+ * started (processes still running, its directory); nothing after rig_stop.
+ */
+int rig_teardown(void **state);
 /* A file of the rig's directory ("" if absent; caller frees). */
 char *rig_file(struct rig *g, const char *name);
 void rig_dump(struct rig *g, int src, int dst);

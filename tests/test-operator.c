@@ -17,6 +17,17 @@
 #include "t-rig.h"
 #include "t-util.h"
 
+/* the lone destination of the first test, killed by its teardown whatever happens */
+static pid_t lone_dst;
+
+static int teardown_lone_dst(void **state)
+{
+	if (lone_dst > 0)
+		t_kill(lone_dst);
+	lone_dst = 0;
+	return 0;
+}
+
 /* One command on a control socket; the reply line (caller frees). */
 static char *ctl(const char *sock, const char *cmd, const char *args)
 {
@@ -56,7 +67,7 @@ static void test_destination_socket_before_the_source(void **state)
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", rig_port());
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--control",
 		       (char *)sock, "--quiet", NULL };
-	dst = t_spawn(da, t_path(dir, "dst.out"), t_path(dir, "dst.err"));
+	lone_dst = dst = t_spawn(da, t_path(dir, "dst.out"), t_path(dir, "dst.err"));
 	assert_true(t_wait_for_text(t_path(dir, "dst.err"), "waiting for a migration", 10000));
 	assert_true(t_wait_for_path(sock, 10000));
 	ctl_expect(sock, "query-status", NULL, "\"status\":\"incoming\"");
@@ -71,6 +82,7 @@ static void test_destination_socket_before_the_source(void **state)
 	/* still waiting: none of that touched the incoming migration */
 	assert_int_equal(kill(dst, 0), 0);
 	kill(dst, SIGTERM);
+	lone_dst = 0;
 	assert_true(t_wait(dst, 10) >= 0);
 	t_tmpdir_free(dir);
 }
@@ -149,9 +161,9 @@ static void test_unknown_outcome_settled_by_the_operator(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_destination_socket_before_the_source),
-		cmocka_unit_test(test_postcopy_resumes_at_another_address),
-		cmocka_unit_test(test_unknown_outcome_settled_by_the_operator),
+		cmocka_unit_test_teardown(test_destination_socket_before_the_source, teardown_lone_dst),
+		cmocka_unit_test_teardown(test_postcopy_resumes_at_another_address, rig_teardown),
+		cmocka_unit_test_teardown(test_unknown_outcome_settled_by_the_operator, rig_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
