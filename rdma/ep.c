@@ -216,6 +216,8 @@ static void ep_cm_event(struct rdma_ep *e)
 
 	if (rdma_get_cm_event(e->ec, &ev))
 		return;
+	pr_debug("rdma: %s channel: cm event %s (status %d)", xport_channel_name(e->ch),
+		 rdma_event_str(ev->event), ev->status);
 	pthread_mutex_lock(&e->mu);
 	if (ev->event == RDMA_CM_EVENT_DISCONNECTED || ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL ||
 	    ev->event == RDMA_CM_EVENT_TIMEWAIT_EXIT)
