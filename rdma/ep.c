@@ -556,14 +556,26 @@ uint8_t rdma_rd_atom(struct ibv_context *ctx)
 
 void rdma_ep_shutdown(struct rdma_ep *e)
 {
+	struct ibv_mr *ram;
+
 	if (!e || !e->id)
 		return;
 	pthread_mutex_lock(&e->mu);
 	e->shut = true;
+	ram = e->ram_mr;
+	e->ram_mr = NULL;
 	ep_wake(e);
 	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 	rdma_disconnect(e->id);
+	/*
+	 * A shut queue pair never serves a READ again, and a recovery
+	 * registers guest RAM anew on its own queue pairs: unpin it now, or
+	 * every recovery would pin the guest twice more against the memlock
+	 * limit while the retired transport waits for the end.
+	 */
+	if (ram)
+		ibv_dereg_mr(ram);
 }
 
 void rdma_ep_destroy(struct rdma_ep *e)
