@@ -38,6 +38,9 @@ static const char incoming_help[] =
 "  --transport NAME       page transport to accept: tcp or rdma (default tcp;\n"
 "                         rdma needs an RDMA device behind the --listen address)\n"
 "  --rdma-poll            rdma: busy-poll completions instead of sleeping on them\n"
+"  --rdma-plaintext-pages rdma with --auth-key/--tls-creds: accept that the guest's\n"
+"                         pages arrive over RDMA unencrypted (TLS covers only the\n"
+"                         control connection); refused without it\n"
 "  --peer-timeout MS      a source silent for MS milliseconds is gone (default 5000)\n"
 "  --recover-timeout MS   post-copy: wait this long for the source to recover a\n"
 "                         broken link (default 600000)\n"
@@ -67,6 +70,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "transport", required_argument, NULL, 'T' },
 		{ "rdma-poll", no_argument, NULL, 'r' },
+		{ "rdma-plaintext-pages", no_argument, NULL, 'p' },
 		{ "peer-timeout", required_argument, NULL, 'P' },
 		{ "recover-timeout", required_argument, NULL, 'R' },
 		{ "vcpu", required_argument, NULL, 'b' },
@@ -110,6 +114,7 @@ int cmd_incoming(int argc, char **argv)
 			o.transport = optarg;
 			break;
 		case 'r': o.rdma_poll = true; break;
+		case 'p': o.rdma_plaintext_pages = true; break;
 		case 'q': o.quiet = true; break;
 		case 'O': o.overcommit = true; break;
 		case 'K': o.auth_key = optarg; break;

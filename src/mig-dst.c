@@ -79,6 +79,8 @@ int mig_dest_listen(struct mig_dest **out, const struct mig_dest_opts *o)
 	ret = xsec_load(&d->c.sec, o->auth_key, o->tls_creds, true);
 	if (!ret)
 		ret = xsec_check_addr(d->c.sec, o->host, o->insecure, "incoming");
+	if (!ret)
+		ret = xsec_check_rdma(d->c.sec, o->transport, o->rdma_plaintext_pages, "incoming");
 	if (ret < 0) {
 		pr_err("incoming: %s", err_msg(ret));
 		return ret;

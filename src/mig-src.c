@@ -136,6 +136,8 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 	if (!ret)
 		ret = xsec_check_addr(s->c.sec, p->host, p->insecure, "migration");
 	if (!ret)
+		ret = xsec_check_rdma(s->c.sec, p->transport, p->rdma_plaintext_pages, "migration");
+	if (!ret)
 		ret = bitmap_init(&s->sent, s->c.npages);
 	if (!ret)
 		ret = bitmap_init(&s->ever, s->c.npages);

@@ -52,6 +52,7 @@ struct mig_params {
 	enum mig_mode mode;
 	char transport[16];          /* page transport ("tcp", "rdma") */
 	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
+	bool rdma_plaintext_pages;   /* RDMA under TLS: page data in clear accepted */
 	char host[256];
 	uint16_t port;
 	char prepaging[32];          /* post-copy policy name (prepage.h) */
@@ -175,6 +176,7 @@ struct mig_dest_opts {
 	const char *backend;
 	const char *transport;       /* page transport, NULL = tcp */
 	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
+	bool rdma_plaintext_pages;   /* RDMA under TLS: page data in clear accepted */
 	uint64_t expect_ram;         /* 0 = accept the source's size */
 	unsigned peer_timeout_ms;    /* 0 = the default */
 	unsigned recover_timeout_ms; /* 0 = the default */
