@@ -204,12 +204,13 @@ $(BUILD)/bench/%: bench/%.c $(LIBUMIG) $(BUILD)/.flags
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBUMIG) $(LIBS)
 
 # --- tests ------------------------------------------------------------------
-$(BUILD)/tests/%: tests/%.c tests/t-util.h $(BUILD)/tests/t-util.o $(LIBUMIG) $(BUILD)/.flags
+T_HELPERS := $(BUILD)/tests/t-util.o $(BUILD)/tests/t-rig.o
+$(BUILD)/tests/%: tests/%.c tests/t-util.h tests/t-rig.h $(T_HELPERS) $(LIBUMIG) $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@[ "$(V)" = 1 ] || echo "  TEST    $@"
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(BUILD)/tests/t-util.o $(LIBUMIG) $(LIBS) -lcmocka
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(T_HELPERS) $(LIBUMIG) $(LIBS) -lcmocka
 
-$(BUILD)/tests/t-util.o: tests/t-util.c tests/t-util.h $(BUILD)/.flags
+$(BUILD)/tests/t-util.o $(BUILD)/tests/t-rig.o: $(BUILD)/tests/%.o: tests/%.c tests/%.h $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -Itests -c $< -o $@
 

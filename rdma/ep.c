@@ -216,6 +216,8 @@ static void ep_cm_event(struct rdma_ep *e)
 
 	if (rdma_get_cm_event(e->ec, &ev))
 		return;
+	pr_debug("rdma: %s channel: cm event %s (status %d)", xport_channel_name(e->ch),
+		 rdma_event_str(ev->event), ev->status);
 	pthread_mutex_lock(&e->mu);
 	if (ev->event == RDMA_CM_EVENT_DISCONNECTED || ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL ||
 	    ev->event == RDMA_CM_EVENT_TIMEWAIT_EXIT)
@@ -554,14 +556,26 @@ uint8_t rdma_rd_atom(struct ibv_context *ctx)
 
 void rdma_ep_shutdown(struct rdma_ep *e)
 {
+	struct ibv_mr *ram;
+
 	if (!e || !e->id)
 		return;
 	pthread_mutex_lock(&e->mu);
 	e->shut = true;
+	ram = e->ram_mr;
+	e->ram_mr = NULL;
 	ep_wake(e);
 	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 	rdma_disconnect(e->id);
+	/*
+	 * A shut queue pair never serves a READ again, and a recovery
+	 * registers guest RAM anew on its own queue pairs: unpin it now, or
+	 * every recovery would pin the guest twice more against the memlock
+	 * limit while the retired transport waits for the end.
+	 */
+	if (ram)
+		ibv_dereg_mr(ram);
 }
 
 void rdma_ep_destroy(struct rdma_ep *e)

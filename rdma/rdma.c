@@ -84,8 +84,11 @@ static int cm_next(struct rdma_event_channel *ec, int timeout_ms, struct rdma_cm
 		struct pollfd p = { .fd = ec->fd, .events = POLLIN };
 		int64_t left = (int64_t)(end - now_ns()) / 1000000;
 
-		if (!rdma_get_cm_event(ec, ev))
+		if (!rdma_get_cm_event(ec, ev)) {
+			pr_debug("rdma: cm event %s (status %d) on id %p", rdma_event_str((*ev)->event),
+				 (*ev)->status, (void *)(*ev)->id);
 			return 0;
+		}
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
 		if (left <= 0)

@@ -351,7 +351,8 @@ static const char *uffd_fix(const struct caps *c)
 	switch (c->uffd_errno) {
 	case EPERM:
 		if (!c->is_root && c->uffd_unprivileged_sysctl != 1)
-			return "run as root or set vm.unprivileged_userfaultfd=1";
+			return "run as root, set vm.unprivileged_userfaultfd=1, or give this "
+			       "user read-write access to /dev/userfaultfd";
 		return "userfaultfd(2) is refused even though it is allowed "
 		       "(seccomp filter or container policy?): allow the "
 		       "userfaultfd syscall";

@@ -273,11 +273,41 @@ static void cli_mig_event(void *opaque, const char *side, const char *from, cons
 	control_event(opaque, "MIGRATION", data);
 }
 
+int cli_control_open(const char *path, struct vm *vm, struct control **ctl, struct mig_ctl **mig)
+{
+	int ret = 0;
+
+	*ctl = NULL;
+	*mig = NULL;
+	if (path) {
+		ret = control_start(ctl, path, vm);
+		if (ret < 0) {
+			pr_err("%s", err_msg(ret));
+			return ret;
+		}
+		mig_set_event_hook(cli_mig_event, *ctl);
+	}
+	ret = mig_ctl_register(mig, *ctl, vm);
+	if (ret < 0) {
+		pr_err("%s", err_msg(ret));
+		cli_control_close(*ctl, NULL);
+		*ctl = NULL;
+	}
+	return ret;
+}
+
+void cli_control_close(struct control *ctl, struct mig_ctl *mig)
+{
+	mig_set_event_hook(NULL, NULL);
+	control_stop(ctl);
+	mig_ctl_free(mig);
+}
+
 int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 {
 	struct sig_ctx sc = { .vm = vm };
-	struct control *ctl = NULL;
-	struct mig_ctl *mig = NULL;
+	struct control *ctl = o->ctl;
+	struct mig_ctl *mig = o->mig;
 	pthread_t sig_thread;
 	int ret;
 
@@ -289,21 +319,15 @@ int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 	pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
 	if (pthread_create(&sig_thread, NULL, cli_signal_thread, &sc)) {
 		pr_err("cannot start the signal thread");
+		cli_control_close(ctl, mig);
 		return EXIT_FAILURE_UMIG;
 	}
-	if (o->control_path) {
-		ret = control_start(&ctl, o->control_path, vm);
-		if (ret < 0) {
-			pr_err("%s", err_msg(ret));
-			ret = EXIT_FAILURE_UMIG;
-			goto out;
-		}
-	}
-	if (ctl)
-		mig_set_event_hook(cli_mig_event, ctl);
-	ret = mig_ctl_register(&mig, ctl, vm);
-	if (ret < 0) {
-		pr_err("%s", err_msg(ret));
+	if (mig) {
+		/* opened before the guest arrived (umig incoming): it is here now */
+		if (ctl)
+			control_set_vm(ctl, vm);
+		mig_ctl_set_vm(mig, vm);
+	} else if (cli_control_open(o->control_path, vm, &ctl, &mig) < 0) {
 		ret = EXIT_FAILURE_UMIG;
 		goto out;
 	}
@@ -315,9 +339,7 @@ int cli_serve_vm(struct vm *vm, const struct serve_opts *o)
 	}
 	ret = cli_serve_loop(vm, ctl, mig, o);
 out:
-	mig_set_event_hook(NULL, NULL);
-	control_stop(ctl);
-	mig_ctl_free(mig);
+	cli_control_close(ctl, mig);
 	if (o->timeline_path)
 		cli_write_timeline(vm, o->timeline_path);
 	pthread_kill(sig_thread, SIGUSR2);

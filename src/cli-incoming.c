@@ -28,7 +28,9 @@ static const char incoming_help[] =
 "\n"
 "options:\n"
 "  --listen HOST:PORT     where to listen (required), e.g. 127.0.0.1:4444\n"
-"  --control PATH         serve the JSON control socket at PATH\n"
+"  --control PATH         serve the JSON control socket at PATH, from before a\n"
+"                         source connects (query-migrate, migrate-recover,\n"
+"                         migrate-resolve: docs/control.md)\n"
 "  --console FILE         append guest console output to FILE (default stdout)\n"
 "  --stats FILE           write the statistics record (docs/metrics.md)\n"
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
@@ -43,6 +45,9 @@ static const char incoming_help[] =
 "  --transport NAME       page transport to accept: tcp or rdma (default tcp;\n"
 "                         rdma needs an RDMA device behind the --listen address)\n"
 "  --rdma-poll            rdma: busy-poll completions instead of sleeping on them\n"
+"  --rdma-plaintext-pages rdma with --auth-key/--tls-creds: accept that the guest's\n"
+"                         pages arrive over RDMA unencrypted (TLS covers only the\n"
+"                         control connection); refused without it\n"
 "  --peer-timeout MS      a source silent for MS milliseconds is gone (default 5000)\n"
 "  --recover-timeout MS   post-copy: wait this long for the source to recover a\n"
 "                         broken link (default 600000)\n"
@@ -72,6 +77,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "transport", required_argument, NULL, 'T' },
 		{ "rdma-poll", no_argument, NULL, 'r' },
+		{ "rdma-plaintext-pages", no_argument, NULL, 'p' },
 		{ "peer-timeout", required_argument, NULL, 'P' },
 		{ "recover-timeout", required_argument, NULL, 'R' },
 		{ "vcpu", required_argument, NULL, 'b' },
@@ -82,7 +88,7 @@ int cmd_incoming(int argc, char **argv)
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "ram-backing", required_argument, NULL, 'M' },
-		{ "placement", required_argument, NULL, 'p' },
+		{ "placement", required_argument, NULL, 'L' },
 		{ "timeline", required_argument, NULL, 't' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
@@ -108,7 +114,7 @@ int cmd_incoming(int argc, char **argv)
 			if (mem_backing_parse(optarg, &o.backing) < 0)
 				return cli_usage_error("incoming", "--ram-backing: %s", err_msg(-EINVAL));
 			break;
-		case 'p':
+		case 'L':
 			if (strcmp(optarg, "copy") && strcmp(optarg, "continue"))
 				return cli_usage_error("incoming", "--placement: '%s' is neither "
 						       "copy nor continue", optarg);
@@ -129,6 +135,7 @@ int cmd_incoming(int argc, char **argv)
 			o.transport = optarg;
 			break;
 		case 'r': o.rdma_poll = true; break;
+		case 'p': o.rdma_plaintext_pages = true; break;
 		case 'q': o.quiet = true; break;
 		case 'O': o.overcommit = true; break;
 		case 'K': o.auth_key = optarg; break;
@@ -160,8 +167,15 @@ int cmd_incoming(int argc, char **argv)
 		return EXIT_FAILURE_UMIG;
 	}
 	log_set_role("dest");
-	ret = mig_dest_accept(&d, &o, &vm);
+	/* served from the start: query-migrate, migrate-recover, migrate-resolve (docs/control.md) */
+	if (cli_control_open(so.control_path, NULL, &so.ctl, &so.mig) < 0)
+		return EXIT_FAILURE_UMIG;
+	ret = mig_dest_listen(&d, &o);
+	mig_ctl_set_incoming(so.mig, d);
+	if (!ret)
+		ret = mig_dest_run(d, &vm);
 	if (ret < 0) {
+		cli_control_close(so.ctl, so.mig);
 		mig_dest_free(d);
 		return EXIT_FAILURE_UMIG;
 	}

@@ -89,10 +89,23 @@ struct control {
 
 /* --- built-in commands ------------------------------------------------------ */
 
+/* A destination serves its socket before the guest has arrived. */
+static int no_guest_yet(void)
+{
+	return err_set(-EAGAIN, "no guest here yet: it is still arriving by migration "
+		       "(query-migrate shows how far)");
+}
+
 static int cmd_query_status(struct control *c, json_t *args, json_t **res, void *o)
 {
 	struct vm *vm = control_vm(c);
-	enum vm_status s = vm_get_status(vm);
+	enum vm_status s;
+
+	if (!vm) {
+		*res = json_pack("{s:s}", "status", "incoming");
+		return 0;
+	}
+	s = vm_get_status(vm);
 
 	*res = json_pack("{s:s, s:I, s:I, s:s}", "status", vm_status_name(s),
 			 "ram_bytes", (json_int_t)vm->mem.size,
@@ -108,7 +121,7 @@ static int cmd_query_status(struct control *c, json_t *args, json_t **res, void 
 static int cmd_stop(struct control *c, json_t *args, json_t **res, void *o)
 {
 	struct vm *vm = control_vm(c);
-	int ret = vm_pause(vm);
+	int ret = vm ? vm_pause(vm) : no_guest_yet();
 
 	if (ret < 0)
 		return ret;
@@ -121,6 +134,8 @@ static int cmd_cont(struct control *c, json_t *args, json_t **res, void *o)
 	struct vm *vm = control_vm(c);
 	int ret;
 
+	if (!vm)
+		return no_guest_yet();
 	if (vm_get_status(vm) == VM_RUNNING)
 		return err_set(-EINVAL, "the guest is already running");
 	ret = vm_resume(vm);
@@ -132,6 +147,9 @@ static int cmd_cont(struct control *c, json_t *args, json_t **res, void *o)
 
 static int cmd_quit(struct control *c, json_t *args, json_t **res, void *o)
 {
+	if (!control_vm(c))
+		return err_set(-EAGAIN, "no guest here yet; to stop waiting for a migration, "
+			       "stop umig with SIGTERM");
 	pthread_mutex_lock(&c->lock);
 	c->quit_requested = true;
 	pthread_mutex_unlock(&c->lock);
@@ -158,6 +176,8 @@ static int cmd_query_stats(struct control *c, json_t *args, json_t **res, void *
 	json_t *arr;
 	size_t n;
 
+	if (!vm)
+		return no_guest_yet();
 	if (args && json_unpack(args, "{s?I, s?I}", "max_samples", &max, "since_ns", &since))
 		return err_set(-EINVAL, "arguments: max_samples and since_ns must be integers");
 	if (max < 0 || max > 65536 || since < 0)

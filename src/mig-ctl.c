@@ -1,9 +1,13 @@
 /*
- * mig-ctl.c - migration on the control socket: "migrate" starts one,
- * "query-migrate" reports its figures while it runs and after.
+ * mig-ctl.c - migration on the control socket: "migrate" starts one (or,
+ * with resume: true, points a paused one's reconnections elsewhere),
+ * "query-migrate" reports its figures while it runs and after,
+ * "migrate-cancel" and "migrate-resolve" settle it.  At a destination the
+ * same commands act on the incoming migration, served from before the
+ * source connects, and "migrate-recover" listens on another address.
  *
- * One migration at a time; a failed one may be retried.  The serve loop
- * asks mig_ctl_completed() to know when the source should exit.
+ * One outgoing migration at a time; a failed one may be retried.  The
+ * serve loop asks mig_ctl_completed() to know when the source should exit.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -17,8 +21,9 @@
 
 struct mig_ctl {
 	pthread_mutex_t lock;
-	struct vm *vm;
-	struct mig_source *cur;   /* (lock) */
+	struct vm *vm;                /* (lock) NULL until the guest is here */
+	struct mig_source *cur;       /* (lock) */
+	struct mig_dest *incoming;    /* (lock) the migration that brought the guest */
 };
 
 bool mig_source_lost(struct mig_source *s);
@@ -39,12 +44,55 @@ int mig_ctl_start(struct mig_ctl *m, const struct mig_params *p)
 			m->cur = NULL;
 		}
 	}
+	if (!ret && !m->vm)
+		ret = err_set(-EINVAL, "no guest here yet: it is still arriving by migration");
 	if (!ret)
 		ret = mig_source_start(&s, m->vm, p);
 	if (!ret)
 		m->cur = s;
 	pthread_mutex_unlock(&m->lock);
 	return ret;
+}
+
+static struct mig_source *mig_ctl_current(struct mig_ctl *m)
+{
+	struct mig_source *s;
+
+	pthread_mutex_lock(&m->lock);
+	s = m->cur;
+	pthread_mutex_unlock(&m->lock);
+	return s;
+}
+
+static struct mig_dest *mig_ctl_incoming(struct mig_ctl *m)
+{
+	struct mig_dest *d;
+
+	pthread_mutex_lock(&m->lock);
+	d = m->incoming;
+	pthread_mutex_unlock(&m->lock);
+	return d;
+}
+
+/* {"to": "HOST:PORT", "resume": true}: the paused migration reconnects there. */
+static int migrate_resume(struct mig_ctl *m, json_t *args, const char *to)
+{
+	struct mig_source *s = mig_ctl_current(m);
+	const char *key;
+	json_t *v;
+	char host[256];
+	uint16_t port;
+
+	json_object_foreach(args, key, v) {
+		if (strcmp(key, "to") && strcmp(key, "resume"))
+			return err_set(-EINVAL, "'resume' takes only 'to' (the migration keeps its "
+				       "options), not '%s'", key);
+	}
+	if (parse_hostport(to, host, sizeof(host), &port))
+		return err_set(-EINVAL, "'to': '%s' is not HOST:PORT", to);
+	if (!s)
+		return err_set(-EINVAL, "no migration to resume");
+	return mig_source_retarget(s, host, port);
 }
 
 static int cmd_migrate(struct control *c, json_t *args, json_t **res, void *opaque)
@@ -58,6 +106,16 @@ static int cmd_migrate(struct control *c, json_t *args, json_t **res, void *opaq
 	p.quiet = true;
 	if (!args || json_unpack(args, "{s:s}", "to", &to))
 		return err_set(-EINVAL, "arguments: {\"to\": \"HOST:PORT\", \"mode\": \"post|pre|hybrid|stop-copy\", ...} (docs/control.md)");
+	if (json_is_true(json_object_get(args, "resume"))) {
+		ret = migrate_resume(m, args, to);
+		if (ret < 0)
+			return ret;
+		*res = json_pack("{s:s, s:s}", "status", "resuming", "to", to);
+		return 0;
+	}
+	if (json_object_get(args, "resume") && !json_is_false(json_object_get(args, "resume")))
+		return err_set(-EINVAL, "'resume' must be true or false");
+	json_object_del(args, "resume");
 	if (parse_hostport(to, p.host, sizeof(p.host), &p.port))
 		return err_set(-EINVAL, "'to': '%s' is not HOST:PORT", to);
 	ret = migopt_from_json(&p, args);
@@ -70,31 +128,45 @@ static int cmd_migrate(struct control *c, json_t *args, json_t **res, void *opaq
 	return 0;
 }
 
-static struct mig_source *mig_ctl_current(struct mig_ctl *m)
-{
-	struct mig_source *s;
-
-	pthread_mutex_lock(&m->lock);
-	s = m->cur;
-	pthread_mutex_unlock(&m->lock);
-	return s;
-}
-
 static int cmd_migrate_resolve(struct control *c, json_t *args, json_t **res, void *opaque)
 {
 	struct mig_source *s = mig_ctl_current(opaque);
+	struct mig_dest *d = mig_ctl_incoming(opaque);
 	const char *owner = NULL;
-	int ret;
+	int who, ret;
 
 	if (!args || json_unpack(args, "{s:s}", "owner", &owner))
 		return err_set(-EINVAL, "arguments: {\"owner\": \"source\" | \"destination\"}");
-	if (!s)
+	who = !strcmp(owner, "source") ? MIG_OWNER_SOURCE :
+	      !strcmp(owner, "destination") ? MIG_OWNER_DEST : 0;
+	if (!s && !d)
 		return err_set(-EINVAL, "no migration to resolve");
-	ret = mig_source_resolve(s, !strcmp(owner, "source") ? MIG_OWNER_SOURCE :
-				    !strcmp(owner, "destination") ? MIG_OWNER_DEST : 0);
+	ret = s ? mig_source_resolve(s, who) : mig_dest_resolve(d, who);
 	if (ret < 0)
 		return ret;
 	*res = json_pack("{s:s}", "owner", owner);
+	return 0;
+}
+
+static int cmd_migrate_recover(struct control *c, json_t *args, json_t **res, void *opaque)
+{
+	struct mig_dest *d = mig_ctl_incoming(opaque);
+	const char *at = NULL;
+	char host[256];
+	uint16_t port;
+	int ret;
+
+	if (!args || json_unpack(args, "{s:s}", "listen", &at))
+		return err_set(-EINVAL, "arguments: {\"listen\": \"HOST:PORT\"}");
+	if (parse_hostport(at, host, sizeof(host), &port))
+		return err_set(-EINVAL, "'listen': '%s' is not HOST:PORT", at);
+	if (!d)
+		return err_set(-EINVAL, "no incoming migration here (migrate-recover is a "
+			       "destination command; the source uses migrate with resume: true)");
+	ret = mig_dest_recover_listen(d, host, port);
+	if (ret < 0)
+		return ret;
+	*res = json_pack("{s:s}", "listening", at);
 	return 0;
 }
 
@@ -117,7 +189,8 @@ static int cmd_query_migrate(struct control *c, json_t *args, json_t **res, void
 	struct mig_ctl *m = opaque;
 
 	pthread_mutex_lock(&m->lock);
-	*res = m->cur ? mig_source_query(m->cur) : json_pack("{s:s}", "status", "none");
+	*res = m->cur ? mig_source_query(m->cur) :
+	       m->incoming ? mig_dest_query(m->incoming) : json_pack("{s:s}", "status", "none");
 	pthread_mutex_unlock(&m->lock);
 	return 0;
 }
@@ -139,6 +212,8 @@ int mig_ctl_register(struct mig_ctl **out, struct control *c, struct vm *vm)
 			ret = control_register(c, "migrate-resolve", cmd_migrate_resolve, m);
 		if (!ret)
 			ret = control_register(c, "migrate-cancel", cmd_migrate_cancel, m);
+		if (!ret)
+			ret = control_register(c, "migrate-recover", cmd_migrate_recover, m);
 	}
 	if (ret < 0) {
 		free(m);
@@ -146,6 +221,20 @@ int mig_ctl_register(struct mig_ctl **out, struct control *c, struct vm *vm)
 	}
 	*out = m;
 	return 0;
+}
+
+void mig_ctl_set_vm(struct mig_ctl *m, struct vm *vm)
+{
+	pthread_mutex_lock(&m->lock);
+	m->vm = vm;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void mig_ctl_set_incoming(struct mig_ctl *m, struct mig_dest *d)
+{
+	pthread_mutex_lock(&m->lock);
+	m->incoming = d;
+	pthread_mutex_unlock(&m->lock);
 }
 
 bool mig_ctl_completed(struct mig_ctl *m)

@@ -61,10 +61,10 @@ static int dst_run(struct mig_dest *d, int lfd)
 	return ret;
 }
 
-int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct vm **vm)
+int mig_dest_listen(struct mig_dest **out, const struct mig_dest_opts *o)
 {
 	struct mig_dest *d = calloc(1, sizeof(*d));
-	int lfd, ret;
+	int ret;
 
 	if (!d)
 		return -ENOMEM;
@@ -74,24 +74,32 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	d->c.recover_timeout_ms = o->recover_timeout_ms ? o->recover_timeout_ms :
 				  MIG_RECOVER_TIMEOUT_DEFAULT_MS;
 	d->uffd.fd = -1;
-	d->lfd = -1;
+	d->lfd = d->lfd_next = d->lfd_extra = -1;
 	d->quit_efd = eventfd(0, EFD_CLOEXEC);
 	lat_init(&d->lat);
 	*out = d;
 	ret = xsec_load(&d->c.sec, o->auth_key, o->tls_creds, true);
 	if (!ret)
 		ret = xsec_check_addr(d->c.sec, o->host, o->insecure, "incoming");
+	if (!ret)
+		ret = xsec_check_rdma(d->c.sec, o->transport, o->rdma_plaintext_pages, "incoming");
 	if (ret < 0) {
 		pr_err("incoming: %s", err_msg(ret));
 		return ret;
 	}
-	d->lfd = lfd = xconn_tcp_listen(o->host, o->port);
-	if (lfd < 0)
-		return lfd;
+	d->lfd = xconn_tcp_listen(o->host, o->port);
+	if (d->lfd < 0)
+		return d->lfd;
 	pr_info("waiting for a migration on %s:%u (%s)", o->host, o->port,
 		d->c.sec ? (strcmp(xsec_kind(d->c.sec), "psk") ? "TLS, certificates" : "TLS, key") :
 		"plaintext");
-	ret = dst_run(d, lfd);
+	return 0;
+}
+
+int mig_dest_run(struct mig_dest *d, struct vm **vm)
+{
+	int ret = dst_run(d, d->lfd);
+
 	if (ret < 0) {
 		bool failed = mig_get_state(&d->c) == MIG_FAILED;
 
@@ -113,6 +121,13 @@ int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct
 	d->vm_handed = true;
 	*vm = d->c.vm;
 	return 0;
+}
+
+int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct vm **vm)
+{
+	int ret = mig_dest_listen(out, o);
+
+	return ret < 0 ? ret : mig_dest_run(*out, vm);
 }
 
 /*
@@ -183,20 +198,41 @@ uint64_t mig_dest_pages_absent(struct mig_dest *d)
 	return d->c.npages - d->present_count;
 }
 
+/* Why the destination holds the guest, and for how long yet (query-migrate). */
+static void dst_query_hold(struct mig_dest *d, json_t *r, enum mig_state st)
+{
+	pthread_mutex_lock(&d->c.lock);
+	if ((st == MIG_PAUSED || st == MIG_RECOVERING) && d->paused_at) {
+		uint64_t spent = (now_ns() - d->paused_at) / 1000000;
+
+		json_object_set_new(r, "paused_because", json_string(d->c.error));
+		json_object_set_new(r, "recover_ms_left", json_integer(
+			spent < d->c.recover_timeout_ms ? d->c.recover_timeout_ms - spent : 0));
+	}
+	if (st == MIG_FAILED || st == MIG_UNKNOWN)
+		json_object_set_new(r, "error", json_string(d->c.error));
+	pthread_mutex_unlock(&d->c.lock);
+}
+
 json_t *mig_dest_query(struct mig_dest *d)
 {
-	bool done = mig_dest_state(d) == MIG_COMPLETED;
+	enum mig_state st = mig_dest_state(d);
 	json_t *r = NULL;
 
 	/* a copy: the completion thread replaces the record a second after completion */
 	pthread_mutex_lock(&d->c.lock);
-	if (done && d->record)
+	if (st == MIG_COMPLETED && d->record)
 		r = json_deep_copy(d->record);
 	pthread_mutex_unlock(&d->c.lock);
-	if (!r)
+	/* before the vCPU starts here the guest is still being built: pages only */
+	if (!r && __atomic_load_n(&d->t_resume, __ATOMIC_ACQUIRE))
 		r = dst_figures(d);
-
-	json_object_set_new(r, "status", json_string(mig_state_name(mig_dest_state(d))));
+	if (!r)
+		r = json_pack("{s:I, s:I}", "ram_pages", (json_int_t)d->c.npages,
+			      "dst_pages_present", (json_int_t)d->present_count);
+	json_object_set_new(r, "side", json_string("destination"));
+	json_object_set_new(r, "status", json_string(mig_state_name(st)));
+	dst_query_hold(d, r, st);
 	return r;
 }
 
@@ -222,6 +258,10 @@ void mig_dest_free(struct mig_dest *d)
 		pthread_join(d->rendezvous_thread, NULL);
 	if (d->lfd >= 0)
 		close(d->lfd);
+	if (d->lfd_extra >= 0)
+		close(d->lfd_extra);
+	if (d->lfd_next >= 0)
+		close(d->lfd_next);
 	uffd_close(&d->uffd);
 	mig_free_xports(&d->c);
 	bitmap_free(&d->present);

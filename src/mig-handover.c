@@ -49,9 +49,12 @@ static int src_ask(struct mig_source *s, uint32_t decision)
 	struct proto_msg m = { 0 };
 	struct xport *x = NULL;
 	uint8_t b[4] = { decision };
+	uint16_t port;
+	char host[256];
 	int ret;
 
-	ret = xport_connect(&x, s->p.transport, s->p.host, s->p.port, s->c.x->session,
+	src_target(s, host, &port);
+	ret = xport_connect(&x, s->p.transport, host, port, s->c.x->session,
 			    RESOLVE_BACKOFF_MAX_MS, s->c.sec);
 	if (ret == -ECONNREFUSED)
 		return -ESRCH;
@@ -73,15 +76,25 @@ static int src_ask(struct mig_source *s, uint32_t decision)
 	return ret;
 }
 
-/* Wait ms, or less when the operator decides (migrate-resolve). */
-static void src_backoff(struct mig_source *s, unsigned ms)
+void src_backoff(struct mig_source *s, unsigned ms)
 {
 	uint64_t deadline = now_ns() + ms * 1000000ull;
 	struct timespec ts = { .tv_sec = deadline / 1000000000ull, .tv_nsec = deadline % 1000000000ull };
+	unsigned gen;
 
 	pthread_mutex_lock(&s->c.lock);
-	if (!s->resolve_owner)
-		pthread_cond_timedwait(&s->c.cond, &s->c.lock, &ts);
+	gen = s->retargets;
+	while (!s->resolve_owner && s->retargets == gen && !s->cancel_recovery &&
+	       pthread_cond_timedwait(&s->c.cond, &s->c.lock, &ts) == 0)
+		;
+	pthread_mutex_unlock(&s->c.lock);
+}
+
+void src_target(struct mig_source *s, char host[static 256], uint16_t *port)
+{
+	pthread_mutex_lock(&s->c.lock);
+	memcpy(host, s->p.host, 256);
+	*port = s->p.port;
 	pthread_mutex_unlock(&s->c.lock);
 }
 
@@ -203,7 +216,7 @@ static void dst_decide(struct mig_dest *d, int decision)
  * handover's decision) or RECOVER (post-copy recovery, which takes the
  * connection over).  Returns the transport if the caller still owns it.
  */
-static struct xport *dst_serve_reconnect(struct mig_dest *d, struct xport *x)
+static struct xport *dst_serve_reconnect(struct mig_dest *d, struct xport *x, int lfd)
 {
 	struct proto_msg m = { 0 };
 	struct rbuf r;
@@ -211,7 +224,7 @@ static struct xport *dst_serve_reconnect(struct mig_dest *d, struct xport *x)
 	int ret = xport_ctl_recv(x, &m, RESOLVE_ANSWER_MS);
 
 	if (!ret && m.type == MSG_RECOVER) {
-		dst_serve_recover(d, x, &m);
+		dst_serve_recover(d, x, &m, lfd);
 		proto_msg_free(&m);
 		return NULL;
 	}
@@ -242,29 +255,95 @@ out:
 	return x;
 }
 
+/* Take over a socket migrate-recover opened (this thread alone polls it). */
+static void dst_take_next_listener(struct mig_dest *d)
+{
+	int fd;
+
+	pthread_mutex_lock(&d->c.lock);
+	fd = d->lfd_next;
+	d->lfd_next = -1;
+	pthread_mutex_unlock(&d->c.lock);
+	if (fd < 0)
+		return;
+	if (d->lfd_extra >= 0)
+		close(d->lfd_extra);
+	d->lfd_extra = fd;
+}
+
+#define RENDEZVOUS_POLL_MS 200   /* how soon a migrate-recover socket is served */
+
 static void *dst_rendezvous_thread(void *arg)
 {
 	struct mig_dest *d = arg;
 
 	for (;;) {
-		struct pollfd p[2] = {
-			{ .fd = d->lfd, .events = POLLIN },
+		struct pollfd p[3] = {
 			{ .fd = d->quit_efd, .events = POLLIN },
+			{ .fd = d->lfd, .events = POLLIN },
+			{ .fd = d->lfd_extra, .events = POLLIN },
 		};
-		struct xport *x = NULL;
+		int n;
 
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
+		dst_take_next_listener(d);
+		p[2].fd = d->lfd_extra;   /* a negative fd is ignored by poll */
+		n = poll(p, 3, RENDEZVOUS_POLL_MS);
+		if (n < 0 && errno != EINTR)
+			return NULL;
+		if (p[0].revents)
+			return NULL;
+		for (int i = 1; i < 3 && n > 0; i++) {
+			struct xport *x = NULL;
+
+			if (!p[i].revents)
 				continue;
-			return NULL;
+			/* bounded: a stranger is dropped after its greeting deadline */
+			if (xport_accept(&x, d->o.transport, p[i].fd, MIG_HANDSHAKE_TIMEOUT_MS,
+					 d->c.sec) == 0)
+				x = dst_serve_reconnect(d, x, p[i].fd);
+			xport_close(x);
 		}
-		if (p[1].revents)
-			return NULL;
-		/* bounded: a stranger is dropped after its greeting deadline */
-		if (xport_accept(&x, d->o.transport, d->lfd, MIG_HANDSHAKE_TIMEOUT_MS, d->c.sec) == 0)
-			x = dst_serve_reconnect(d, x);
-		xport_close(x);
 	}
+}
+
+int mig_dest_recover_listen(struct mig_dest *d, const char *host, uint16_t port)
+{
+	enum mig_state st = mig_get_state(&d->c);
+	int fd, ret;
+
+	if (st != MIG_PAUSED && st != MIG_RECOVERING && st != MIG_UNKNOWN)
+		return err_set(-EINVAL, "the migration is %s: migrate-recover is for postcopy-paused, "
+			       "recovering or outcome-unknown", mig_state_name(st));
+	if (!d->rendezvous_started)
+		return err_set(-EINVAL, "this migration has no reconnections (the source is umig 0.1)");
+	ret = xsec_check_addr(d->c.sec, host, d->o.insecure, "migrate-recover");
+	if (ret < 0)
+		return ret;
+	fd = xconn_tcp_listen(host, port);
+	if (fd < 0)
+		return fd;
+	pthread_mutex_lock(&d->c.lock);
+	if (d->lfd_next >= 0)
+		close(d->lfd_next);
+	d->lfd_next = fd;
+	pthread_mutex_unlock(&d->c.lock);
+	pr_info("incoming: migrate-recover: also waiting for the source on %s:%u", host, port);
+	return 0;
+}
+
+int mig_dest_resolve(struct mig_dest *d, int owner)
+{
+	enum mig_state st = mig_get_state(&d->c);
+
+	if (owner != MIG_OWNER_SOURCE && owner != MIG_OWNER_DEST)
+		return err_set(-EINVAL, "owner must be 'source' or 'destination'");
+	if (st != MIG_UNKNOWN)
+		return err_set(-EINVAL, "the migration is %s, not outcome-unknown: there is nothing "
+			       "to resolve", mig_state_name(st));
+	pr_warn("incoming: the operator says the guest belongs to the %s",
+		owner == MIG_OWNER_DEST ? "destination: it runs here" : "source: the copy here is dropped");
+	dst_decide(d, owner == MIG_OWNER_DEST ? RESOLVE_COMMIT : RESOLVE_ABORT);
+	return 0;
 }
 
 static int dst_start_rendezvous(struct mig_dest *d)

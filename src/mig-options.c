@@ -68,6 +68,17 @@ static json_t *get_rdma_poll(const struct mig_params *p)
 	return json_boolean(p->rdma_poll);
 }
 
+static int set_rdma_plaintext(struct mig_params *p, const char *v)
+{
+	p->rdma_plaintext_pages = strcmp(v, "false") != 0;
+	return 0;
+}
+
+static json_t *get_rdma_plaintext(const struct mig_params *p)
+{
+	return json_boolean(p->rdma_plaintext_pages);
+}
+
 static int set_prepaging(struct mig_params *p, const char *v)
 {
 	if (!prepage_known(v))
@@ -328,6 +339,10 @@ static const struct migopt migopts[] = {
 	{ "rdma-poll", "rdma_poll", NULL,
 	  "rdma: busy-poll completions (a core spins) instead of sleeping on them", set_rdma_poll,
 	  get_rdma_poll },
+	{ "rdma-plaintext-pages", "rdma_plaintext_pages", NULL,
+	  "rdma with --auth-key/--tls-creds: accept that the guest's pages cross the RDMA "
+	  "network unencrypted (TLS covers only the control connection); refused without it",
+	  set_rdma_plaintext, get_rdma_plaintext },
 	{ "prepaging", "prepaging", "POLICY",
 	  "post-copy push order: linear, bubble, bubble-dir (default bubble)", set_prepaging,
 	  get_prepaging },

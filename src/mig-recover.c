@@ -38,6 +38,7 @@
 
 #define RECOVER_BACKOFF_MIN_MS 100
 #define RECOVER_BACKOFF_MAX_MS 1000
+#define RECOVER_CLOSED_MAX 3   /* connections closed unanswered before the peer counts as dead */
 #define RECOVER_STEP_MS        3000   /* each message of the exchange */
 
 /*
@@ -119,17 +120,20 @@ static int src_resync(struct mig_source *s, struct xport *x)
 /*
  * One attempt: 1 recovered on *out, 2 the destination had already
  * completed (its COMPLETE kept in s->complete_early, the connection on
- * *out), 0 no answer, -ESRCH nobody there, < 0 refused.
+ * *out), 0 no answer, -ESRCH nobody there, -ENOTCONN closed before it
+ * answered, < 0 refused.
  */
 static int src_try_recover(struct mig_source *s, struct xport **out)
 {
 	uint8_t ns[PROTO_NONCE_LEN], mac[PROTO_MAC_LEN], want[PROTO_MAC_LEN];
 	struct proto_msg m = { 0 };
 	struct xport *x = NULL;
-	char text[1100];
+	char text[1100], host[256];
+	uint16_t port;
 	int ret;
 
-	ret = xport_connect(&x, s->p.transport, s->p.host, s->p.port, s->c.x->session,
+	src_target(s, host, &port);
+	ret = xport_connect(&x, s->p.transport, host, port, s->c.x->session,
 			    RECOVER_BACKOFF_MAX_MS, s->c.sec);
 	if (ret == -ECONNREFUSED)
 		return -ESRCH;
@@ -140,9 +144,13 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 	if (!ret)
 		ret = xport_ctl_recv(x, &m, RECOVER_STEP_MS);
 	if (ret == -EPIPE || ret == -ECONNRESET) {
-		/* the host answered, but nothing there speaks for this migration */
+		/*
+		 * the host answered, but nothing there speaks for this migration
+		 * - or the destination was still busy with a failed attempt:
+		 * the caller believes it only when it happens again
+		 */
 		xport_close(x);
-		return -ESRCH;
+		return -ENOTCONN;
 	}
 	if (!ret && m.type == MSG_COMPLETE) {
 		/* every page had arrived: the break cost only the final exchange */
@@ -184,7 +192,7 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 	}
 	if (!ret) {
 		src_expose_ram(s, x);
-		ret = xport_connect_data(x, s->p.host, s->p.port, RECOVER_STEP_MS);
+		ret = xport_connect_data(x, host, port, RECOVER_STEP_MS);
 	}
 out:
 	proto_msg_free(&m);
@@ -220,12 +228,16 @@ int src_recover(struct mig_source *s, int why)
 		pthread_join(s->urgent_thread, NULL);
 		s->urgent_started = false;
 	}
-	for (;;) {
+	for (unsigned closed = 0;;) {
 		if (s->cancel_recovery)
 			return err_set(-ECANCELED, "umig is exiting: post-copy recovery abandoned");
 		ret = src_try_recover(s, &x);
 		if (ret == 1 || ret == 2)
 			break;
+		/* closed unanswered three times running: nothing there knows this migration */
+		closed = ret == -ENOTCONN ? closed + 1 : 0;
+		if (ret == -ENOTCONN)
+			ret = closed >= RECOVER_CLOSED_MAX ? -ESRCH : 0;
 		if (ret == -ESRCH && (xport_caps(s->c.x) & XCAP_ONESIDED))
 			return err_set(-ESRCH, "the destination died after switchover; the guest's pages "
 				       "it had not READ yet exist only here");
@@ -241,7 +253,7 @@ int src_recover(struct mig_source *s, int why)
 			return err_set(-ETIMEDOUT, "post-copy could not recover within %u s: %s",
 				       s->c.recover_timeout_ms / 1000, err_msg(why));
 		mig_set_state(&s->c, MIG_PAUSED);
-		usleep(backoff * 1000);
+		src_backoff(s, backoff);   /* cut short by migrate resume:true */
 		backoff = MIN(backoff * 2, RECOVER_BACKOFF_MAX_MS);
 	}
 	mig_swap_xport(&s->c, x);
@@ -408,7 +420,7 @@ static void dst_tell_completed(struct mig_dest *d, struct xport *x)
 	xport_close(x);
 }
 
-void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m)
+void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m, int lfd)
 {
 	enum mig_state st = mig_get_state(&d->c);
 	int ret;
@@ -448,7 +460,7 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	xconn_tcp_set_user_timeout(x->ctl, d->c.peer_timeout_ms);
 	ret = dst_send_present(d, x);
 	if (!ret)
-		ret = xport_accept_data(x, d->lfd, RECOVER_STEP_MS);
+		ret = xport_accept_data(x, lfd, RECOVER_STEP_MS);
 	if (ret < 0) {
 		pr_warn("incoming: recovery attempt failed: %s", err_msg(ret));
 		xport_close(x);

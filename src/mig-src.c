@@ -136,6 +136,8 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 	if (!ret)
 		ret = xsec_check_addr(s->c.sec, p->host, p->insecure, "migration");
 	if (!ret)
+		ret = xsec_check_rdma(s->c.sec, p->transport, p->rdma_plaintext_pages, "migration");
+	if (!ret)
 		ret = bitmap_init(&s->sent, s->c.npages);
 	if (!ret)
 		ret = bitmap_init(&s->ever, s->c.npages);
@@ -206,6 +208,31 @@ int mig_source_cancel(struct mig_source *s)
 		pr_info("migration: cancelled by the operator");
 		xport_shutdown(s->c.x);
 	}
+	return ret;
+}
+
+int mig_source_retarget(struct mig_source *s, const char *host, uint16_t port)
+{
+	enum mig_state st;
+	int ret = xsec_check_addr(s->c.sec, host, s->p.insecure, "migration");
+
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&s->c.lock);
+	st = s->c.state;
+	if (st != MIG_PAUSED && st != MIG_RECOVERING && st != MIG_UNKNOWN)
+		ret = err_set(-EINVAL, "the migration is %s: resume is for postcopy-paused, recovering "
+			      "or outcome-unknown", mig_state_name(st));
+	else if (snprintf(s->p.host, sizeof(s->p.host), "%s", host) >= (int)sizeof(s->p.host))
+		ret = err_set(-EINVAL, "'to': the host name is too long");
+	if (!ret) {
+		s->p.port = port;
+		s->retargets++;
+		pthread_cond_broadcast(&s->c.cond);
+	}
+	pthread_mutex_unlock(&s->c.lock);
+	if (!ret)
+		pr_info("migration: resume: reconnecting to %s:%u from now on", host, port);
 	return ret;
 }
 

@@ -159,6 +159,7 @@ struct mig_source {
 	bool committed;              /* COMMIT left: the source never resumes its copy */
 	bool resolved_by_reconnect;  /* the commit was acknowledged on a new connection */
 	int resolve_owner;           /* (L) the operator's decision, MIG_OWNER_* */
+	unsigned retargets;          /* (L) migrate resume:true moved p.host/p.port */
 	bool cancel_recovery;        /* umig is exiting: do not reconnect */
 	bool scanned;                /* post-copy: populated is final */
 	_Atomic bool pc_scanned;     /* ... and the request server may read it */
@@ -272,6 +273,8 @@ struct mig_dest {
 	uint64_t discard_end;        /* DISCARD runs so far end here (they ascend) */
 	int decision;                /* (L) RESOLVE_COMMIT / RESOLVE_ABORT, 0 = none yet */
 	int lfd;                     /* the listening socket, kept for reconnections */
+	int lfd_next;                /* (L) migrate-recover's socket, not yet polled */
+	int lfd_extra;               /* migrate-recover's socket (rendezvous thread's) */
 	pthread_t rendezvous_thread;
 	bool rendezvous_started;
 
@@ -337,7 +340,14 @@ void dst_pause(struct mig_dest *d, int why);
  */
 void dst_channel_failed(struct mig_dest *d, int why);
 /* A reconnection asks to recover: authenticate it and resume post-copy on it. */
-void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m);
+/* lfd: the listening socket the reconnection came on (its page channels follow there) */
+/*
+ * The source's reconnections: where to (migrate resume:true may move it),
+ * and a wait between attempts cut short by the operator.
+ */
+void src_target(struct mig_source *s, char host[static 256], uint16_t *port);
+void src_backoff(struct mig_source *s, unsigned ms);
+void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_msg *m, int lfd);
 bool dst_recovering_allowed(struct mig_dest *d);
 void dst_stop_fault_thread(struct mig_dest *d);
 int dst_switchover(struct mig_dest *d);

@@ -60,7 +60,8 @@ static int uffd_open_error(int err)
 	switch (err) {
 	case EPERM:
 		return err_set(-EPERM, "userfaultfd unavailable (EPERM): run as "
-			       "root or set vm.unprivileged_userfaultfd=1");
+			       "root, set vm.unprivileged_userfaultfd=1, or give this user "
+			       "read-write access to /dev/userfaultfd");
 	case ENOSYS:
 		return err_set(-ENOSYS, "userfaultfd unavailable (ENOSYS): boot a "
 			       "kernel with CONFIG_USERFAULTFD=y");

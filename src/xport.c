@@ -390,7 +390,12 @@ int xport_accept_conns(struct xconn **out, unsigned n, int lfd, struct xport *x,
 	for (int ch = 0; ch < XCH_COUNT; ch++)
 		out[ch] = NULL;
 	while (got < n && !ret) {
-		struct pollfd p[2] = { { .fd = efd, .events = POLLIN }, { .fd = lfd, .events = POLLIN } };
+		/*
+		 * The page channels of x: its control connection closing meanwhile
+		 * means the peer gave this attempt up (a recovery it starts over).
+		 */
+		struct pollfd p[3] = { { .fd = efd, .events = POLLIN }, { .fd = lfd, .events = POLLIN },
+				       { .fd = x && x->ctl ? xconn_fd(x->ctl) : -1, .events = POLLRDHUP } };
 		int wait = greet_wait_ms(deadline), nbusy = 0;
 
 		for (int i = 0; i < XPORT_PENDING_MAX; i++)
@@ -400,9 +405,16 @@ int xport_accept_conns(struct xconn **out, unsigned n, int lfd, struct xport *x,
 				      x ? "bulk or urgent" : "control", timeout_ms / 1000);
 			break;
 		}
-		if (poll(p, nbusy < XPORT_PENDING_MAX ? 2 : 1, wait) < 0) {
+		if (nbusy == XPORT_PENDING_MAX)
+			p[1].fd = -1;   /* every greeting slot busy: accept no more for now */
+		if (poll(p, 3, wait) < 0) {
 			ret = errno == EINTR ? 0 : -errno;
 			continue;
+		}
+		if (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+			ret = err_set(-ECONNRESET, "the control connection closed before the %s channels "
+				      "connected", "bulk and urgent");
+			break;
 		}
 		if (p[0].revents)
 			got += greet_reap(gs, efd, out, session);

@@ -249,6 +249,22 @@ int xsec_check_addr(const struct xsec *s, const char *host, bool insecure, const
 	return 0;
 }
 
+int xsec_check_rdma(const struct xsec *s, const char *transport, bool plaintext_pages,
+		    const char *who)
+{
+	if (!s || !transport || strcmp(transport, "rdma"))
+		return 0;
+	if (!plaintext_pages)
+		return err_set(-EPERM, "--transport rdma with TLS: TLS protects only the control "
+			       "connection, and the guest's pages would cross the RDMA network "
+			       "unencrypted; give --rdma-plaintext-pages on both sides to accept "
+			       "that, or use --transport tcp to keep them encrypted");
+	pr_warn("%s: --rdma-plaintext-pages: TLS (%s) protects the control connection only; the "
+		"guest's pages cross the RDMA network unencrypted, and anyone who can read it can "
+		"read the guest's memory", who, xsec_kind(s));
+	return 0;
+}
+
 int xsec_keygen(const char *path)
 {
 	uint8_t key[XSEC_KEY_BYTES];

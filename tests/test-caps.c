@@ -377,7 +377,7 @@ static void test_require_names_missing(void **state)
 	c.uffd_unprivileged_sysctl = 0;
 	assert_int_equal(caps_require(&c, want_uffd, why, sizeof(why)), -ENOTSUP);
 	assert_non_null(strstr(why, "userfaultfd missing (EPERM): needed for post-copy"));
-	assert_non_null(strstr(why, "fix: run as root or set vm.unprivileged_userfaultfd=1"));
+	assert_non_null(strstr(why, "fix: run as root, set vm.unprivileged_userfaultfd=1"));
 	/* a mode built on userfaultfd gets userfaultfd's fix */
 	assert_int_equal(caps_require(&c, want_move, why, sizeof(why)), -ENOTSUP);
 	assert_non_null(strstr(why, "vm.unprivileged_userfaultfd=1"));
@@ -420,7 +420,7 @@ static void test_unprivileged_is_refused(void **state)
 		if (!c.uffd_user_mode_only)	/* 5.11+ allows it */
 			_exit(12);
 		if (caps_require(&c, want, why, sizeof(why)) != -ENOTSUP ||
-		    !strstr(why, "run as root or set vm.unprivileged_userfaultfd=1"))
+		    !strstr(why, "run as root, set vm.unprivileged_userfaultfd=1"))
 			_exit(13);
 		_exit(0);
 	}

@@ -13,39 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "t-rig.h"
 #include "t-util.h"
-
-static int t_port(void)
-{
-	static int base;
-
-	if (!base)
-		base = 20000 + (getpid() * 13 + time(NULL)) % 20000;
-	return base++;
-}
-
-/* Poll the source's query-migrate until its status contains want (bounded). */
-static bool wait_status(const char *sock, const char *want, int timeout_ms)
-{
-	struct timespec t0, t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		char *qa[] = { (char *)t_umig(), "ctl", "--raw", (char *)sock, "query-migrate", NULL };
-		struct t_result q;
-		bool hit;
-
-		t_run(qa, 10, &q);
-		hit = q.out && strstr(q.out, want);
-		t_result_free(&q);
-		if (hit)
-			return true;
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
-			return false;
-		usleep(5000);
-	}
-}
 
 /*
  * The source dies (kill -9) in the middle of post-copy: the destination
@@ -57,7 +26,7 @@ static void test_source_killed_during_postcopy(void **state)
 	char *dir = t_tmpdir();
 	char listen[32], sock[600];
 	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
-	int port = t_port(), st;
+	int port = rig_port(), st;
 	char *o, *e;
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
@@ -99,120 +68,6 @@ static void test_source_killed_during_postcopy(void **state)
 }
 
 /* --- the handover under a fault-injecting proxy ---------------------------- */
-
-struct rig {
-	char *dir;
-	pid_t proxy, dst, src;
-	char listen[32], via[32], sock[600];
-};
-
-/* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
-static const char *rig_peer_timeout = "1000";
-static const char *rig_cmdline = "wss=32 passes=14";
-static const char *rig_prepaging = "bubble-dir";
-static const char *rig_after = "0.7";   /* --migrate-after, seconds */
-
-static void rig_start(struct rig *g, const char *mode, const char *const *rules)
-{
-	int dport = t_port(), pport = t_port();
-	char lp[16], dp[16];
-	char *pa[16] = { "python3", "tests/faultproxy.py", "--lifetime=120", lp, dp };
-	int n = 5;
-
-	memset(g, 0, sizeof(*g));
-	g->dir = t_tmpdir();
-	snprintf(lp, sizeof(lp), "%d", pport);
-	snprintf(dp, sizeof(dp), "%d", dport);
-	for (; rules && *rules && n < 15; rules++)
-		pa[n++] = (char *)*rules;
-	pa[n] = NULL;
-	g->proxy = t_spawn(pa, t_path(g->dir, "proxy.out"), NULL);
-	assert_true(t_wait_for_text(t_path(g->dir, "proxy.out"), "ready", 10000));
-	snprintf(g->listen, sizeof(g->listen), "127.0.0.1:%d", dport);
-	snprintf(g->via, sizeof(g->via), "127.0.0.1:%d", pport);
-	char *da[] = { (char *)t_umig(), "incoming", "--listen", g->listen, "--quiet",
-		       "--peer-timeout", (char *)rig_peer_timeout, "--recover-timeout", "20000", NULL };
-	g->dst = t_spawn(da, t_path(g->dir, "dst.out"), t_path(g->dir, "dst.err"));
-	/* the proxy connects upstream when the source connects: be listening by then */
-	assert_true(t_wait_for_text(t_path(g->dir, "dst.err"), "waiting for a migration", 10000));
-	snprintf(g->sock, sizeof(g->sock), "%s", t_path(g->dir, "src.sock"));
-	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
-		       "--cmdline", (char *)rig_cmdline, "--migrate-to", g->via,
-		       "--prepaging", (char *)rig_prepaging,
-		       "--migrate-after", (char *)rig_after, "--mode", (char *)mode, "--peer-timeout", (char *)rig_peer_timeout,
-		       "--recover-timeout", "20000", "--control", g->sock,
-		       "--stats", (char *)t_path(g->dir, "src.json"), "--quiet", NULL };
-	g->src = t_spawn(sa, t_path(g->dir, "src.out"), t_path(g->dir, "src.err"));
-}
-
-static void rig_stop(struct rig *g)
-{
-	t_kill(g->src);
-	t_kill(g->dst);
-	t_kill(g->proxy);
-	t_tmpdir_free(g->dir);
-}
-
-static char *rig_file(struct rig *g, const char *name)
-{
-	char *s = t_read_file(t_path(g->dir, name));
-
-	return s ? s : strdup("");
-}
-
-static void rig_dump(struct rig *g, int src, int dst)
-{
-	char *f[] = { rig_file(g, "src.err"), rig_file(g, "dst.err"), rig_file(g, "proxy.out"),
-		      rig_file(g, "src.out"), rig_file(g, "dst.out") };
-
-	fprintf(stderr, "source %d, destination %d\n-- src err:\n%s-- dst err:\n%s-- proxy:\n%s"
-		"-- src out:\n%s-- dst out:\n%s", src, dst, f[0], f[1], f[2], f[3], f[4]);
-	for (int i = 0; i < 5; i++)
-		free(f[i]);
-}
-
-/* Wait for both ends (bounded) and require their exit statuses. */
-static void rig_expect(struct rig *g, int want_src, int want_dst)
-{
-	int src = t_wait(g->src, 90), dst = t_wait(g->dst, 90);
-
-	if (src != want_src || dst != want_dst)
-		rig_dump(g, src, dst);
-	assert_int_equal(src, want_src);
-	assert_int_equal(dst, want_dst);
-}
-
-/* One end's stderr says text. */
-static void assert_said(struct rig *g, const char *file, const char *text)
-{
-	char *e = rig_file(g, file);
-	bool hit = strstr(e, text) != NULL;
-
-	if (!hit)
-		fprintf(stderr, "-- %s:\n%s", file, e);
-	free(e);
-	if (!hit)
-		fail_msg("%s does not say '%s'", file, text);
-}
-
-/* The guest finished at exactly one place, clean. */
-static void assert_ran_only_at(struct rig *g, const char *where)
-{
-	char *so = rig_file(g, "src.out"), *dout = rig_file(g, "dst.out");
-	const char *done = "memverify: done passes=14 mismatches=0";
-
-	assert_null(strstr(so, "MISMATCH"));
-	assert_null(strstr(dout, "MISMATCH"));
-	if (!strcmp(where, "source")) {
-		assert_non_null(strstr(so, done));
-		assert_null(strstr(dout, "memverify:"));
-	} else {
-		assert_non_null(strstr(dout, done));
-		assert_null(strstr(so, "done"));
-	}
-	free(so);
-	free(dout);
-}
 
 /*
  * RESUMED is lost and the link partitions for longer than the peer
@@ -279,9 +134,8 @@ static void test_ready_lost_pre(void **state)
  * with what the destination lacks.  memverify finishes clean and the
  * record counts the recovery and the pages that were lost in flight.
  */
-static void postcopy_break_said(const char *mode, const char *rule, const char *said)
+static void postcopy_breaks(const char *mode, const char *const *rules, const char *said)
 {
-	const char *const rules[] = { rule, NULL };
 	struct rig g;
 	json_t *rec;
 
@@ -294,6 +148,11 @@ static void postcopy_break_said(const char *mode, const char *rule, const char *
 	rig_expect(&g, 0, 0);
 	t_wait(ev, 10);   /* it ends when the source closes its socket */
 	assert_ran_only_at(&g, "destination");
+	char *ev_text = rig_file(&g, "events.out");
+
+	if (!strstr(ev_text, "\"status\":\"postcopy-paused\""))
+		rig_dump(&g, 0, 0);
+	free(ev_text);
 	assert_said(&g, "events.out", "\"status\":\"postcopy-paused\"");
 	assert_said(&g, "events.out", "\"status\":\"recovering\"");
 	assert_said(&g, "events.out", "\"status\":\"completed\"");
@@ -311,12 +170,35 @@ static void postcopy_break_said(const char *mode, const char *rule, const char *
 	rig_stop(&g);
 }
 
+static void postcopy_break_said(const char *mode, const char *rule, const char *said)
+{
+	const char *const rules[] = { rule, NULL };
+
+	postcopy_breaks(mode, rules, said);
+}
+
 static void postcopy_break(const char *mode, const char *rule)
 {
 	postcopy_break_said(mode, rule, NULL);
 }
 
+/* the rig's post-copy pushes 20-34 MB on the bulk channel (its faults take the rest) */
+static void test_postcopy_reset_early(void **s) { postcopy_break("post", "bulk:s2d:bytes=300000:reset"); }
 static void test_postcopy_reset_midway(void **s) { postcopy_break("post", "bulk:s2d:bytes=8000000:reset"); }
+static void test_postcopy_reset_late(void **s) { postcopy_break("post", "bulk:s2d:bytes=16000000:reset"); }
+
+/*
+ * A second break during the recovery itself: the destination's present
+ * runs (RECOVER_STATE, type 72) are cut off, that attempt fails at both
+ * ends, and the next one recovers.
+ */
+static void test_postcopy_reset_during_recovery(void **s)
+{
+	static const char *const rules[] = { "bulk:s2d:bytes=8000000:reset",
+					     "control:d2s:type=72:reset", NULL };
+
+	postcopy_breaks("post", rules, "recovery attempt failed");
+}
 /*
  * Integrity on plaintext (FEAT_DIGEST): a bit flipped on the way, which
  * TCP's checksum can miss, is caught before the frame is used.  Before
@@ -370,34 +252,6 @@ static void test_postcopy_garbled_urgent(void **s)
 }
 
 /* --- a peer killed (-9) or stopped (SIGSTOP) at each phase ------------------ */
-
-/*
- * Wait until the source's query-migrate reports state; the proxy rule of
- * each test stalls the bulk channel there, so the phase lasts seconds.
- */
-static void rig_wait_state(struct rig *g, const char *state)
-{
-	char want[64];
-
-	assert_true(t_wait_for_path(g->sock, 10000));
-	snprintf(want, sizeof(want), "\"%s\"", state);
-	if (!wait_status(g->sock, want, 30000)) {
-		rig_dump(g, -1, -1);
-		fail_msg("the source never reached %s", state);
-	}
-}
-
-/* Wait for one process, bounded by `bound_s`, and require its status. */
-static void rig_expect_one(struct rig *g, pid_t *pid, int bound_s, int want, const char *who)
-{
-	int st = t_wait(*pid, bound_s);
-
-	*pid = 0;
-	if (st != want) {
-		rig_dump(g, who[0] == 's' ? st : -1, who[0] == 'd' ? st : -1);
-		fail_msg("%s exited %d, expected %d within %d s", who, st, want, bound_s);
-	}
-}
 
 /*
  * The destination dies before the commit (pre-copy round, stop-copy
@@ -669,7 +523,7 @@ static void test_admission_refuses_too_big_a_guest(void **state)
 {
 	char why[1024], script[1200], listen[32], *cg = make_memcg(64ull << 20, why, sizeof(why));
 	char *dir, *so, *de;
-	int port = t_port(), st;
+	int port = rig_port(), st;
 
 	if (!cg) {
 		print_message("skipped: %s\n", why);
@@ -706,32 +560,35 @@ static void test_admission_refuses_too_big_a_guest(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_source_killed_during_postcopy),
-		cmocka_unit_test(test_resumed_lost_pre),
-		cmocka_unit_test(test_resumed_lost_stop_copy),
-		cmocka_unit_test(test_commit_lost_pre),
-		cmocka_unit_test(test_ready_lost_pre),
-		cmocka_unit_test(test_postcopy_reset_midway),
-		cmocka_unit_test(test_postcopy_partition_midway),
-		cmocka_unit_test(test_postcopy_urgent_cut),
-		cmocka_unit_test(test_hybrid_reset_midway),
-		cmocka_unit_test(test_postcopy_garbled_bulk),
-		cmocka_unit_test(test_postcopy_garbled_urgent),
-		cmocka_unit_test(test_dest_killed_in_precopy),
-		cmocka_unit_test(test_dest_killed_in_stop_copy),
-		cmocka_unit_test(test_dest_killed_in_hybrid_round),
-		cmocka_unit_test(test_source_killed_in_precopy),
-		cmocka_unit_test(test_source_killed_in_stop_copy),
-		cmocka_unit_test(test_dest_killed_in_postcopy),
-		cmocka_unit_test(test_dest_stopped_past_timeout),
-		cmocka_unit_test(test_source_stopped_past_timeout),
-		cmocka_unit_test(test_dest_stopped_briefly),
-		cmocka_unit_test(test_source_stopped_in_precopy),
-		cmocka_unit_test(test_admission_refuses_too_big_a_guest),
-		cmocka_unit_test(test_guest_exits_at_source),
-		cmocka_unit_test(test_guest_exits_at_dest_in_postcopy),
-		cmocka_unit_test(test_flipped_bit_in_a_page),
-		cmocka_unit_test(test_flipped_bit_in_the_state),
+		cmocka_unit_test_teardown(test_source_killed_during_postcopy, rig_teardown),
+		cmocka_unit_test_teardown(test_resumed_lost_pre, rig_teardown),
+		cmocka_unit_test_teardown(test_resumed_lost_stop_copy, rig_teardown),
+		cmocka_unit_test_teardown(test_commit_lost_pre, rig_teardown),
+		cmocka_unit_test_teardown(test_ready_lost_pre, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_reset_early, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_reset_midway, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_reset_late, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_reset_during_recovery, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_partition_midway, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_urgent_cut, rig_teardown),
+		cmocka_unit_test_teardown(test_hybrid_reset_midway, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_garbled_bulk, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_garbled_urgent, rig_teardown),
+		cmocka_unit_test_teardown(test_dest_killed_in_precopy, rig_teardown),
+		cmocka_unit_test_teardown(test_dest_killed_in_stop_copy, rig_teardown),
+		cmocka_unit_test_teardown(test_dest_killed_in_hybrid_round, rig_teardown),
+		cmocka_unit_test_teardown(test_source_killed_in_precopy, rig_teardown),
+		cmocka_unit_test_teardown(test_source_killed_in_stop_copy, rig_teardown),
+		cmocka_unit_test_teardown(test_dest_killed_in_postcopy, rig_teardown),
+		cmocka_unit_test_teardown(test_dest_stopped_past_timeout, rig_teardown),
+		cmocka_unit_test_teardown(test_source_stopped_past_timeout, rig_teardown),
+		cmocka_unit_test_teardown(test_dest_stopped_briefly, rig_teardown),
+		cmocka_unit_test_teardown(test_source_stopped_in_precopy, rig_teardown),
+		cmocka_unit_test_teardown(test_admission_refuses_too_big_a_guest, rig_teardown),
+		cmocka_unit_test_teardown(test_guest_exits_at_source, rig_teardown),
+		cmocka_unit_test_teardown(test_guest_exits_at_dest_in_postcopy, rig_teardown),
+		cmocka_unit_test_teardown(test_flipped_bit_in_a_page, rig_teardown),
+		cmocka_unit_test_teardown(test_flipped_bit_in_the_state, rig_teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

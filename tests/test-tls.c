@@ -3,8 +3,9 @@
  * with X.509 certificates (made at test time by tests/mkcerts.sh), a
  * wrong, missing or world-readable key, an untrusted certificate, a
  * replayed handshake, a channel spliced in from another session,
- * strangers that must not block incoming, and plaintext refused on
- * non-loopback addresses.
+ * strangers that must not block incoming, plaintext refused on
+ * non-loopback addresses, and RDMA's plaintext pages refused under TLS
+ * without --rdma-plaintext-pages.
  *
  * Migrations run the real umig binary; the replay and splice cases use
  * the connection layer in-process, where the bytes can be controlled.
@@ -318,6 +319,60 @@ static void test_plaintext_needs_loopback(void **state)
 	t_tmpdir_free(dir);
 }
 
+/*
+ * RDMA page data is not encrypted: under TLS, --transport rdma needs
+ * --rdma-plaintext-pages on either side, refused without it before any RDMA
+ * device is looked for (so this runs on a host without one), and said on
+ * start with it.
+ */
+static void test_rdma_under_tls_needs_plaintext_flag(void **state)
+{
+	char *dir = t_tmpdir(), *key = keygen(dir, "k");
+	char listen[32];
+	struct t_result r;
+	const char *derr = t_path(dir, "dst.err");
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", t_port());
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--transport", "rdma",
+		       "--auth-key", key, NULL };
+	t_run(da, 30, &r);
+	assert_int_equal(r.status, 125);
+	assert_non_null(strstr(r.err, "the guest's pages would cross the RDMA network unencrypted"));
+	assert_non_null(strstr(r.err, "--rdma-plaintext-pages"));
+	assert_null(strstr(r.err, "RDMA device"));   /* refused before device setup */
+	t_result_free(&r);
+
+	/* the source refuses before it connects: its guest runs on */
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
+		       "--cmdline", "wss=8 passes=3", "--migrate-to", listen, "--transport", "rdma",
+		       "--auth-key", key, "--migrate-after", "0.1", "--quiet", NULL };
+	t_run(sa, 60, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.err, "--rdma-plaintext-pages on both sides"));
+	assert_null(strstr(r.err, "RDMA device"));
+	assert_non_null(strstr(r.out, "memverify: done passes=3 mismatches=0"));
+	t_result_free(&r);
+
+	/* with the flag it is said on start; no device here may then stop it later */
+	char *dk[] = { (char *)t_umig(), "incoming", "--listen", listen, "--transport", "rdma",
+		       "--auth-key", key, "--rdma-plaintext-pages", NULL };
+	pid_t dpid = t_spawn(dk, NULL, derr);
+	assert_true(t_wait_for_text(derr, "waiting for a migration", 10000));
+	char *o = t_read_file(derr);
+	assert_non_null(strstr(o, "--rdma-plaintext-pages: TLS (psk) protects the control "
+			       "connection only"));
+	free(o);
+	t_kill(dpid);
+
+	/* plaintext on loopback needs no flag: nothing is encrypted anyway */
+	char *dp[] = { (char *)t_umig(), "incoming", "--listen", listen, "--transport", "rdma", NULL };
+	dpid = t_spawn(dp, NULL, derr);
+	assert_true(t_wait_for_text(derr, "waiting for a migration", 10000));
+	t_kill(dpid);
+	free(key);
+	t_tmpdir_free(dir);
+}
+
 /* --- in-process: replay and splice ------------------------------------------------- */
 
 struct dst_side {
@@ -558,6 +613,7 @@ int main(void)
 		cmocka_unit_test(test_x509_migration_and_untrusted),
 		cmocka_unit_test(test_strangers_do_not_block_incoming),
 		cmocka_unit_test(test_plaintext_needs_loopback),
+		cmocka_unit_test(test_rdma_under_tls_needs_plaintext_flag),
 		cmocka_unit_test(test_channel_from_another_session_refused),
 		cmocka_unit_test(test_replayed_handshake_refused),
 	};

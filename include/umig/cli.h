@@ -33,6 +33,7 @@ int cli_usage_error(const char *verb, const char *fmt, ...)
 
 struct mig_params;
 struct mig_dest;
+struct mig_ctl;
 
 /* What a running VM is served with, shared by run, restore and incoming. */
 struct serve_opts {
@@ -43,6 +44,9 @@ struct serve_opts {
 	double migrate_after;        /* seconds */
 	struct mig_dest *incoming;   /* the VM arrived by migration and runs */
 	const char *timeline_path;   /* heartbeat samples written at exit */
+	/* opened before the guest existed (cli_control_open); cli_serve_vm closes them */
+	struct control *ctl;
+	struct mig_ctl *mig;
 };
 
 /*
@@ -68,5 +72,11 @@ int cli_open_console(const char *path);
  * Returns the process exit status.
  */
 int cli_serve_vm(struct vm *vm, const struct serve_opts *o);
+/*
+ * The control socket at path (none if NULL) with the migration commands,
+ * vm NULL until the guest exists; 0 or -errno (already printed).
+ */
+int cli_control_open(const char *path, struct vm *vm, struct control **ctl, struct mig_ctl **mig);
+void cli_control_close(struct control *ctl, struct mig_ctl *mig);
 
 #endif

@@ -53,6 +53,7 @@ struct mig_params {
 	enum mig_mode mode;
 	char transport[16];          /* page transport ("tcp", "rdma") */
 	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
+	bool rdma_plaintext_pages;   /* RDMA under TLS: page data in clear accepted */
 	char host[256];
 	uint16_t port;
 	char prepaging[32];          /* post-copy policy name (prepage.h) */
@@ -138,12 +139,26 @@ json_t *mig_source_query(struct mig_source *s);
 int mig_source_resolve(struct mig_source *s, int owner);
 /* Before the commit: stop the migration; the guest keeps running here. */
 int mig_source_cancel(struct mig_source *s);
+/*
+ * migrate with resume: true - reconnect to host:port from now on, while
+ * post-copy is paused or recovering or the outcome is unknown; -EINVAL
+ * in any other state.
+ */
+int mig_source_retarget(struct mig_source *s, const char *host, uint16_t port);
 /* Wait for the migration thread; free everything. */
 void mig_source_destroy(struct mig_source *s);
 
-/* "migrate" and "query-migrate" on the control socket (one at a time). */
+/*
+ * The migration commands on the control socket (docs/control.md): one
+ * outgoing migration at a time, and at a destination the incoming one.
+ * vm may be NULL until the guest has arrived (mig_ctl_set_vm).
+ */
 struct mig_ctl;
+struct mig_dest;
 int mig_ctl_register(struct mig_ctl **out, struct control *c, struct vm *vm);
+void mig_ctl_set_vm(struct mig_ctl *m, struct vm *vm);
+/* The incoming migration query-migrate, migrate-recover and migrate-resolve act on. */
+void mig_ctl_set_incoming(struct mig_ctl *m, struct mig_dest *d);
 /* Start a migration without the control socket (umig run --migrate-to). */
 int mig_ctl_start(struct mig_ctl *m, const struct mig_params *p);
 /* True once a migration completed (the source should exit 0). */
@@ -153,8 +168,6 @@ bool mig_ctl_lost(struct mig_ctl *m, char *why, size_t len);
 void mig_ctl_free(struct mig_ctl *m);
 
 /* --- destination ---------------------------------------------------------- */
-
-struct mig_dest;
 
 struct mig_dest_opts {
 	char host[256];
@@ -166,6 +179,7 @@ struct mig_dest_opts {
 	bool place_continue;         /* memfd: place with pwrite + UFFDIO_CONTINUE, not UFFDIO_COPY */
 	const char *transport;       /* page transport, NULL = tcp */
 	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
+	bool rdma_plaintext_pages;   /* RDMA under TLS: page data in clear accepted */
 	uint64_t expect_ram;         /* 0 = accept the source's size */
 	unsigned peer_timeout_ms;    /* 0 = the default */
 	unsigned recover_timeout_ms; /* 0 = the default */
@@ -179,9 +193,23 @@ struct mig_dest_opts {
 /*
  * Wait for one migration on host:port and run it until the guest runs
  * here.  On success *vm is running and owned by the caller (destroy it
- * after mig_dest_finish()).
+ * after mig_dest_finish()).  mig_dest_accept = mig_dest_listen + _run;
+ * between the two the control socket can be given the migration.
  */
 int mig_dest_accept(struct mig_dest **out, const struct mig_dest_opts *o, struct vm **vm);
+int mig_dest_listen(struct mig_dest **out, const struct mig_dest_opts *o);
+int mig_dest_run(struct mig_dest *d, struct vm **vm);
+/*
+ * migrate-recover: also listen on host:port for the source's
+ * reconnection, while post-copy is paused or recovering or the outcome
+ * is unknown.  -EINVAL in any other state.
+ */
+int mig_dest_recover_listen(struct mig_dest *d, const char *host, uint16_t port);
+/*
+ * migrate-resolve at the destination, outcome unknown: MIG_OWNER_DEST
+ * runs the guest here, MIG_OWNER_SOURCE drops the copy here.
+ */
+int mig_dest_resolve(struct mig_dest *d, int owner);
 /* Wait (bounded) for completion, write the statistics; 0 or -errno. */
 int mig_dest_finish(struct mig_dest *d, int timeout_s);
 enum mig_state mig_dest_state(struct mig_dest *d);

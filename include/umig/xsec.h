@@ -49,6 +49,15 @@ const char *xsec_kind(const struct xsec *s);
  * "incoming" or "migration", for the messages.
  */
 int xsec_check_addr(const struct xsec *s, const char *host, bool insecure, const char *who);
+/*
+ * TLS covers the control connection only: RDMA page data travels in clear.
+ * Where TLS is in force (s set) and the transport is rdma, that needs the
+ * explicit plaintext_pages (--rdma-plaintext-pages): -EPERM naming the flag
+ * without it, a warning saying what is exposed with it.  Checked before any
+ * RDMA device is touched.  who: "incoming" or "migration".
+ */
+int xsec_check_rdma(const struct xsec *s, const char *transport, bool plaintext_pages,
+		    const char *who);
 /* Write a new random key to path, mode 0600; refuses to overwrite. */
 int xsec_keygen(const char *path);
 /* -EPERM with a message when path is readable or writable by group or others. */

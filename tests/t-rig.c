@@ -1,0 +1,218 @@
+/*
+ * t-rig.c - a migration between two umig processes on loopback through
+ * tests/faultproxy.py, for the failure and operator tests: the source runs
+ * memverify with a control socket, the destination listens behind the
+ * proxy with one of its own, and the helpers wait for states, exit
+ * statuses and messages within bounds.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "t-rig.h"
+#include "t-util.h"
+
+/* The rig started last, for rig_teardown after a failed assertion. */
+static struct rig live;
+
+int rig_port(void)
+{
+	static int base;
+
+	if (!base)
+		base = 20000 + (getpid() * 13 + time(NULL)) % 20000;
+	return base++;
+}
+
+/* Poll the source's query-migrate until its status contains want (bounded). */
+bool wait_status(const char *sock, const char *want, int timeout_ms)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		char *qa[] = { (char *)t_umig(), "ctl", "--raw", (char *)sock, "query-migrate", NULL };
+		struct t_result q;
+		bool hit;
+
+		t_run(qa, 10, &q);
+		hit = q.out && strstr(q.out, want);
+		t_result_free(&q);
+		if (hit)
+			return true;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
+			return false;
+		usleep(5000);
+	}
+}
+
+
+/* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
+const char *rig_peer_timeout = "1000";
+const char *rig_cmdline = "wss=32 passes=14";
+const char *rig_prepaging = "bubble-dir";
+const char *rig_after = "0.7";   /* --migrate-after, seconds */
+
+void rig_start(struct rig *g, const char *mode, const char *const *rules)
+{
+	int dport = rig_port(), pport = rig_port();
+	char lp[16], dp[16];
+	char *pa[16] = { "python3", "tests/faultproxy.py", "--lifetime=120", lp, dp };
+	int n = 5;
+
+	memset(g, 0, sizeof(*g));
+	g->dir = t_tmpdir();
+	snprintf(lp, sizeof(lp), "%d", pport);
+	snprintf(dp, sizeof(dp), "%d", dport);
+	for (; rules && *rules && n < 15; rules++)
+		pa[n++] = (char *)*rules;
+	pa[n] = NULL;
+	g->proxy = t_spawn(pa, t_path(g->dir, "proxy.out"), NULL);
+	live = *g;
+	assert_true(t_wait_for_text(t_path(g->dir, "proxy.out"), "ready", 10000));
+	snprintf(g->listen, sizeof(g->listen), "127.0.0.1:%d", dport);
+	snprintf(g->via, sizeof(g->via), "127.0.0.1:%d", pport);
+	snprintf(g->dsock, sizeof(g->dsock), "%s", t_path(g->dir, "dst.sock"));
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", g->listen, "--quiet",
+		       "--peer-timeout", (char *)rig_peer_timeout, "--recover-timeout", "20000",
+		       "--control", g->dsock, NULL };
+	g->dst = t_spawn(da, t_path(g->dir, "dst.out"), t_path(g->dir, "dst.err"));
+	live = *g;
+	/* the proxy connects upstream when the source connects: be listening by then */
+	assert_true(t_wait_for_text(t_path(g->dir, "dst.err"), "waiting for a migration", 10000));
+	snprintf(g->sock, sizeof(g->sock), "%s", t_path(g->dir, "src.sock"));
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
+		       "--cmdline", (char *)rig_cmdline, "--migrate-to", g->via,
+		       "--prepaging", (char *)rig_prepaging,
+		       "--migrate-after", (char *)rig_after, "--mode", (char *)mode, "--peer-timeout", (char *)rig_peer_timeout,
+		       "--recover-timeout", "20000", "--control", g->sock,
+		       "--stats", (char *)t_path(g->dir, "src.json"), "--quiet", NULL };
+	g->src = t_spawn(sa, t_path(g->dir, "src.out"), t_path(g->dir, "src.err"));
+	live = *g;
+}
+
+/* Kill pid only while it is still an unreaped child of this process. */
+static void kill_if_ours(pid_t pid)
+{
+	if (pid > 0 && waitpid(pid, NULL, WNOHANG) == 0)
+		t_kill(pid);
+}
+
+void rig_stop(struct rig *g)
+{
+	t_kill(g->src);
+	t_kill(g->dst);
+	t_kill(g->proxy);
+	t_tmpdir_free(g->dir);
+	memset(&live, 0, sizeof(live));
+}
+
+int rig_teardown(void **state)
+{
+	(void)state;
+	if (!live.dir)
+		return 0;
+	kill_if_ours(live.src);
+	kill_if_ours(live.dst);
+	kill_if_ours(live.proxy);
+	t_tmpdir_free(live.dir);
+	memset(&live, 0, sizeof(live));
+	return 0;
+}
+
+char *rig_file(struct rig *g, const char *name)
+{
+	char *s = t_read_file(t_path(g->dir, name));
+
+	return s ? s : strdup("");
+}
+
+void rig_dump(struct rig *g, int src, int dst)
+{
+	char *f[] = { rig_file(g, "src.err"), rig_file(g, "dst.err"), rig_file(g, "proxy.out"),
+		      rig_file(g, "src.out"), rig_file(g, "dst.out") };
+
+	fprintf(stderr, "source %d, destination %d\n-- src err:\n%s-- dst err:\n%s-- proxy:\n%s"
+		"-- src out:\n%s-- dst out:\n%s", src, dst, f[0], f[1], f[2], f[3], f[4]);
+	for (int i = 0; i < 5; i++)
+		free(f[i]);
+}
+
+/* Wait for both ends (bounded) and require their exit statuses. */
+void rig_expect(struct rig *g, int want_src, int want_dst)
+{
+	int src = t_wait(g->src, 90), dst = t_wait(g->dst, 90);
+
+	if (src != want_src || dst != want_dst)
+		rig_dump(g, src, dst);
+	assert_int_equal(src, want_src);
+	assert_int_equal(dst, want_dst);
+}
+
+/* One end's stderr says text. */
+void assert_said(struct rig *g, const char *file, const char *text)
+{
+	char *e = rig_file(g, file);
+	bool hit = strstr(e, text) != NULL;
+
+	if (!hit)
+		fprintf(stderr, "-- %s:\n%s", file, e);
+	free(e);
+	if (!hit)
+		fail_msg("%s does not say '%s'", file, text);
+}
+
+/* The guest finished at exactly one place, clean. */
+void assert_ran_only_at(struct rig *g, const char *where)
+{
+	char *so = rig_file(g, "src.out"), *dout = rig_file(g, "dst.out");
+	const char *done = "memverify: done passes=14 mismatches=0";
+
+	assert_null(strstr(so, "MISMATCH"));
+	assert_null(strstr(dout, "MISMATCH"));
+	if (!strcmp(where, "source")) {
+		assert_non_null(strstr(so, done));
+		assert_null(strstr(dout, "memverify:"));
+	} else {
+		assert_non_null(strstr(dout, done));
+		assert_null(strstr(so, "done"));
+	}
+	free(so);
+	free(dout);
+}
+
+/*
+ * Wait until the source's query-migrate reports state; the proxy rule of
+ * each test stalls the bulk channel there, so the phase lasts seconds.
+ */
+void rig_wait_state(struct rig *g, const char *state)
+{
+	char want[64];
+
+	assert_true(t_wait_for_path(g->sock, 10000));
+	snprintf(want, sizeof(want), "\"%s\"", state);
+	if (!wait_status(g->sock, want, 30000)) {
+		rig_dump(g, -1, -1);
+		fail_msg("the source never reached %s", state);
+	}
+}
+
+/* Wait for one process, bounded by `bound_s`, and require its status. */
+void rig_expect_one(struct rig *g, pid_t *pid, int bound_s, int want, const char *who)
+{
+	int st = t_wait(*pid, bound_s);
+
+	*pid = 0;
+	if (st != want) {
+		rig_dump(g, who[0] == 's' ? st : -1, who[0] == 'd' ? st : -1);
+		fail_msg("%s exited %d, expected %d within %d s", who, st, want, bound_s);
+	}
+}
+

@@ -1,0 +1,52 @@
+/*
+ * t-rig.h - a source and a destination umig on loopback with
+ * tests/faultproxy.py between them (t-rig.c), for tests of failures and
+ * of the operator's commands.
+ */
+#ifndef UMIG_T_RIG_H
+#define UMIG_T_RIG_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct rig {
+	char *dir;
+	pid_t proxy, dst, src;
+	char listen[32], via[32];
+	char sock[600];    /* the source's control socket */
+	char dsock[600];   /* the destination's, served from before the source connects */
+};
+
+/* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
+extern const char *rig_peer_timeout;
+extern const char *rig_cmdline;
+extern const char *rig_prepaging;
+extern const char *rig_after;   /* --migrate-after, seconds */
+
+/* A loopback port not used before by this process. */
+int rig_port(void);
+/* Poll query-migrate on sock until its reply contains want (bounded). */
+bool wait_status(const char *sock, const char *want, int timeout_ms);
+/* Start proxy (with its rules), destination, then the source migrating in mode. */
+void rig_start(struct rig *g, const char *mode, const char *const *rules);
+void rig_stop(struct rig *g);
+/*
+ * A cmocka teardown: after a failed assertion, stop what the last rig
+ * started (processes still running, its directory); nothing after rig_stop.
+ */
+int rig_teardown(void **state);
+/* A file of the rig's directory ("" if absent; caller frees). */
+char *rig_file(struct rig *g, const char *name);
+void rig_dump(struct rig *g, int src, int dst);
+/* Wait for both ends (bounded) and require their exit statuses. */
+void rig_expect(struct rig *g, int want_src, int want_dst);
+/* One end's stderr (file) says text. */
+void assert_said(struct rig *g, const char *file, const char *text);
+/* memverify finished clean at exactly one place: "source" or "destination". */
+void assert_ran_only_at(struct rig *g, const char *where);
+/* Wait until the source's query-migrate reports state. */
+void rig_wait_state(struct rig *g, const char *state);
+/* Wait for one process, bounded by bound_s, and require its status. */
+void rig_expect_one(struct rig *g, pid_t *pid, int bound_s, int want, const char *who);
+
+#endif
