@@ -185,14 +185,6 @@ static int dirty_mark(struct dirty_tracker *d, const struct page_region *r,
 	return 0;
 }
 
-/*
- * One scan returns at most nregions regions and then stops with walk_end
- * at the first page it did not report (and did not re-protect), so we go
- * on from there.  Each call must advance; the loop is bounded by the page
- * count in case a kernel bug ever makes it stall.  The count is of pages
- * reported, whether or not their bit was already set in out.
- * Not thread-safe: one collector per tracker (the regions are scratch).
- */
 int dirty_start_kvm(struct dirty_tracker *d, const struct guest_mem *mem)
 {
 	int ret;
@@ -228,6 +220,14 @@ static long dirty_collect_kvm(struct dirty_tracker *d, struct bitmap *out)
 	return (long)count;
 }
 
+/*
+ * One scan returns at most nregions regions and then stops with walk_end
+ * at the first page it did not report (and did not re-protect), so we go
+ * on from there.  Each call must advance; the loop is bounded by the page
+ * count in case a kernel bug ever makes it stall.  The count is of pages
+ * reported, whether or not their bit was already set in out.
+ * Not thread-safe: one collector per tracker (the regions are scratch).
+ */
 long dirty_collect(struct dirty_tracker *d, struct bitmap *out)
 {
 	struct page_region *regs = d->regions;
