@@ -151,6 +151,22 @@ void bitmap_clear_all(struct bitmap *b)
 		__atomic_store_n(&b->words[w], 0, __ATOMIC_RELEASE);
 }
 
+uint64_t bitmap_or_words(struct bitmap *b, const uint64_t *words, uint64_t n)
+{
+	uint64_t count = 0, last = b->nbits % BITS_PER_WORD ? BIT(b->nbits) - 1 : ~0ull;
+
+	n = MIN(n, nwords(b));
+	for (uint64_t w = 0; w < n; w++) {
+		uint64_t x = w + 1 == nwords(b) ? words[w] & last : words[w];
+
+		if (!x)
+			continue;
+		__atomic_fetch_or(&b->words[w], x, __ATOMIC_ACQ_REL);
+		count += __builtin_popcountll(x);
+	}
+	return count;
+}
+
 uint64_t bitmap_count(const struct bitmap *b)
 {
 	uint64_t n = 0;

@@ -158,6 +158,12 @@ int cmd_run(int argc, char **argv)
 		pr_err("cannot create the VM: %s", err_msg(ret));
 		return EXIT_FAILURE_UMIG;
 	}
+	ret = so.migrate ? mig_params_check_vm(so.migrate, vm) : 0;
+	if (ret < 0) {
+		pr_err("%s", err_msg(ret));
+		vm_destroy(vm);
+		return EXIT_FAILURE_UMIG;
+	}
 	ret = vm_boot(vm, argv[optind], cmdline);
 	if (ret < 0) {
 		pr_err("%s", err_msg(ret));

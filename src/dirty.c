@@ -34,6 +34,12 @@
  *    MADV_DONTNEED of a written page): its content did change, to zeroes.
  *  - A PMD-mapped transparent huge page is reported (and re-protected) as
  *    one 2 MiB region: umig maps guest RAM with 4 KiB pages.
+ *
+ * The second mechanism, for guests under KVM, is KVM's own dirty log
+ * (dirty_start_kvm; the ioctls are in vcpu-kvm.c): a bit per 4 KiB guest
+ * page written by a vCPU, read and cleared by KVM_GET_DIRTY_LOG.  The
+ * engine picks one with --dirty-track (mig-precopy.c); both fill the same
+ * bitmap, and dirty_collect / dirty_stop work on either.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +54,7 @@
 #include "umig/log.h"
 #include "umig/uffd.h"
 #include "umig/util.h"
+#include "umig/vcpu-kvm.h"
 
 /* Regions per PAGEMAP_SCAN call (24 bytes each): a full vec just loops. */
 #define DIRTY_REGIONS		4096
@@ -178,6 +185,41 @@ static int dirty_mark(struct dirty_tracker *d, const struct page_region *r,
 	return 0;
 }
 
+int dirty_start_kvm(struct dirty_tracker *d, const struct guest_mem *mem)
+{
+	int ret;
+
+	*d = (struct dirty_tracker){ .mech = DIRTY_KVM_LOG, .uffd = -1, .pagemap_fd = -1 };
+	d->log = calloc((mem->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+	if (!d->log)
+		return err_set(-ENOMEM, "dirty: no memory for the KVM dirty log's bitmap");
+	ret = vcpu_kvm_dirty_log_start(mem, &d->kvm);
+	if (ret < 0) {
+		free(d->log);
+		*d = (struct dirty_tracker){ .uffd = -1, .pagemap_fd = -1 };
+		return ret;
+	}
+	d->base = mem->host;
+	d->len = mem->size;
+	pr_debug("dirty: KVM dirty log on %p+%#llx (%llu pages)", (void *)d->base,
+		 (unsigned long long)d->len, (unsigned long long)(d->len / PAGE_SIZE));
+	return 0;
+}
+
+/* KVM's log since the last call, ORed into out. */
+static long dirty_collect_kvm(struct dirty_tracker *d, struct bitmap *out)
+{
+	uint64_t nwords = (d->len / PAGE_SIZE + 63) / 64, t0 = now_ns(), count;
+	int ret = vcpu_kvm_dirty_log_get(d->kvm, d->log);
+
+	if (ret < 0)
+		return ret;
+	count = bitmap_or_words(out, d->log, nwords);
+	pr_debug("dirty: %llu page(s) written (KVM dirty log), %llu us",
+		 (unsigned long long)count, (unsigned long long)((now_ns() - t0) / 1000));
+	return (long)count;
+}
+
 /*
  * One scan returns at most nregions regions and then stops with walk_end
  * at the first page it did not report (and did not re-protect), so we go
@@ -194,11 +236,13 @@ long dirty_collect(struct dirty_tracker *d, struct bitmap *out)
 	uint64_t t0 = now_ns();
 	int n, i, ret, eintr = 0;
 
-	if (d->uffd < 0 || d->pagemap_fd < 0 || !regs)
+	if ((d->uffd < 0 || d->pagemap_fd < 0 || !regs) && !d->kvm)
 		return err_set(-EBADF, "dirty: collect: tracker not started");
 	if (!out || !out->words || out->nbits < npages)
 		return err_set(-EINVAL, "dirty: collect: bitmap smaller than "
 			       "%llu pages", (unsigned long long)npages);
+	if (d->kvm)
+		return dirty_collect_kvm(d, out);
 	while (start < end) {
 		struct pm_scan_arg arg = {
 			.size = sizeof(arg),
@@ -251,6 +295,12 @@ void dirty_stop(struct dirty_tracker *d)
 {
 	struct uffdio_range range = { (uintptr_t)d->base, d->len };
 
+	if (d->kvm) {
+		vcpu_kvm_dirty_log_stop(d->kvm);
+		pr_debug("dirty: stopped KVM's dirty log on %p+%#llx", (void *)d->base,
+			 (unsigned long long)d->len);
+	}
+	free(d->log);
 	if (d->uffd >= 0) {
 		if (d->base && ioctl(d->uffd, UFFDIO_UNREGISTER, &range))
 			pr_debug("dirty: unregister %p+%#llx: %s",

@@ -24,6 +24,13 @@ void mig_params_default(struct mig_params *p)
 	p->recover_timeout_ms = MIG_RECOVER_TIMEOUT_DEFAULT_MS;
 }
 
+const char *mig_dirty_track_name(int t)
+{
+	static const char *const names[] = { "auto", "wp", "kvm-log" };
+
+	return t >= 0 && t < (int)ARRAY_SIZE(names) ? names[t] : "?";
+}
+
 void lat_init(struct lat_hist *h)
 {
 	memset(h, 0, sizeof(*h));

@@ -332,6 +332,21 @@ static json_t *get_fallback(const struct mig_params *p)
 	return json_string(p->fallback_post ? "post" : "none");
 }
 
+static int set_dirty_track(struct mig_params *p, const char *v)
+{
+	for (int t = MIG_DIRTY_AUTO; t <= MIG_DIRTY_KVM_LOG; t++)
+		if (!strcmp(v, mig_dirty_track_name(t))) {
+			p->dirty_track = t;
+			return 0;
+		}
+	return err_set(-EINVAL, "'%s' is not a dirty tracker (auto, wp or kvm-log)", v);
+}
+
+static json_t *get_dirty_track(const struct mig_params *p)
+{
+	return json_string(mig_dirty_track_name(p->dirty_track));
+}
+
 static const struct migopt migopts[] = {
 	{ "mode", "mode", "MODE", "post|pre|hybrid|stop-copy (default post)", set_mode, get_mode },
 	{ "transport", "transport", "NAME", "page transport: tcp or rdma (default tcp)", set_transport,
@@ -380,6 +395,11 @@ static const struct migopt migopts[] = {
 	{ "fallback", "fallback", "MODE",
 	  "pre: switch to post-copy when rounds stop making progress (post|none, default none)",
 	  set_fallback, get_fallback },
+	{ "dirty-track", "dirty_track", "TRACKER",
+	  "how pre-copy and hybrid find written pages: wp (userfaultfd write-protect, any "
+	  "backend), kvm-log (KVM's dirty log, --vcpu kvm only); auto (default): kvm-log "
+	  "under KVM, else wp (provisional, docs/architecture.md)", set_dirty_track,
+	  get_dirty_track },
 	{ "stats", "stats", "FILE", "write the statistics record (docs/metrics.md)", set_stats,
 	  get_stats },
 	{ "quiet", "quiet", NULL, "no progress line", set_quiet, get_quiet },

@@ -3,14 +3,17 @@
  *
  * Round 1 sends every page; each later round sends the pages written
  * since the previous one (userfaultfd write-protect in async mode plus
- * PAGEMAP_SCAN, dirty.c), each round ending with MARK round-end.  The
- * rounds stop when what is left fits the downtime limit at the last
- * round's throughput (converged), after --max-rounds, after round 1 in
- * hybrid mode, or when the rounds stop making progress with --fallback
- * post (mig-converge.c judges each round and runs auto-converge).  The set that decided the stop is left in s->dirty, unsent:
- * the switchover sends it (pre) or discards it at the destination (hybrid).
+ * PAGEMAP_SCAN, or KVM's dirty log: --dirty-track, dirty.c), each round
+ * ending with MARK round-end.  The rounds stop when what is left fits the
+ * downtime limit at the last round's throughput (converged), after
+ * --max-rounds, after round 1 in hybrid mode, or when the rounds stop
+ * making progress with --fallback post (mig-converge.c judges each round
+ * and runs auto-converge).  The set that decided the stop is left in
+ * s->dirty, unsent: the switchover sends it (pre) or discards it at the
+ * destination (hybrid).
  */
 #include <errno.h>
+#include <string.h>
 
 #include "mig.h"
 
@@ -87,9 +90,32 @@ static int src_rounds(struct mig_source *s)
 	}
 }
 
+/*
+ * The tracker --dirty-track names.  auto: KVM's dirty log under KVM, write-
+ * protect otherwise; chosen by mechanism, not measured (docs/architecture.md,
+ * "Dirty tracking"): under KVM, re-protecting host ptes each round also
+ * zaps KVM's mappings of them (reads fault again too) and splits huge
+ * pages, while KVM's log re-protects only its own mappings, 4 KiB each.
+ */
+static int src_dirty_start(struct mig_source *s)
+{
+	struct vm *vm = s->c.vm;
+	int t = s->p.dirty_track, ret;
+
+	if (t == MIG_DIRTY_AUTO)
+		t = strcmp(vcpu_backend_name(vm->vcpu), "kvm") ? MIG_DIRTY_WP : MIG_DIRTY_KVM_LOG;
+	ret = t == MIG_DIRTY_KVM_LOG ? dirty_start_kvm(&s->tracker, &vm->mem) :
+	      dirty_start(&s->tracker, vm->mem.host, vm->mem.size);
+	if (!ret) {
+		s->dirty_tracker = mig_dirty_track_name(t);
+		pr_debug("migration: dirty tracking with %s", s->dirty_tracker);
+	}
+	return ret;
+}
+
 int src_precopy(struct mig_source *s)
 {
-	int ret = dirty_start(&s->tracker, s->c.vm->mem.host, s->c.vm->mem.size);
+	int ret = src_dirty_start(s);
 
 	if (ret < 0)
 		return ret;

@@ -110,11 +110,24 @@ static void src_free(struct mig_source *s)
 	free(s);
 }
 
+int mig_params_check_vm(const struct mig_params *p, struct vm *vm)
+{
+	const char *backend = vcpu_backend_name(vm->vcpu);
+
+	if (p->dirty_track == MIG_DIRTY_KVM_LOG && strcmp(backend, "kvm"))
+		return err_set(-EINVAL, "--dirty-track kvm-log reads KVM's dirty log, and this "
+			       "guest runs under %s, not KVM: use --dirty-track wp (or auto), or "
+			       "run the guest with --vcpu kvm", backend);
+	return 0;
+}
+
 int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_params *p)
 {
 	struct mig_source *s;
-	int ret;
+	int ret = mig_params_check_vm(p, vm);
 
+	if (ret < 0)
+		return ret;
 	if (p->fallback_post && p->mode != MIG_MODE_PRE)
 		return err_set(-EINVAL, "--fallback post applies to --mode pre (post-copy and "
 			       "hybrid already end in post-copy)");

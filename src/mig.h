@@ -174,6 +174,7 @@ struct mig_source {
 	struct bitmap dirty;         /* pre-copy: written since it was last sent */
 	struct dirty_tracker tracker;
 	bool tracking;
+	const char *dirty_tracker;   /* the one pre-copy ran ("wp", "kvm-log"); NULL = none */
 	struct prepage *pp;
 	/*
 	 * Post-copy in-flight tracking (mig-postcopy-src.c): per page the

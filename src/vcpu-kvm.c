@@ -21,6 +21,9 @@
  * registers read afterwards are consistent (Documentation/virt/kvm/api.rst,
  * "immediate_exit").
  *
+ * KVM's dirty log, for pre-copy's kvm-log tracker (dirty.c), is at the
+ * end: the slot's KVM_MEM_LOG_DIRTY_PAGES flag and KVM_GET_DIRTY_LOG.
+ *
  * The state record holds selectors, not descriptors: set_state gives
  * umig's GDT descriptors (guest-abi.h) to the selectors that name them and
  * refuses any other; get_state refuses a segment whose hidden part is not
@@ -608,4 +611,69 @@ static int vcpu_kvm_set_state(struct vcpu *v, const struct cpu_state *s)
 	if (r < 0)
 		return err_set(r, "KVM: writing x87/SSE state failed: %s", strerror(-r));
 	return 0;
+}
+
+/*
+ * --- KVM's dirty log (dirty.c's kvm-log tracker) -----------------------------
+ *
+ * KVM_MEM_LOG_DIRTY_PAGES on the one slot: KVM write-protects its own
+ * second-level page tables (or, with PML on Intel, logs the CPU's dirty
+ * bits) and sets a bit per 4 KiB guest page written by a vCPU, whatever
+ * the host page size.  Without KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled,
+ * KVM_GET_DIRTY_LOG returns the bitmap and clears it and re-protects
+ * those pages under the MMU lock before it returns, so a store racing
+ * with the call is in this bitmap or the next.  Changing only a slot's
+ * flags is allowed while the vCPUs run.  Writes by the host through the
+ * mapping are not logged: on the source no umig device writes guest RAM.
+ */
+static int kvm_slot_flags(struct kvm_ctx *k, uint32_t flags)
+{
+	struct kvm_userspace_memory_region slot = {
+		.slot = 0, .flags = flags, .guest_phys_addr = 0, .memory_size = k->mem->size,
+		.userspace_addr = (uintptr_t)k->mem->host,
+	};
+
+	return kvm_ioctl_retry(k->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot);
+}
+
+int vcpu_kvm_dirty_log_start(const struct guest_mem *mem, struct kvm_ctx **out)
+{
+	struct kvm_ctx *k;
+	int r;
+
+	pthread_mutex_lock(&kvm_ctx_lock);
+	for (k = kvm_ctxs; k && k->mem != mem; k = k->next)
+		;
+	if (k)
+		k->refs++;	/* the tracker's, until vcpu_kvm_dirty_log_stop() */
+	pthread_mutex_unlock(&kvm_ctx_lock);
+	if (!k)
+		return err_set(-ENODEV, "KVM dirty log: this guest does not run under KVM "
+			       "(--vcpu kvm); use --dirty-track wp");
+	r = kvm_slot_flags(k, KVM_MEM_LOG_DIRTY_PAGES);
+	if (r < 0) {
+		kvm_ctx_put(k);
+		return err_set(r, "KVM dirty log: KVM_SET_USER_MEMORY_REGION with "
+			       "KVM_MEM_LOG_DIRTY_PAGES: %s; use --dirty-track wp", strerror(-r));
+	}
+	*out = k;
+	return 0;
+}
+
+int vcpu_kvm_dirty_log_get(struct kvm_ctx *k, uint64_t *words)
+{
+	struct kvm_dirty_log log = { .slot = 0, .dirty_bitmap = words };
+	int r = kvm_ioctl_retry(k->vm_fd, KVM_GET_DIRTY_LOG, &log);
+
+	return r < 0 ? err_set(r, "KVM_GET_DIRTY_LOG: %s", strerror(-r)) : 0;
+}
+
+void vcpu_kvm_dirty_log_stop(struct kvm_ctx *k)
+{
+	int r = kvm_slot_flags(k, 0);
+
+	if (r < 0)
+		pr_warn("KVM dirty log: turning it off failed (%s); the guest runs on with "
+			"logging", strerror(-r));
+	kvm_ctx_put(k);
 }

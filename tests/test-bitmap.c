@@ -276,6 +276,27 @@ static void *t_race(void *arg)
 }
 
 /* Two threads claim the same 1e5 bits: each bit has exactly one winner. */
+/* KVM's dirty log ORed in: bits kept, counted, clamped to nbits. */
+static void test_or_words(void **state)
+{
+	struct bitmap b;
+	uint64_t w[3] = { 0x8000000000000001ull, 0, ~0ull };
+
+	(void)state;
+	assert_int_equal(bitmap_init(&b, 130), 0);
+	bitmap_set(&b, 5);
+	bitmap_set(&b, 63);
+	/* bits 0, 63 and 128..129 (the rest of word 2 is past nbits) */
+	assert_int_equal(bitmap_or_words(&b, w, 3), 4);
+	assert_int_equal(bitmap_count(&b), 5);
+	assert_true(bitmap_test(&b, 0) && bitmap_test(&b, 5) && bitmap_test(&b, 63));
+	assert_true(bitmap_test(&b, 128) && bitmap_test(&b, 129));
+	assert_int_equal(bitmap_next_set(&b, 64), 128);
+	assert_int_equal(bitmap_or_words(&b, w, 1), 2);	/* n words only */
+	assert_int_equal(bitmap_count(&b), 5);
+	bitmap_free(&b);
+}
+
 static void test_test_and_set_one_winner(void **state)
 {
 	pthread_barrier_t go;
@@ -314,6 +335,7 @@ int main(void)
 		cmocka_unit_test(test_sizes_without_a_tail),
 		cmocka_unit_test(test_set_range),
 		cmocka_unit_test(test_scans_match_reference),
+		cmocka_unit_test(test_or_words),
 		cmocka_unit_test(test_test_and_set_one_winner),
 	};
 

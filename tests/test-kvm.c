@@ -3,8 +3,9 @@
  *
  * Everywhere: the mapping between struct cpu_state and KVM's registers
  * (round trip bit for bit, refusals by name), the x87 tag word, the CPUID
- * model check against a host's supported table, and - on a host without
- * /dev/kvm - a clear error for --vcpu kvm and Unicorn for --vcpu auto.
+ * model check against a host's supported table, --dirty-track kvm-log
+ * refused for a guest under Unicorn, and - on a host without /dev/kvm - a
+ * clear error for --vcpu kvm and Unicorn for --vcpu auto.
  *
  * Where /dev/kvm works (the test VM of tests/vm/, or real hardware): every
  * guest runs to its expected output under KVM, snapshots move between the
@@ -340,13 +341,65 @@ static void test_vcpu_kvm_without_dev_kvm_fails_clearly(void **state)
 	t_result_free(&r);
 }
 
+/*
+ * --dirty-track kvm-log reads KVM's dirty log: refused for a guest under
+ * Unicorn, before it starts (umig run) and on the control socket.
+ */
+static void test_kvm_log_refused_under_unicorn(void **state)
+{
+	char *dir = t_tmpdir(), sock[256];
+	const char *why = "--dirty-track kvm-log reads KVM's dirty log, and this guest runs "
+			  "under unicorn, not KVM: use --dirty-track wp (or auto), or run the "
+			  "guest with --vcpu kvm";
+	char *a1[] = { (char *)t_umig(), "run", (char *)t_guest("hello"), "--vcpu", "unicorn",
+		       "--migrate-to", "127.0.0.1:1", "--mode", "pre", "--dirty-track", "kvm-log",
+		       NULL };
+	char *a2[] = { (char *)t_umig(), "run", (char *)t_guest("idle"), "--vcpu", "unicorn",
+		       "--cmdline", "secs=30", "--control", sock, NULL };
+	char *a3[] = { (char *)t_umig(), "migrate", "--control", sock, "--to", "127.0.0.1:1",
+		       "--mode", "hybrid", "--dirty-track", "kvm-log", "--quiet", NULL };
+	char *a4[] = { (char *)t_umig(), "ctl", sock, "query-status", NULL };
+	struct t_result r;
+	pid_t pid;
+
+	(void)state;
+	t_run(a1, 30, &r);
+	assert_int_equal(r.status, 125);
+	if (!strstr(r.err, why))
+		fail_msg("'%s' lacks '%s'", r.err, why);
+	assert_string_equal(r.out, "");		/* the guest never started */
+	t_result_free(&r);
+	snprintf(sock, sizeof(sock), "%s", t_path(dir, "c.sock"));
+	pid = t_spawn(a2, NULL, NULL);
+	assert_true(t_wait_for_path(sock, 10000));
+	t_run(a3, 30, &r);
+	assert_int_not_equal(r.status, 0);
+	if (!strstr(r.err, why))
+		fail_msg("'%s' lacks '%s'", r.err, why);
+	t_result_free(&r);
+	t_run(a4, 30, &r);			/* the guest runs on, untouched */
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "running"));
+	t_result_free(&r);
+	t_kill(pid);
+	t_tmpdir_free(dir);
+}
+
 /* --- under KVM (tests/vm/, or hardware) --------------------------------------- */
 
+/* cmdline may start with "cpus=N ": umig run --cpus N, the rest for the guest. */
 static void t_run_guest(const char *backend, const char *guest, const char *cmdline,
 			struct t_result *r)
 {
+	char cpus[8] = "1";
 	char *argv[] = { (char *)t_umig(), "run", (char *)t_guest(guest), "--vcpu",
-			 (char *)backend, "--cmdline", (char *)cmdline, NULL };
+			 (char *)backend, "--cpus", cpus, "--cmdline", (char *)cmdline, NULL };
+
+	if (!strncmp(cmdline, "cpus=", 5)) {
+		snprintf(cpus, sizeof(cpus), "%.*s", (int)strcspn(cmdline + 5, " "), cmdline + 5);
+		cmdline += 5 + strlen(cpus);
+		argv[8] = (char *)cmdline + strspn(cmdline, " ");
+	}
 
 	t_run(argv, 120, r);
 	if (r->status)
@@ -383,6 +436,21 @@ static void test_every_guest_runs_under_kvm(void **state)
 	t_run_guest("kvm", "regtorture", "secs=1", &r);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "regtorture: OK\n"));
+	t_result_free(&r);
+	/* several vCPUs: the guests that use them, and one whose secondaries only wait */
+	t_run_guest("kvm", "memverify", "cpus=2 wss=8 passes=3 threads=2", &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "threads=2\n"));
+	assert_non_null(strstr(r.out, "memverify: done passes=3 mismatches=0\n"));
+	t_result_free(&r);
+	t_run_guest("kvm", "dirty", "cpus=2 wss=8 pattern=random secs=1 threads=2", &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, " threads=2\n"));
+	assert_non_null(strstr(r.out, "dirty: done pages="));
+	t_result_free(&r);
+	t_run_guest("kvm", "hello", "cpus=3 b=2", &r);
+	assert_int_equal(r.status, 0);
+	assert_string_equal(r.out, "hello from umig guest\ncmdline: b=2\n");
 	t_result_free(&r);
 }
 
@@ -530,6 +598,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_x87_tag_word),
 		cmocka_unit_test(test_cpuid_model_against_a_host),
 		cmocka_unit_test(test_vcpu_kvm_without_dev_kvm_fails_clearly),
+		cmocka_unit_test(test_kvm_log_refused_under_unicorn),
 		cmocka_unit_test(test_every_guest_runs_under_kvm),
 		cmocka_unit_test(test_snapshot_from_unicorn_restores_under_kvm),
 		cmocka_unit_test(test_snapshot_from_kvm_restores_under_unicorn),

@@ -83,6 +83,14 @@ static void test_sending_less(void **state)
 	assert_true(p.fallback_post);
 	assert_int_equal(migopt_parse(&p, opt_of(o, "fallback"), "stop-copy"), -EINVAL);
 	assert_non_null(strstr(err_msg(-EINVAL), "post or none"));
+	assert_int_equal(p.dirty_track, MIG_DIRTY_AUTO);	/* the default */
+	assert_int_equal(migopt_parse(&p, opt_of(o, "dirty-track"), "kvm-log"), 1);
+	assert_int_equal(p.dirty_track, MIG_DIRTY_KVM_LOG);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "dirty-track"), "wp"), 1);
+	assert_int_equal(p.dirty_track, MIG_DIRTY_WP);
+	assert_int_equal(migopt_parse(&p, opt_of(o, "dirty-track"), "ring"), -EINVAL);
+	assert_non_null(strstr(err_msg(-EINVAL), "--dirty-track: 'ring' is not a dirty tracker "
+					    "(auto, wp or kvm-log)"));
 }
 
 /* What one front end prints the other reads back unchanged. */
@@ -103,6 +111,7 @@ static void test_json_round_trip(void **state)
 	a.max_bandwidth = 118ull << 20;
 	a.auto_converge = true;
 	a.fallback_post = true;
+	a.dirty_track = MIG_DIRTY_KVM_LOG;
 	ja = migopt_to_json(&a);
 	assert_int_equal(json_object_size(ja), migopt_count());
 	mig_params_default(&b);

@@ -34,6 +34,11 @@ void bitmap_set_range(struct bitmap *b, uint64_t start, uint64_t n);
 void bitmap_clear_range(struct bitmap *b, uint64_t start, uint64_t n);
 uint64_t bitmap_count_range(const struct bitmap *b, uint64_t start, uint64_t n);
 void bitmap_clear_all(struct bitmap *b);
+/*
+ * OR n words of bits (bit i of word i / 64 = bit i, the layout of KVM's
+ * dirty log) into b, clamped to nbits; returns how many bits words held.
+ */
+uint64_t bitmap_or_words(struct bitmap *b, const uint64_t *words, uint64_t n);
 uint64_t bitmap_count(const struct bitmap *b);
 /* First set / clear bit at index >= from, or nbits if none. */
 uint64_t bitmap_next_set(const struct bitmap *b, uint64_t from);

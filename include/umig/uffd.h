@@ -90,7 +90,23 @@ int uffd_wake(struct uffd *u, uint64_t off, uint64_t len);
 
 /* --- source: dirty tracking -------------------------------------------- */
 
+/*
+ * Two mechanisms behind one interface (docs/architecture.md, "Dirty
+ * tracking"): write-protect (any backend: userfaultfd WP_ASYNC on the host
+ * mapping + PAGEMAP_SCAN) and KVM's dirty log (--vcpu kvm only).
+ */
+enum dirty_mech {
+	DIRTY_WP,            /* dirty_start() */
+	DIRTY_KVM_LOG,       /* dirty_start_kvm() */
+};
+
+struct kvm_ctx;
+struct guest_mem;
+
 struct dirty_tracker {
+	enum dirty_mech mech;
+	struct kvm_ctx *kvm; /* kvm-log: the KVM VM whose log this reads */
+	uint64_t *log;       /* kvm-log: scratch bitmap KVM_GET_DIRTY_LOG fills */
 	int uffd;            /* write-protect uffd, -1 when closed */
 	int pagemap_fd;      /* /proc/self/pagemap */
 	uint8_t *base;
@@ -106,6 +122,11 @@ struct dirty_tracker {
  * PAGEMAP_SCAN.
  */
 int dirty_start(struct dirty_tracker *d, void *base, uint64_t len);
+/*
+ * Start tracking the vCPUs' writes to the guest RAM mem with KVM's dirty
+ * log; -ENODEV with a clear message unless a KVM VM maps mem.
+ */
+int dirty_start_kvm(struct dirty_tracker *d, const struct guest_mem *mem);
 /*
  * Get and clear the pages written since dirty_start or the previous
  * call: sets their page numbers (offset / 4096) in `out` (a bitmap of

@@ -42,4 +42,17 @@ int kvm_regs_to_state(const struct kvm_regs *regs, const struct kvm_sregs *sregs
 void kvm_xsave_to_fpu(const struct kvm_xsave *x, struct kvm_fpu *fpu);
 void kvm_fpu_to_xsave(const struct kvm_fpu *fpu, struct kvm_xsave *x);
 
+/*
+ * KVM's dirty log over the guest RAM mem that a KVM VM maps (dirty.c's
+ * kvm-log tracker): start turns KVM_MEM_LOG_DIRTY_PAGES on (-ENODEV when
+ * no KVM VM maps mem: the guest runs under another backend); get fills
+ * words (one bit per 4 KiB page, mem->size / 32768 bytes rounded up to 8)
+ * with the pages vCPUs wrote since start or the previous get, and clears
+ * the log; stop turns logging off and drops the reference start took.
+ */
+struct kvm_ctx;
+int vcpu_kvm_dirty_log_start(const struct guest_mem *mem, struct kvm_ctx **out);
+int vcpu_kvm_dirty_log_get(struct kvm_ctx *k, uint64_t *words);
+void vcpu_kvm_dirty_log_stop(struct kvm_ctx *k);
+
 #endif
