@@ -1,7 +1,7 @@
 /*
  * mig-pages.c - how the source puts pages on the bulk queue: consecutive
  * pages are gathered into runs (data runs of up to PROTO_RUN_MAX pages,
- * zero runs of any length), zero pages are never sent as data, and an
+ * zero runs of up to ZERO_RUN_MAX), zero pages are never sent as data, and an
  * untouched page is known to be zero without being read.
  *
  * Used by every step that sends pages: pre-copy rounds, stop-and-copy at
@@ -68,13 +68,23 @@ void src_scan_populated(struct mig_source *s)
 		bitmap_set_range(&s->populated, 0, s->c.npages);
 }
 
+/*
+ * A zero run goes out every 16 MiB at the latest.  Deciding that a page
+ * is zero may mean reading it (10-20 us on a write-protected page never
+ * touched), and while a run grows nothing is handed to the transport: a
+ * frame left half sent in its batch would wait for the whole run, and
+ * the destination bounds a frame stopped half way by the peer timeout
+ * (1 GiB of such pages held a frame for 4 s).
+ */
+#define ZERO_RUN_MAX 4096
+
 int src_acc_add(struct mig_source *s, struct run_acc *a, uint64_t pfn)
 {
 	uint32_t enc = src_page_zero(s, pfn) ? XENC_ZERO : XENC_RAW;
 	int ret = 0;
 
 	if (a->n && (a->enc != enc || a->pfn + a->n != pfn ||
-		     (enc == XENC_RAW && a->n == PROTO_RUN_MAX) || a->n == UINT32_MAX))
+		     (enc == XENC_RAW && a->n == PROTO_RUN_MAX) || a->n == ZERO_RUN_MAX))
 		ret = src_acc_flush(s, a);
 	if (!a->n) {
 		a->enc = enc;
