@@ -38,6 +38,8 @@ struct tcp_conn {
 	gnutls_session_t tls;     /* NULL: plaintext */
 	bool batch;               /* TLS bulk: records gathered while the socket is busy */
 	size_t corked;            /* bytes gathered and not yet sent */
+	bool heard;               /* TLS: a record has arrived since the handshake */
+	unsigned sends;           /* TLS: records sent since the handshake (saturating) */
 };
 
 int tcp_uring_init(struct tcp_conn *t);

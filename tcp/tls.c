@@ -417,6 +417,16 @@ bool xconn_pending(struct xconn *x)
 /* GnuTLS's failures as the -errno the engine expects of a connection. */
 static int tls_errno(struct tcp_conn *t, ssize_t n, const char *what)
 {
+	/*
+	 * In TLS 1.3 a client's handshake ends before the server has checked
+	 * its certificate or key: a server that refuses it just closes, and
+	 * the client learns it on its first read or write.
+	 */
+	if (!t->heard && t->sends < 2 && (n == 0 || n == GNUTLS_E_PREMATURE_TERMINATION ||
+					   n == GNUTLS_E_PULL_ERROR || n == GNUTLS_E_PUSH_ERROR))
+		return err_set(-EACCES, "authentication failed: the peer closed the connection "
+			       "right after the TLS handshake, before this side's first %s (it does "
+			       "not trust this side's certificate or key)", what);
 	if (n == GNUTLS_E_PREMATURE_TERMINATION)
 		return -EPIPE;
 	if (n == GNUTLS_E_PULL_ERROR)
@@ -440,6 +450,7 @@ int tcp_tls_send(struct tcp_conn *t, const void *buf, size_t len)
 			return tls_errno(t, n, "send");
 		buf = (const char *)buf + n;
 		len -= n;
+		t->sends += t->sends < 2;
 	}
 	return 0;
 }
@@ -506,10 +517,11 @@ int tcp_tls_recv(struct tcp_conn *t, int timeout_ms, void *buf, size_t len)
 			continue;
 		if (n == GNUTLS_E_TIMEDOUT)
 			return got ? -EPROTO : -ETIMEDOUT;
-		if (n == 0)
+		if (n == 0 && (t->heard || t->sends >= 2))
 			return -EPIPE;
-		if (n < 0)
+		if (n <= 0)
 			return tls_errno(t, n, "receive");
+		t->heard = true;
 		buf = (char *)buf + n;
 		len -= n;
 		got += n;
