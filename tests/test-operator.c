@@ -105,7 +105,7 @@ static void rig_wait_dst(struct rig *g, const char *want)
  */
 static void test_postcopy_resumes_at_another_address(void **state)
 {
-	static const char *const rules[] = { "bulk:s2d:bytes=8000000:drop=60", NULL };
+	static const char *const rules[] = { "bulk:s2d:bytes=2000000:drop=60", NULL };
 	char addr[32], to[64], listen[64];
 	struct rig g;
 	json_t *rec;
