@@ -17,20 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "t-rig.h"
 #include "t-util.h"
 #include "umig/codec.h"
 #include "umig/delta.h"
 #include "umig/pagefill.h"
 #include "umig/proto.h"
-
-static int t_port(void)
-{
-	static int base;
-
-	if (!base)
-		base = 20000 + (getpid() * 13 + time(NULL)) % 20000;
-	return base++;
-}
 
 /*
  * Migrate memverify (64 MiB guest, 16 MiB of text pages, a tenth of the words
@@ -45,7 +37,7 @@ static json_t *migrate_with(const char *mode, const char *const *extra)
 	char *sa[40];
 	struct t_result r;
 	json_t *rec;
-	int port = t_port(), dst, n = 0;
+	int port = rig_port(), dst, n = 0;
 	char *o;
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
@@ -258,7 +250,7 @@ static int fake_source(uint64_t offer, uint16_t type, uint64_t pfn, uint32_t n, 
 	char listen[32];
 	const char *errp = t_path(dir, "err");
 	uint8_t p[24];
-	int port = t_port(), st, c, bulk, urg;
+	int port = rig_port(), st, c, bulk, urg;
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };

@@ -16,16 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "t-rig.h"
 #include "t-util.h"
-
-static int t_port(void)
-{
-	static int base;
-
-	if (!base)
-		base = 20000 + (getpid() * 17 + time(NULL)) % 20000;
-	return base++;
-}
 
 /*
  * Migrate guest (64 MiB) in pre-copy with the extra options; the
@@ -40,7 +32,7 @@ static json_t *migrate(const char *guest, const char *cmdline, const char *done,
 	char *sa[40];
 	struct t_result r;
 	json_t *rec;
-	int port = t_port(), dst, n = 0;
+	int port = rig_port(), dst, n = 0;
 	char *o;
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "t-rig.h"
 #include "t-util.h"
 #include "umig/bitmap.h"
 #include "umig/compat.h"
@@ -34,15 +35,6 @@
 #include "umig/vcpu-kvm.h"
 
 #define T_RAM (4ull << 20)
-
-static int t_port(void)
-{
-	static int base;
-
-	if (!base)
-		base = 20000 + (getpid() * 11 + time(NULL)) % 20000;
-	return base++;
-}
 
 static void t_memfd(struct guest_mem *m)
 {
@@ -253,7 +245,7 @@ static void migrate_memfd_on(const char *mode, const char *placement, const char
 	char *dir = t_tmpdir();
 	char listen[32], stats[600];
 	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
-	int port = t_port(), dst;
+	int port = rig_port(), dst;
 	struct t_result r;
 	json_t *rec;
 	char *o;
@@ -352,24 +344,6 @@ static void test_snapshot_round_trip(void **state)
 	t_tmpdir_free(dir);
 }
 
-/* Poll the source's query-migrate until its status contains want (bounded). */
-static bool wait_status(const char *sock, const char *want, int timeout_ms)
-{
-	for (int waited = 0; waited < timeout_ms; waited += 20) {
-		char *qa[] = { (char *)t_umig(), "ctl", "--raw", (char *)sock, "query-migrate", NULL };
-		struct t_result q;
-		bool hit;
-
-		t_run(qa, 10, &q);
-		hit = q.out && strstr(q.out, want);
-		t_result_free(&q);
-		if (hit)
-			return true;
-		usleep(20000);
-	}
-	return false;
-}
-
 /*
  * The source dies in post-copy with the push held back by a rate limit,
  * so pages are missing for sure: on memfd RAM registered MISSING|MINOR
@@ -382,7 +356,7 @@ static void test_source_killed_in_postcopy(void **state)
 	char *dir = t_tmpdir();
 	char listen[32], sock[600], args[200];
 	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
-	int port = t_port(), st;
+	int port = rig_port(), st;
 	struct t_result m;
 	char *o, *e;
 
