@@ -216,3 +216,59 @@ void rig_expect_one(struct rig *g, pid_t *pid, int bound_s, int want, const char
 	}
 }
 
+
+/*
+ * One migration on loopback without the proxy: `umig incoming` on a fresh
+ * port, then `umig run GUEST --migrate-to` in m->mode with m->extra.  Both
+ * must exit 0, the destination's output must contain m->done and no
+ * MISMATCH, and the source's record say completed; returns that record.
+ */
+json_t *rig_local_migrate(const struct rig_local *m)
+{
+	char *dir = t_tmpdir();
+	char listen[32], sstats[600];
+	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
+	char *sa[48];
+	struct t_result r;
+	json_t *rec;
+	int dst, n = 0;
+	char *o;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", rig_port());
+	snprintf(sstats, sizeof(sstats), "%s", t_path(dir, "src.json"));
+	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
+	pid_t dpid = t_spawn(da, dout, derr);
+
+	usleep(300000);
+	const char *base[] = { t_umig(), "run", t_guest(m->guest), "--mem", "64M", "--cmdline",
+			       m->cmdline, "--migrate-to", listen, "--migrate-after", m->after,
+			       "--mode", m->mode, "--stats", sstats, "--quiet" };
+	for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
+		sa[n++] = (char *)base[i];
+	for (const char *const *e = m->extra; e && *e && n < 47; e++)
+		sa[n++] = (char *)*e;
+	sa[n] = NULL;
+	t_run(sa, m->bound_s, &r);
+	dst = t_wait(dpid, m->bound_s);
+	o = t_read_file(dout);
+	if (r.status || dst) {
+		char *e = t_read_file(derr);
+
+		fprintf(stderr, "%s: source %d, destination %d\nsrc err: %s\ndst err: %s\n",
+			m->mode, r.status, dst, r.err, e);
+		free(e);
+	}
+	assert_int_equal(r.status, 0);
+	assert_int_equal(dst, 0);
+	assert_non_null(o);
+	assert_null(strstr(o, "MISMATCH"));
+	if (!strstr(o, m->done))
+		fail_msg("no '%s' at the destination: %s", m->done, o);
+	rec = json_load_file(sstats, 0, NULL);
+	assert_non_null(rec);
+	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
+	free(o);
+	t_result_free(&r);
+	t_tmpdir_free(dir);
+	return rec;
+}

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <sys/types.h>
+#include <jansson.h>
 
 struct rig {
 	char *dir;
@@ -48,5 +49,15 @@ void assert_ran_only_at(struct rig *g, const char *where);
 void rig_wait_state(struct rig *g, const char *state);
 /* Wait for one process, bounded by bound_s, and require its status. */
 void rig_expect_one(struct rig *g, pid_t *pid, int bound_s, int want, const char *who);
+
+/* One migration on loopback, no proxy (rig_local_migrate). */
+struct rig_local {
+	const char *guest, *cmdline, *mode;
+	const char *after;              /* --migrate-after, seconds */
+	const char *done;               /* what the destination's output must contain */
+	const char *const *extra;       /* more source options, NULL-terminated */
+	int bound_s;                    /* bound on each process */
+};
+json_t *rig_local_migrate(const struct rig_local *m);
 
 #endif

@@ -31,52 +31,13 @@
  */
 static json_t *migrate_with(const char *mode, const char *const *extra)
 {
-	char *dir = t_tmpdir();
-	char listen[32], sstats[600];
-	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
-	char *sa[40];
-	struct t_result r;
-	json_t *rec;
-	int port = rig_port(), dst, n = 0;
-	char *o;
+	const struct rig_local m = { .guest = "memverify",
+				     .cmdline = "wss=16 passes=12 fill=text change=10",
+				     .mode = mode, .after = "0.3",
+				     .done = "memverify: done passes=12 mismatches=0",
+				     .extra = extra, .bound_s = 120 };
 
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-	snprintf(sstats, sizeof(sstats), "%s", t_path(dir, "src.json"));
-	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
-	pid_t dpid = t_spawn(da, dout, derr);
-
-	usleep(300000);
-	const char *base[] = { t_umig(), "run", t_guest("memverify"), "--mem", "64M",
-			       "--cmdline", "wss=16 passes=12 fill=text change=10",
-			       "--migrate-to", listen, "--migrate-after", "0.3", "--mode", mode,
-			       "--stats", sstats, "--quiet" };
-	for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
-		sa[n++] = (char *)base[i];
-	for (; extra && *extra && n < 39; extra++)
-		sa[n++] = (char *)*extra;
-	sa[n] = NULL;
-	t_run(sa, 120, &r);
-	dst = t_wait(dpid, 120);
-	o = t_read_file(dout);
-	if (r.status || dst) {
-		char *e = t_read_file(derr);
-
-		fprintf(stderr, "%s: source %d, destination %d\nsrc err: %s\ndst err: %s\n", mode,
-			r.status, dst, r.err, e);
-		free(e);
-	}
-	assert_int_equal(r.status, 0);
-	assert_int_equal(dst, 0);
-	assert_non_null(o);
-	assert_null(strstr(o, "MISMATCH"));
-	assert_non_null(strstr(o, "memverify: done passes=12 mismatches=0"));
-	rec = json_load_file(sstats, 0, NULL);
-	assert_non_null(rec);
-	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
-	free(o);
-	t_result_free(&r);
-	t_tmpdir_free(dir);
-	return rec;
+	return rig_local_migrate(&m);
 }
 
 static uint64_t jint(json_t *rec, const char *k)

@@ -26,52 +26,11 @@
 static json_t *migrate(const char *guest, const char *cmdline, const char *done,
 		       const char *const *extra)
 {
-	char *dir = t_tmpdir();
-	char listen[32], sstats[600];
-	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
-	char *sa[40];
-	struct t_result r;
-	json_t *rec;
-	int port = rig_port(), dst, n = 0;
-	char *o;
+	const struct rig_local m = { .guest = guest, .cmdline = cmdline, .mode = "pre",
+				     .after = "0.5", .done = done, .extra = extra,
+				     .bound_s = 150 };
 
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-	snprintf(sstats, sizeof(sstats), "%s", t_path(dir, "src.json"));
-	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
-	pid_t dpid = t_spawn(da, dout, derr);
-
-	usleep(300000);
-	const char *base[] = { t_umig(), "run", t_guest(guest), "--mem", "64M", "--cmdline",
-			       cmdline, "--migrate-to", listen, "--migrate-after", "0.5",
-			       "--mode", "pre", "--stats", sstats, "--quiet" };
-	for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
-		sa[n++] = (char *)base[i];
-	for (; extra && *extra && n < 39; extra++)
-		sa[n++] = (char *)*extra;
-	sa[n] = NULL;
-	t_run(sa, 150, &r);
-	dst = t_wait(dpid, 150);
-	o = t_read_file(dout);
-	if (r.status || dst) {
-		char *e = t_read_file(derr);
-
-		fprintf(stderr, "source %d, destination %d\nsrc err: %s\ndst err: %s\n", r.status,
-			dst, r.err, e);
-		free(e);
-	}
-	assert_int_equal(r.status, 0);
-	assert_int_equal(dst, 0);
-	assert_non_null(o);
-	assert_null(strstr(o, "MISMATCH"));
-	if (!strstr(o, done))
-		fail_msg("no '%s' at the destination: %s", done, o);
-	rec = json_load_file(sstats, 0, NULL);
-	assert_non_null(rec);
-	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
-	free(o);
-	t_result_free(&r);
-	t_tmpdir_free(dir);
-	return rec;
+	return rig_local_migrate(&m);
 }
 
 static double jnum(json_t *rec, const char *k)
