@@ -228,7 +228,24 @@ static long dirty_collect_kvm(struct dirty_tracker *d, struct bitmap *out)
  * reported, whether or not their bit was already set in out.
  * Not thread-safe: one collector per tracker (the regions are scratch).
  */
+static long dirty_scan(struct dirty_tracker *d, struct bitmap *out, bool reprotect);
+
 long dirty_collect(struct dirty_tracker *d, struct bitmap *out)
+{
+	return dirty_scan(d, out, true);
+}
+
+/*
+ * The last collection, with the guest stopped: the same report without
+ * write-protecting the pages again (that costs about as much again per
+ * written page, inside the downtime, for a tracker about to stop).
+ */
+long dirty_collect_last(struct dirty_tracker *d, struct bitmap *out)
+{
+	return dirty_scan(d, out, !!d->kvm);
+}
+
+static long dirty_scan(struct dirty_tracker *d, struct bitmap *out, bool reprotect)
 {
 	struct page_region *regs = d->regions;
 	uint64_t start = (uintptr_t)d->base, end = start + d->len;
@@ -246,7 +263,7 @@ long dirty_collect(struct dirty_tracker *d, struct bitmap *out)
 	while (start < end) {
 		struct pm_scan_arg arg = {
 			.size = sizeof(arg),
-			.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+			.flags = (reprotect ? PM_SCAN_WP_MATCHING : 0) | PM_SCAN_CHECK_WPASYNC,
 			.start = start,
 			.end = end,
 			.vec = (uintptr_t)regs,

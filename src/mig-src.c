@@ -72,6 +72,8 @@ static void *mig_source_thread(void *arg)
 	heartbeat_window(&s->c.vm->bus, true);
 	err_clear();
 	ret = src_run(s);
+	if (ret >= 0)
+		src_dirty_done(s);
 	progress_end(&s->c.progress);
 	if (ret < 0)
 		src_failed(s, ret);

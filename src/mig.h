@@ -148,6 +148,17 @@ struct src_enc {
 	uint64_t delta_pages;
 };
 
+/* The source's switchover steps, its clock (mig-downtime.c): each ends here. */
+struct src_dt {
+	uint64_t paused, collected, pages_sent, saved, state_sent;
+};
+
+/* The destination's switchover steps, its clock. */
+struct dst_dt {
+	uint64_t state_rx, marked, ready_tx, commit_rx, resumed_tx;
+	uint64_t discard_ns, discard_pages;   /* every DISCARD applied, the whole migration */
+};
+
 struct mig_source {
 	struct mig_common c;
 	struct mig_params p;
@@ -188,6 +199,7 @@ struct mig_source {
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
+	struct src_dt dt;
 	uint64_t cpu_resumed_us, cpu_end_us; /* umig's own CPU time (getrusage) then */
 	unsigned recoveries;
 	uint64_t pages_lost_in_flight; /* sent, not placed when a link broke: sent again */
@@ -251,12 +263,15 @@ static inline bool src_post_mode(const struct mig_source *s)
 int src_recover(struct mig_source *s, int why);
 int src_precopy(struct mig_source *s);
 int src_switchover(struct mig_source *s);
+void src_dirty_done(struct mig_source *s);
 int src_handover(struct mig_source *s);
 void src_abort_destination(struct mig_source *s);
 int src_postcopy(struct mig_source *s);
 int src_postcopy_early(struct mig_source *s);
 int src_complete(struct mig_source *s);
 json_t *src_record(struct mig_source *s);
+/* The downtime's parts (mig-downtime.c). */
+void src_downtime_record(struct mig_source *s, json_t *r);
 
 /* --- destination ------------------------------------------------------------- */
 
@@ -300,6 +315,7 @@ struct mig_dest {
 
 	/* figures */
 	uint64_t t_resume, t_complete;
+	struct dst_dt dt;
 	bool complete_unacked;       /* (L) COMPLETE sent, the source's answer never came */
 	bool guest_exited;           /* (L) the guest exited here before every page arrived */
 	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
@@ -355,5 +371,6 @@ int dst_switchover(struct mig_dest *d);
 int dst_handover(struct mig_dest *d);
 int dst_start_completion(struct mig_dest *d);
 json_t *dst_figures(struct mig_dest *d);
+void dst_downtime_figures(struct mig_dest *d, json_t *fig);
 
 #endif
