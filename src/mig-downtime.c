@@ -34,6 +34,13 @@ void src_downtime_record(struct mig_source *s, json_t *r)
 		{ "downtime_commit_ms", s->t_ready ? ms_between(s->t_ready, s->t_resumed) : 0 },
 	};
 
+	if (s->p.mode == MIG_MODE_HYBRID) {
+		/* before the pause: what left while round 1 drained (mig-discard.c) */
+		json_object_set_new(r, "discard_early_pages", json_integer((json_int_t)s->early.pages));
+		json_object_set_new(r, "discard_early_batches",
+				    json_integer((json_int_t)s->early.batches));
+		json_object_set_new(r, "hybrid_drain_wait_ms", json_real(s->early.wait_ns / 1e6));
+	}
 	if (!s->t_resumed)
 		return;   /* no downtime yet (or none: the guest stayed here) */
 	for (size_t i = 0; i < ARRAY_SIZE(part); i++) {

@@ -4,15 +4,16 @@
  *
  * Source: pause the guest, collect the last dirty set, then by mode:
  *   stop-copy  send every page         pre   send the last dirty set
- *   hybrid     DISCARD the pages written since round 1
+ *   hybrid     DISCARD the pages written since round 1 and not discarded
+ *              while it drained (mig-discard.c)
  *   post       nothing
  * then MARK (pre-copy done for post/hybrid, bulk end otherwise), the
  * machine state, and the handover (mig-handover.c): READY, COMMIT,
  * RESUMED.  Until COMMIT leaves the source guest is the live one.
  *
- * Destination: apply DISCARDs (once the bulk stream reached the pre-copy
- * mark, so no older copy of a page can land after its discard), take the
- * state, wait for the bulk mark, arm userfaultfd for post-copy modes,
+ * Destination: apply DISCARDs (mig-discard.c: each once the bulk data it
+ * follows is placed, so no older copy of a page can land after it), take
+ * the state, wait for the bulk mark, arm userfaultfd for post-copy modes,
  * load the state, report READY and wait for COMMIT, then start the vCPU
  * and answer RESUMED.
  */
@@ -22,45 +23,6 @@
 #include "mig.h"
 
 /* --- source ------------------------------------------------------------------ */
-
-static int src_send_discards(struct mig_source *s)
-{
-	const struct bitmap *dirty = &s->dirty;
-	uint64_t npages = s->c.npages;
-	struct wbuf w;
-	int ret = 0;
-
-	wbuf_init(&w);
-	for (uint64_t pfn = bitmap_next_set(dirty, 0); pfn < npages && !ret;) {
-		uint64_t end = bitmap_next_clear(dirty, pfn);
-
-		wbuf_put_u64(&w, pfn);
-		wbuf_put_u32(&w, end - pfn);
-		if (w.len >= 12 * 65536) {
-			ret = xport_ctl_send(s->c.x, MSG_DISCARD, w.data, w.len);
-			wbuf_reset(&w);
-		}
-		pfn = end < npages ? bitmap_next_set(dirty, end) : npages;
-	}
-	if (!ret && w.len)
-		ret = xport_ctl_send(s->c.x, MSG_DISCARD, w.data, w.len);
-	ret = ret ? ret : w.err;
-	wbuf_free(&w);
-	return ret;
-}
-
-/* Everything went in pre-copy; what was written since is stale there. */
-static long src_discard_dirty(struct mig_source *s)
-{
-	int ret;
-
-	bitmap_set_range(&s->sent, 0, s->c.npages);
-	for (uint64_t p = bitmap_next_set(&s->dirty, 0); p < s->c.npages;
-	     p = bitmap_next_set(&s->dirty, p + 1))
-		bitmap_clear(&s->sent, p);
-	ret = src_send_discards(s);
-	return ret < 0 ? ret : 0;
-}
 
 /* What the mode sends while the guest is stopped; the number of pages sent. */
 static long src_send_remaining(struct mig_source *s)
@@ -115,7 +77,7 @@ int src_switchover(struct mig_source *s)
 		 * destination (src_dirty_done): unregistering 1 GiB of write-
 		 * protected RAM took ~280 ms here, all of it downtime.
 		 */
-		n = dirty_collect_last(&s->tracker, &s->dirty);
+		n = src_collect_rest(s, true);
 		if (n < 0)
 			return n;
 	}
@@ -168,45 +130,6 @@ void src_dirty_done(struct mig_source *s)
 
 /* --- destination ------------------------------------------------------------------- */
 
-/*
- * Drop the pages in a DISCARD frame.  Runs must be ascending and disjoint
- * across all frames, so that however the frames are cut the discards of
- * one migration touch each page at most once: bitmap work by range, one
- * drop (mem_drop) and one code invalidation per run.
- */
-static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
-{
-	uint64_t t0 = now_ns();
-	struct proto_run run;
-	struct rbuf r;
-	int ret;
-
-	rbuf_init(&r, m->payload, m->len);
-	/* ascending and disjoint (proto_next_run), so all discards together cost O(RAM) */
-	while ((ret = proto_next_run(&r, d->c.npages, &d->discard_end, "DISCARD", &run)) > 0) {
-		uint64_t pfn = run.pfn;
-		uint32_t n = run.n;
-
-		d->present_count -= bitmap_count_range(&d->present, pfn, n);
-		bitmap_clear_range(&d->present, pfn, n);
-		/* memfd RAM: MADV_DONTNEED would leave the stale page in the page cache */
-		ret = mem_drop(&d->c.vm->mem, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
-		if (ret < 0)
-			return err_set(ret, "discarding stale pages: %s", err_msg(ret));
-		/*
-		 * No translated code may outlive the bytes it came from.  (The
-		 * destination vCPU has not run yet, so this is cheap; it keeps
-		 * discards correct if that ever changes.)
-		 */
-		ret = vm_flush_code(d->c.vm, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
-		if (ret < 0)
-			return ret;
-		d->dt.discard_pages += n;
-	}
-	d->dt.discard_ns += now_ns() - t0;
-	return ret < 0 ? err_set(ret, "control channel: %s", err_msg(ret)) : 0;
-}
-
 /* Read control messages until STATE; apply discards on the way. */
 static int dst_recv_state(struct mig_dest *d, struct proto_msg *state)
 {
@@ -225,13 +148,13 @@ static int dst_recv_state(struct mig_dest *d, struct proto_msg *state)
 			proto_error_text(state, text, sizeof(text));
 			return err_set(-ECONNABORTED, "the source ended the migration: %s", text);
 		}
-		if (state->type != MSG_DISCARD || d->hello.mode != MIG_MODE_HYBRID)
+		if ((state->type != MSG_DISCARD && state->type != MSG_DISCARD_EARLY) ||
+		    d->hello.mode != MIG_MODE_HYBRID)
 			return err_set(-EPROTO, "control channel: unexpected %s (type %u) in %s mode",
 				       proto_type_name(state->type), state->type,
 				       mig_mode_name(d->hello.mode));
-		ret = dst_wait_mark(d, MARK_PRECOPY_DONE);
-		if (!ret)
-			ret = dst_discard(d, state);
+		ret = state->type == MSG_DISCARD ? dst_discard(d, state) : dst_discard_early(d, state);
+		proto_msg_free(state);
 		if (ret < 0)
 			return ret;
 	}

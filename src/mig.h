@@ -183,6 +183,12 @@ struct mig_source {
 	bool zeromap_done;
 	struct bitmap ever;          /* data for this page was sent at least once */
 	struct bitmap dirty;         /* pre-copy: written since it was last sent */
+	struct bitmap discarded;     /* hybrid: a DISCARD of the page left (mig-discard.c) */
+	struct {                     /* hybrid's early discards (FEAT_EARLY_DISCARD) */
+		uint32_t placed_round, frames_applied;   /* the destination's last PLACED */
+		uint32_t frames_sent;
+		uint64_t pages, batches, wait_ns;
+	} early;
 	struct dirty_tracker tracker;
 	bool tracking;
 	const char *dirty_tracker;   /* the one pre-copy ran ("wp", "kvm-log"); NULL = none */
@@ -263,6 +269,14 @@ static inline bool src_post_mode(const struct mig_source *s)
 int src_recover(struct mig_source *s, int why);
 int src_precopy(struct mig_source *s);
 int src_switchover(struct mig_source *s);
+/* Hybrid's discards (mig-discard.c). */
+int src_discard_early(struct mig_source *s, uint64_t round_ns);
+long src_discard_dirty(struct mig_source *s);
+long src_collect_rest(struct mig_source *s, bool last);
+int dst_discard(struct mig_dest *d, const struct proto_msg *m);
+int dst_discard_early(struct mig_dest *d, const struct proto_msg *m);
+int dst_send_placed(struct mig_dest *d);
+int dst_wait_round(struct mig_dest *d, unsigned round);
 void src_dirty_done(struct mig_source *s);
 int src_handover(struct mig_source *s);
 void src_abort_destination(struct mig_source *s);
@@ -287,6 +301,8 @@ struct mig_dest {
 	int early_break;             /* (L) a page channel broke after READY, before post-copy */
 	_Atomic uint64_t bulk_rx_ns; /* when the bulk channel last delivered a frame */
 	uint64_t discard_end;        /* DISCARD runs so far end here (they ascend) */
+	unsigned rounds_placed;      /* (L) the last round whose end mark the receiver placed */
+	uint32_t early_applied;      /* (L) DISCARD_EARLY frames applied */
 	int decision;                /* (L) RESOLVE_COMMIT / RESOLVE_ABORT, 0 = none yet */
 	int lfd;                     /* the listening socket, kept for reconnections */
 	int lfd_next;                /* (L) migrate-recover's socket, not yet polled */
