@@ -145,7 +145,7 @@ json_t *src_record(struct mig_source *s)
 		"faults", "fault_us_p50", "fault_us_p90", "fault_us_p99", "fault_us_max",
 		"resume_to_first_beat_ms", "postcopy_max_beat_gap_ms", "postcopy_ms",
 		"fault_us_hist", "dst_mark_wait_ms", "dst_load_ms", "dst_vcpu_start_ms",
-		"dst_discard_ms", "dst_discard_pages",
+		"dst_discard_ms", "dst_discard_pages", "dst_discard_early_held",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		json_t *v = s->dest_stats ? json_object_get(s->dest_stats, keys[i]) : NULL;

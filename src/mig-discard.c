@@ -352,6 +352,9 @@ int dst_discard_early(struct mig_dest *d, const struct proto_msg *m)
 	rbuf_get_u32(&r);
 	if (!round)
 		return err_set(-EPROTO, "DISCARD_EARLY: round 0 (it must name the round it follows)");
+	pthread_mutex_lock(&d->c.lock);
+	d->dt.early_held += d->rounds_placed < round;   /* the ordering that matters, counted */
+	pthread_mutex_unlock(&d->c.lock);
 	ret = dst_wait_round(d, round);
 	/*
 	 * Round 1 is placed, so no page is written here until post-copy

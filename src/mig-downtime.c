@@ -62,4 +62,5 @@ void dst_downtime_figures(struct mig_dest *d, json_t *fig)
 			    json_real(ms_between(t->commit_rx, t->resumed_tx)));
 	json_object_set_new(fig, "dst_discard_ms", json_real(t->discard_ns / 1e6));
 	json_object_set_new(fig, "dst_discard_pages", json_integer((json_int_t)t->discard_pages));
+	json_object_set_new(fig, "dst_discard_early_held", json_integer((json_int_t)t->early_held));
 }

@@ -157,6 +157,7 @@ struct src_dt {
 struct dst_dt {
 	uint64_t state_rx, marked, ready_tx, commit_rx, resumed_tx;
 	uint64_t discard_ns, discard_pages;   /* every DISCARD applied, the whole migration */
+	uint64_t early_held;         /* DISCARD_EARLY frames that waited for their round */
 };
 
 struct mig_source {
