@@ -93,6 +93,8 @@ LIB_SRCS := \
 	src/mig-converge.c \
 	src/mig-complete.c \
 	src/mig-ctl.c \
+	src/mig-discard.c \
+	src/mig-downtime.c \
 	src/mig-dst.c \
 	src/mig-handover.c \
 	src/mig-handshake.c \

@@ -228,10 +228,39 @@ static long dirty_collect_kvm(struct dirty_tracker *d, struct bitmap *out)
  * reported, whether or not their bit was already set in out.
  * Not thread-safe: one collector per tracker (the regions are scratch).
  */
+static long dirty_scan(struct dirty_tracker *d, struct bitmap *out, uint64_t first,
+		       uint64_t npages, bool reprotect);
+
 long dirty_collect(struct dirty_tracker *d, struct bitmap *out)
 {
+	return dirty_scan(d, out, 0, d->len / PAGE_SIZE, true);
+}
+
+/*
+ * Only pages [first, first + n): what lies outside is neither reported
+ * nor protected again (the dirty log of KVM is always read whole).
+ */
+long dirty_collect_range(struct dirty_tracker *d, struct bitmap *out, uint64_t first,
+			 uint64_t n, bool reprotect)
+{
+	return dirty_scan(d, out, first, n, reprotect || d->kvm);
+}
+
+/*
+ * The last collection, with the guest stopped: the same report without
+ * write-protecting the pages again (that costs about as much again per
+ * written page, inside the downtime, for a tracker about to stop).
+ */
+long dirty_collect_last(struct dirty_tracker *d, struct bitmap *out)
+{
+	return dirty_scan(d, out, 0, d->len / PAGE_SIZE, !!d->kvm);
+}
+
+static long dirty_scan(struct dirty_tracker *d, struct bitmap *out, uint64_t first,
+		       uint64_t len_pages, bool reprotect)
+{
 	struct page_region *regs = d->regions;
-	uint64_t start = (uintptr_t)d->base, end = start + d->len;
+	uint64_t start = (uintptr_t)d->base + first * PAGE_SIZE, end = start + len_pages * PAGE_SIZE;
 	uint64_t count = 0, npages = d->len / PAGE_SIZE, scans = 0;
 	uint64_t t0 = now_ns();
 	int n, i, ret, eintr = 0;
@@ -243,10 +272,14 @@ long dirty_collect(struct dirty_tracker *d, struct bitmap *out)
 			       "%llu pages", (unsigned long long)npages);
 	if (d->kvm)
 		return dirty_collect_kvm(d, out);
+	if (first > npages || len_pages > npages - first)
+		return err_set(-EINVAL, "dirty: collect: pages %llu+%llu outside the %llu tracked",
+			       (unsigned long long)first, (unsigned long long)len_pages,
+			       (unsigned long long)npages);
 	while (start < end) {
 		struct pm_scan_arg arg = {
 			.size = sizeof(arg),
-			.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+			.flags = (reprotect ? PM_SCAN_WP_MATCHING : 0) | PM_SCAN_CHECK_WPASYNC,
 			.start = start,
 			.end = end,
 			.vec = (uintptr_t)regs,

@@ -133,6 +133,7 @@ json_t *src_record(struct mig_source *s)
 				      (s->cpu_end_us - s->cpu_resumed_us) / 1e6 : 0));
 	src_enc_record(s, r);
 	src_conv_record(s, r);
+	src_downtime_record(s, r);
 	if (s->unknown_why[0])
 		json_object_set_new(r, "outcome_unknown_because", json_string(s->unknown_why));
 	/* host CLOCK_MONOTONIC: lines the record up with heartbeat timelines */
@@ -143,14 +144,15 @@ json_t *src_record(struct mig_source *s)
 	static const char *const keys[] = {
 		"faults", "fault_us_p50", "fault_us_p90", "fault_us_p99", "fault_us_max",
 		"resume_to_first_beat_ms", "postcopy_max_beat_gap_ms", "postcopy_ms",
-		"fault_us_hist",
+		"fault_us_hist", "dst_mark_wait_ms", "dst_load_ms", "dst_vcpu_start_ms",
+		"dst_discard_ms", "dst_discard_pages", "dst_discard_early_held",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		json_t *v = s->dest_stats ? json_object_get(s->dest_stats, keys[i]) : NULL;
 
 		if (v)
 			json_object_set(r, keys[i], v);
-		else if (i < 5 || s->dest_stats)
+		else if (i < 5 || (s->dest_stats && i < 9))
 			json_object_set_new(r, keys[i], json_integer(0));
 	}
 	/* one-sided post-copy: what the destination pulled (absent otherwise); its RAM */
@@ -243,6 +245,8 @@ json_t *dst_figures(struct mig_dest *d)
 		"dst_pages_delta", (json_int_t)d->pages_delta,
 		"postcopy_ms", post_ms,
 		"fault_us_hist", lat_histogram(&d->lat));
+	if (fig)
+		dst_downtime_figures(d, fig);
 	/* the guest's progress while post-copy ran (work units per second) */
 	if (fig && d->c.vm && d->t_complete > d->t_resume)
 		json_object_set_new(fig, "postcopy_work_rate",

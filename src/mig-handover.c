@@ -387,11 +387,13 @@ int dst_handover(struct mig_dest *d)
 		pthread_mutex_lock(&d->c.lock);
 		d->ready_sent = true;   /* from here a broken page channel is recovered, not fatal */
 		pthread_mutex_unlock(&d->c.lock);
+		d->dt.ready_tx = now_ns();
 		ret = xport_ctl_send(d->c.x, MSG_READY, NULL, 0);
 	}
 	if (ret < 0)
 		return ret;   /* READY never left: the source cannot have committed */
 	ret = mig_ctl_recv(&d->c, &m, "COMMIT");
+	d->dt.commit_rx = now_ns();
 	if (!ret && m.type == MSG_COMMIT)
 		dst_decide(d, RESOLVE_COMMIT);
 	else if (!ret && (m.type == MSG_ABORT || m.type == MSG_ERROR))

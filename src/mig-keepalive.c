@@ -83,7 +83,8 @@ int mig_ctl_recv(struct mig_common *c, struct proto_msg *m, const char *what)
 				       timeout / 1000.0, what);
 		if (ret < 0)
 			return err_set(ret, "waiting for %s: %s", what, err_msg(ret));
-		if (m->type != MSG_PING)
+		/* PLACED answers hybrid's early discards; the source may read it late */
+		if (m->type != MSG_PING && m->type != MSG_PLACED)
 			return 0;
 	}
 }

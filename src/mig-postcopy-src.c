@@ -282,7 +282,16 @@ static int src_serve_and_push(struct mig_source *s)
 	 * scanning after RESUMED keeps it out of the downtime, and after
 	 * starting the request server out of the first faults.
 	 */
-	if (!s->scanned) {
+	if (!s->scanned && s->dirty_tracker) {
+		/*
+		 * Pre-copy ran: its round-1 scan plus every page written since
+		 * (the dirty set) cover what is populated, without a scan of
+		 * RAM in the way of the first pushes (tens of ms per GiB).
+		 */
+		bitmap_or_words(&s->populated, s->dirty.words, (s->dirty.nbits + 63) / 64);
+		s->scanned = true;
+		atomic_store_explicit(&s->pc_scanned, true, memory_order_release);
+	} else if (!s->scanned) {
 		src_scan_populated(s);
 		s->scanned = true;
 		atomic_store_explicit(&s->pc_scanned, true, memory_order_release);

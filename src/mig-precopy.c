@@ -85,7 +85,8 @@ static int src_rounds(struct mig_source *s)
 			 last.ns / 1e6, last.bytes / (last.ns / 1e3 + 1e-3));
 		if (s->p.mode == MIG_MODE_HYBRID) {
 			s->conv.reason = "hybrid";
-			return 0;   /* one full round, then straight to switchover */
+			/* one full round; its discards while it drains (mig-discard.c) */
+			return src_discard_early(s, last.ns);
 		}
 	}
 }

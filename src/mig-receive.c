@@ -98,8 +98,16 @@ static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post)
 	if (ret < 0)
 		return ret;
 	d->rounds = ev->round;
-	if (ev->mark == MARK_ROUND_END)
+	if (ev->mark == MARK_ROUND_END) {
+		pthread_mutex_lock(&d->c.lock);
+		d->rounds_placed = ev->round;
+		pthread_cond_broadcast(&d->c.cond);
+		pthread_mutex_unlock(&d->c.lock);
+		/* a broken control connection is the control reader's to report */
+		if (dst_send_placed(d) < 0)
+			pr_debug("incoming: PLACED for round %u not sent", ev->round);
 		return 0;
+	}
 	pthread_mutex_lock(&d->c.lock);
 	d->bulk_mark = ev->mark;
 	pthread_cond_broadcast(&d->c.cond);
@@ -178,27 +186,48 @@ int dst_start_receiver(struct mig_dest *d)
  * migration: nobody reads control meanwhile, so keepalives cannot keep
  * it waiting.
  */
-int dst_wait_mark(struct mig_dest *d, int mark)
+static bool dst_bulk_reached(struct mig_dest *d, int mark, unsigned round)
+{
+	return mark ? d->bulk_mark == mark : d->rounds_placed >= round || d->bulk_mark;
+}
+
+/* mark, or (mark 0) the end mark of round placed; -ETIMEDOUT on silence. */
+static int dst_wait_bulk(struct mig_dest *d, int mark, unsigned round)
 {
 	bool bounded = d->c.x->features & FEAT_KEEPALIVE;
 	uint64_t start = now_ns(), limit = d->c.peer_timeout_ms * 1000000ull;
 	int ret = 0;
 
 	pthread_mutex_lock(&d->c.lock);
-	while (d->bulk_mark != mark && !d->bulk_failed && d->c.state != MIG_FAILED) {
+	while (!dst_bulk_reached(d, mark, round) && !d->bulk_failed && d->c.state != MIG_FAILED) {
 		uint64_t t = now_ns() + 100000000ull, last = MAX(start, (uint64_t)d->bulk_rx_ns);
 		struct timespec ts = { .tv_sec = t / 1000000000ull, .tv_nsec = t % 1000000000ull };
 
 		if (bounded && now_ns() - last > limit) {
 			ret = err_set(-ETIMEDOUT, "bulk channel: the source was silent for %.1f s while "
 				      "this side waited for the %s mark", (now_ns() - last) / 1e9,
-				      mark == MARK_BULK_END ? "bulk-end" : "pre-copy-done");
+				      mark == MARK_BULK_END ? "bulk-end" :
+				      mark ? "pre-copy-done" : "round-end");
 			break;
 		}
 		pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
 	}
-	if (!ret && d->bulk_mark != mark)
+	if (!ret && !dst_bulk_reached(d, mark, round))
 		ret = err_set(-ECONNABORTED, "%s", d->c.error[0] ? d->c.error : "the migration failed");
+	else if (!ret && !mark && d->rounds_placed < round)
+		ret = err_set(-EPROTO, "DISCARD_EARLY follows round %u, but pre-copy ended after "
+			      "round %u", round, d->rounds_placed);
 	pthread_mutex_unlock(&d->c.lock);
 	return ret;
+}
+
+int dst_wait_mark(struct mig_dest *d, int mark)
+{
+	return dst_wait_bulk(d, mark, 0);
+}
+
+/* The bulk receiver has placed every page of round `round` (its end mark). */
+int dst_wait_round(struct mig_dest *d, unsigned round)
+{
+	return dst_wait_bulk(d, 0, round);
 }

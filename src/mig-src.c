@@ -72,6 +72,8 @@ static void *mig_source_thread(void *arg)
 	heartbeat_window(&s->c.vm->bus, true);
 	err_clear();
 	ret = src_run(s);
+	if (ret >= 0)
+		src_dirty_done(s);
 	progress_end(&s->c.progress);
 	if (ret < 0)
 		src_failed(s, ret);
@@ -102,6 +104,7 @@ static void src_free(struct mig_source *s)
 	bitmap_free(&s->prereg);
 	bitmap_free(&s->zeromap);
 	bitmap_free(&s->dirty);
+	bitmap_free(&s->discarded);
 	mig_free_xports(&s->c);
 	json_decref(s->dest_stats);
 	json_decref(s->complete_early);
@@ -158,6 +161,8 @@ int mig_source_start(struct mig_source **out, struct vm *vm, const struct mig_pa
 		ret = bitmap_init(&s->populated, s->c.npages);
 	if (!ret)
 		ret = bitmap_init(&s->dirty, s->c.npages);
+	if (!ret)
+		ret = bitmap_init(&s->discarded, s->c.npages);
 	if (!ret)
 		ret = prepage_create(&s->pp, p->prepaging, s->c.npages, &s->sent);
 	progress_init(&s->c.progress, "source", p->quiet);

@@ -4,15 +4,16 @@
  *
  * Source: pause the guest, collect the last dirty set, then by mode:
  *   stop-copy  send every page         pre   send the last dirty set
- *   hybrid     DISCARD the pages written since round 1
+ *   hybrid     DISCARD the pages written since round 1 and not discarded
+ *              while it drained (mig-discard.c)
  *   post       nothing
  * then MARK (pre-copy done for post/hybrid, bulk end otherwise), the
  * machine state, and the handover (mig-handover.c): READY, COMMIT,
  * RESUMED.  Until COMMIT leaves the source guest is the live one.
  *
- * Destination: apply DISCARDs (once the bulk stream reached the pre-copy
- * mark, so no older copy of a page can land after its discard), take the
- * state, wait for the bulk mark, arm userfaultfd for post-copy modes,
+ * Destination: apply DISCARDs (mig-discard.c: each once the bulk data it
+ * follows is placed, so no older copy of a page can land after it), take
+ * the state, wait for the bulk mark, arm userfaultfd for post-copy modes,
  * load the state, report READY and wait for COMMIT, then start the vCPU
  * and answer RESUMED.
  */
@@ -22,45 +23,6 @@
 #include "mig.h"
 
 /* --- source ------------------------------------------------------------------ */
-
-static int src_send_discards(struct mig_source *s)
-{
-	const struct bitmap *dirty = &s->dirty;
-	uint64_t npages = s->c.npages;
-	struct wbuf w;
-	int ret = 0;
-
-	wbuf_init(&w);
-	for (uint64_t pfn = bitmap_next_set(dirty, 0); pfn < npages && !ret;) {
-		uint64_t end = bitmap_next_clear(dirty, pfn);
-
-		wbuf_put_u64(&w, pfn);
-		wbuf_put_u32(&w, end - pfn);
-		if (w.len >= 12 * 65536) {
-			ret = xport_ctl_send(s->c.x, MSG_DISCARD, w.data, w.len);
-			wbuf_reset(&w);
-		}
-		pfn = end < npages ? bitmap_next_set(dirty, end) : npages;
-	}
-	if (!ret && w.len)
-		ret = xport_ctl_send(s->c.x, MSG_DISCARD, w.data, w.len);
-	ret = ret ? ret : w.err;
-	wbuf_free(&w);
-	return ret;
-}
-
-/* Everything went in pre-copy; what was written since is stale there. */
-static long src_discard_dirty(struct mig_source *s)
-{
-	int ret;
-
-	bitmap_set_range(&s->sent, 0, s->c.npages);
-	for (uint64_t p = bitmap_next_set(&s->dirty, 0); p < s->c.npages;
-	     p = bitmap_next_set(&s->dirty, p + 1))
-		bitmap_clear(&s->sent, p);
-	ret = src_send_discards(s);
-	return ret < 0 ? ret : 0;
-}
 
 /* What the mode sends while the guest is stopped; the number of pages sent. */
 static long src_send_remaining(struct mig_source *s)
@@ -104,20 +66,22 @@ int src_switchover(struct mig_source *s)
 		return err_set(-ECHILD, "the guest %s here during the migration; nothing to migrate",
 			       vm_get_status(s->c.vm) == VM_EXITED ? "exited" : "failed");
 	s->paused_by_us = true;
+	s->dt.paused = now_ns();
 	mig_set_state(&s->c, MIG_SWITCHOVER);
 	heartbeat_stats(&s->c.vm->bus, &s->hb_pause);
 	if (s->tracking) {
 		/*
 		 * Add to, never clear, the dirty set: it still holds the set
 		 * pre-copy collected to decide it had converged, which was not
-		 * sent.
+		 * sent.  The tracker stops after the guest resumed at the
+		 * destination (src_dirty_done): unregistering 1 GiB of write-
+		 * protected RAM took ~280 ms here, all of it downtime.
 		 */
-		n = dirty_collect(&s->tracker, &s->dirty);
-		dirty_stop(&s->tracker);
-		s->tracking = false;
+		n = src_collect_rest(s, true);
 		if (n < 0)
 			return n;
 	}
+	s->dt.collected = now_ns();
 	n = src_send_remaining(s);
 	if (n < 0)
 		return n;
@@ -128,15 +92,18 @@ int src_switchover(struct mig_source *s)
 		ret = xport_flush(s->c.x);
 	if (ret < 0)
 		return ret;
+	s->dt.pages_sent = now_ns();
 	wbuf_init(&state);
 	/* an older destination reads only the one-vCPU record */
 	ret = vm_save_state_v(s->c.vm, &state, s->c.x->features & FEAT_MSTATE2 ? 2 : 1);
+	s->dt.saved = now_ns();
 	if (!ret)
 		ret = xport_ctl_send(s->c.x, MSG_STATE, state.data, state.len);
 	wbuf_free(&state);
 	s->state_sent = true;
 	if (!ret && post)
 		ret = src_postcopy_early(s);
+	s->dt.state_sent = now_ns();
 	if (!ret)
 		ret = src_handover(s);
 	if (ret < 0)
@@ -147,43 +114,21 @@ int src_switchover(struct mig_source *s)
 	return 0;
 }
 
-/* --- destination ------------------------------------------------------------------- */
-
 /*
- * Drop the pages in a DISCARD frame.  Runs must be ascending and disjoint
- * across all frames, so that however the frames are cut the discards of
- * one migration touch each page at most once: bitmap work by range, one
- * drop (mem_drop) and one code invalidation per run.
+ * The migration is over: drop the write protection.  Not earlier: it
+ * takes the mmap lock for ~250 ms per GiB, which would hold the first
+ * post-copy faults back.  The paused source guest writes nothing more;
+ * a failure before the commit stops the tracker in src_failed, before
+ * the guest resumes here.
  */
-static int dst_discard(struct mig_dest *d, const struct proto_msg *m)
+void src_dirty_done(struct mig_source *s)
 {
-	struct proto_run run;
-	struct rbuf r;
-	int ret;
-
-	rbuf_init(&r, m->payload, m->len);
-	/* ascending and disjoint (proto_next_run), so all discards together cost O(RAM) */
-	while ((ret = proto_next_run(&r, d->c.npages, &d->discard_end, "DISCARD", &run)) > 0) {
-		uint64_t pfn = run.pfn;
-		uint32_t n = run.n;
-
-		d->present_count -= bitmap_count_range(&d->present, pfn, n);
-		bitmap_clear_range(&d->present, pfn, n);
-		/* memfd RAM: MADV_DONTNEED would leave the stale page in the page cache */
-		ret = mem_drop(&d->c.vm->mem, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
-		if (ret < 0)
-			return err_set(ret, "discarding stale pages: %s", err_msg(ret));
-		/*
-		 * No translated code may outlive the bytes it came from.  (The
-		 * destination vCPU has not run yet, so this is cheap; it keeps
-		 * discards correct if that ever changes.)
-		 */
-		ret = vm_flush_code(d->c.vm, pfn << PAGE_SHIFT, (uint64_t)n * PAGE_SIZE);
-		if (ret < 0)
-			return ret;
-	}
-	return ret < 0 ? err_set(ret, "control channel: %s", err_msg(ret)) : 0;
+	if (s->tracking)
+		dirty_stop(&s->tracker);
+	s->tracking = false;
 }
+
+/* --- destination ------------------------------------------------------------------- */
 
 /* Read control messages until STATE; apply discards on the way. */
 static int dst_recv_state(struct mig_dest *d, struct proto_msg *state)
@@ -193,21 +138,23 @@ static int dst_recv_state(struct mig_dest *d, struct proto_msg *state)
 
 		if (ret < 0)
 			return ret;
-		if (state->type == MSG_STATE)
+		if (state->type == MSG_STATE) {
+			d->dt.state_rx = now_ns();
 			return 0;
+		}
 		if (state->type == MSG_ERROR) {
 			char text[1100];
 
 			proto_error_text(state, text, sizeof(text));
 			return err_set(-ECONNABORTED, "the source ended the migration: %s", text);
 		}
-		if (state->type != MSG_DISCARD || d->hello.mode != MIG_MODE_HYBRID)
+		if ((state->type != MSG_DISCARD && state->type != MSG_DISCARD_EARLY) ||
+		    d->hello.mode != MIG_MODE_HYBRID)
 			return err_set(-EPROTO, "control channel: unexpected %s (type %u) in %s mode",
 				       proto_type_name(state->type), state->type,
 				       mig_mode_name(d->hello.mode));
-		ret = dst_wait_mark(d, MARK_PRECOPY_DONE);
-		if (!ret)
-			ret = dst_discard(d, state);
+		ret = state->type == MSG_DISCARD ? dst_discard(d, state) : dst_discard_early(d, state);
+		proto_msg_free(state);
 		if (ret < 0)
 			return ret;
 	}
@@ -223,6 +170,7 @@ int dst_switchover(struct mig_dest *d)
 	ret = dst_recv_state(d, &state);
 	if (!ret)
 		ret = dst_wait_mark(d, post ? MARK_PRECOPY_DONE : MARK_BULK_END);
+	d->dt.marked = now_ns();
 	if (!ret)
 		mig_set_state(&d->c, MIG_SWITCHOVER);
 	if (!ret && post && !d->uffd_ready)
@@ -242,6 +190,8 @@ int dst_switchover(struct mig_dest *d)
 	ret = dst_handover(d);
 	if (ret < 0)
 		return ret;
+	if (!d->dt.commit_rx)   /* version 1: no READY and COMMIT, the guest runs now */
+		d->dt.ready_tx = d->dt.commit_rx = now_ns();
 	heartbeat_window(&d->c.vm->bus, true);
 	ret = vm_start(d->c.vm);
 	if (ret < 0)
@@ -251,7 +201,9 @@ int dst_switchover(struct mig_dest *d)
 	 * After a commit the guest is ours whatever happens to RESUMED: a
 	 * source that misses it redelivers the commit and hears it then.
 	 */
-	if (xport_ctl_send(d->c.x, MSG_RESUMED, NULL, 0) < 0 && !d->decision)
+	ret = xport_ctl_send(d->c.x, MSG_RESUMED, NULL, 0);
+	d->dt.resumed_tx = now_ns();
+	if (ret < 0 && !d->decision)
 		return err_set(-EPIPE, "the control connection broke as the guest started");
 	if (post) {
 		mig_set_state(&d->c, MIG_POSTCOPY);

@@ -148,6 +148,18 @@ struct src_enc {
 	uint64_t delta_pages;
 };
 
+/* The source's switchover steps, its clock (mig-downtime.c): each ends here. */
+struct src_dt {
+	uint64_t paused, collected, pages_sent, saved, state_sent;
+};
+
+/* The destination's switchover steps, its clock. */
+struct dst_dt {
+	uint64_t state_rx, marked, ready_tx, commit_rx, resumed_tx;
+	uint64_t discard_ns, discard_pages;   /* every DISCARD applied, the whole migration */
+	uint64_t early_held;         /* DISCARD_EARLY frames that waited for their round */
+};
+
 struct mig_source {
 	struct mig_common c;
 	struct mig_params p;
@@ -172,6 +184,12 @@ struct mig_source {
 	bool zeromap_done;
 	struct bitmap ever;          /* data for this page was sent at least once */
 	struct bitmap dirty;         /* pre-copy: written since it was last sent */
+	struct bitmap discarded;     /* hybrid: a DISCARD of the page left (mig-discard.c) */
+	struct {                     /* hybrid's early discards (FEAT_EARLY_DISCARD) */
+		uint32_t placed_round, frames_applied;   /* the destination's last PLACED */
+		uint32_t frames_sent;
+		uint64_t pages, batches, wait_ns;
+	} early;
 	struct dirty_tracker tracker;
 	bool tracking;
 	const char *dirty_tracker;   /* the one pre-copy ran ("wp", "kvm-log"); NULL = none */
@@ -188,6 +206,7 @@ struct mig_source {
 
 	/* figures */
 	uint64_t t_start, t_pause, t_ready, t_resumed, t_end;
+	struct src_dt dt;
 	uint64_t cpu_resumed_us, cpu_end_us; /* umig's own CPU time (getrusage) then */
 	unsigned recoveries;
 	uint64_t pages_lost_in_flight; /* sent, not placed when a link broke: sent again */
@@ -251,12 +270,23 @@ static inline bool src_post_mode(const struct mig_source *s)
 int src_recover(struct mig_source *s, int why);
 int src_precopy(struct mig_source *s);
 int src_switchover(struct mig_source *s);
+/* Hybrid's discards (mig-discard.c). */
+int src_discard_early(struct mig_source *s, uint64_t round_ns);
+long src_discard_dirty(struct mig_source *s);
+long src_collect_rest(struct mig_source *s, bool last);
+int dst_discard(struct mig_dest *d, const struct proto_msg *m);
+int dst_discard_early(struct mig_dest *d, const struct proto_msg *m);
+int dst_send_placed(struct mig_dest *d);
+int dst_wait_round(struct mig_dest *d, unsigned round);
+void src_dirty_done(struct mig_source *s);
 int src_handover(struct mig_source *s);
 void src_abort_destination(struct mig_source *s);
 int src_postcopy(struct mig_source *s);
 int src_postcopy_early(struct mig_source *s);
 int src_complete(struct mig_source *s);
 json_t *src_record(struct mig_source *s);
+/* The downtime's parts (mig-downtime.c). */
+void src_downtime_record(struct mig_source *s, json_t *r);
 
 /* --- destination ------------------------------------------------------------- */
 
@@ -272,6 +302,8 @@ struct mig_dest {
 	int early_break;             /* (L) a page channel broke after READY, before post-copy */
 	_Atomic uint64_t bulk_rx_ns; /* when the bulk channel last delivered a frame */
 	uint64_t discard_end;        /* DISCARD runs so far end here (they ascend) */
+	unsigned rounds_placed;      /* (L) the last round whose end mark the receiver placed */
+	uint32_t early_applied;      /* (L) DISCARD_EARLY frames applied */
 	int decision;                /* (L) RESOLVE_COMMIT / RESOLVE_ABORT, 0 = none yet */
 	int lfd;                     /* the listening socket, kept for reconnections */
 	int lfd_next;                /* (L) migrate-recover's socket, not yet polled */
@@ -300,6 +332,7 @@ struct mig_dest {
 
 	/* figures */
 	uint64_t t_resume, t_complete;
+	struct dst_dt dt;
 	bool complete_unacked;       /* (L) COMPLETE sent, the source's answer never came */
 	bool guest_exited;           /* (L) the guest exited here before every page arrived */
 	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
@@ -355,5 +388,6 @@ int dst_switchover(struct mig_dest *d);
 int dst_handover(struct mig_dest *d);
 int dst_start_completion(struct mig_dest *d);
 json_t *dst_figures(struct mig_dest *d);
+void dst_downtime_figures(struct mig_dest *d, json_t *fig);
 
 #endif

@@ -59,6 +59,38 @@ static void check_gaps(json_t *rec, const char *mode)
 		assert_null(json_object_get(rec, "guest_rate_during_postcopy"));
 }
 
+/*
+ * The downtime's parts (docs/metrics.md): the source's partition
+ * downtime_ms on its clock; the destination's steps are there too.  (How
+ * they nest in the source's waits is not asserted: each side stamps a
+ * send when it returns, so the two clocks' intervals overlap by that.)
+ */
+static void check_downtime_parts(json_t *rec, const char *mode)
+{
+	static const char *const src[] = {
+		"downtime_pause_ms", "downtime_dirty_ms", "downtime_pages_ms", "downtime_save_ms",
+		"downtime_send_ms", "downtime_load_ms", "downtime_commit_ms", "downtime_other_ms",
+	};
+	double sum = 0, dt = t_num(rec, "downtime_ms");
+
+	for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++) {
+		assert_true(t_num(rec, src[i]) >= 0);
+		sum += t_num(rec, src[i]);
+	}
+	assert_true(sum > dt - 0.001 && sum < dt + 0.001);
+	assert_true(t_num(rec, "dst_mark_wait_ms") <= t_num(rec, "dst_load_ms"));
+	assert_true(t_num(rec, "dst_vcpu_start_ms") >= 0);
+	if (strcmp(mode, "pre") && strcmp(mode, "hybrid"))
+		assert_int_equal(t_num(rec, "downtime_pages"), strcmp(mode, "post") ? (128 << 20) / 4096 : 0);
+	if (!strcmp(mode, "hybrid")) {
+		/* two umigs of this version wait for round 1 to be placed */
+		assert_true(t_num(rec, "discard_early_batches") >= 0);
+		assert_true(t_num(rec, "hybrid_drain_wait_ms") > 0);
+		assert_true(t_num(rec, "dst_discard_pages") >=
+			    t_num(rec, "discard_early_pages") + t_num(rec, "downtime_pages"));
+	}
+}
+
 static void migrate_mode(const char *mode)
 {
 	char *dir = t_tmpdir();
@@ -126,6 +158,7 @@ static void migrate_mode(const char *mode)
 	if (!strcmp(mode, "post"))
 		assert_int_equal(json_integer_value(json_object_get(rec, "pages_resent")), 0);
 	check_gaps(rec, mode);
+	check_downtime_parts(rec, mode);
 	sw = t_num(rec, "max_beat_gap_ms");
 	json_decref(rec);
 	rec = json_load_file(stats, 0, NULL);

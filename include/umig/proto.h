@@ -81,7 +81,10 @@ enum proto_type {
 	MSG_BIND = 80,      /* src -> dst, first frame of bulk and urgent under TLS: 32-byte HMAC */
 	/* page encodings (FEAT_COMPRESS, FEAT_DELTA), bulk, source -> destination */
 	MSG_PAGES_Z = 112,  /* u64 first pfn, u32 n, u32 codec (1 lz4, 2 zstd), codec batch */
-	MSG_DELTA = 113,    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
+	MSG_DELTA = 113,
+	/* hybrid's early discards (FEAT_EARLY_DISCARD), control */
+	MSG_PLACED = 128,        /* dst -> src: u32 rounds placed, u32 DISCARD_EARLY frames applied */
+	MSG_DISCARD_EARLY = 129, /* src -> dst: u32 round it follows, u32 0, runs {u64, u32} */    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
 	MSG_RDMA_MR = 98,     /* src -> dst on control (FEAT_RDMA_READ): guest RAM's address, keys */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
@@ -117,10 +120,11 @@ enum proto_mark {
 #define FEAT_TRANSPORTS    FEAT_RDMA
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
 #define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
+#define FEAT_EARLY_DISCARD (1ull << 32) /* hybrid: DISCARD_EARLY while round 1 drains, PLACED */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
 			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | \
-			    FEAT_COMPRESS | FEAT_DELTA)
+			    FEAT_COMPRESS | FEAT_DELTA | FEAT_EARLY_DISCARD)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16

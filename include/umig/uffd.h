@@ -135,6 +135,11 @@ int dirty_start_kvm(struct dirty_tracker *d, const struct guest_mem *mem);
  */
 struct bitmap;
 long dirty_collect(struct dirty_tracker *d, struct bitmap *out);
+/* The same with the guest stopped for good: nothing is protected again. */
+long dirty_collect_last(struct dirty_tracker *d, struct bitmap *out);
+/* Pages [first, first + n) only; reprotect false: report without protecting again. */
+long dirty_collect_range(struct dirty_tracker *d, struct bitmap *out, uint64_t first,
+			 uint64_t n, bool reprotect);
 void dirty_stop(struct dirty_tracker *d);  /* idempotent */
 
 #endif
