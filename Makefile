@@ -119,6 +119,7 @@ LIB_SRCS := \
 	src/vcpu-kvm.c \
 	src/vcpu-kvm-regs.c \
 	src/vcpu-unicorn.c \
+	src/vcpu-unicorn-tlb.c \
 	src/vm.c \
 	src/xport.c \
 	rdma/frame.c \
@@ -141,7 +142,7 @@ CLI_SRCS := \
 	src/cli-run.c \
 	src/main.c
 
-GUESTS := dirty hello idle memverify regtorture spin
+GUESTS := dirty hello idle memverify regtorture smc spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
 # Benchmark programs, built with everything (bench/ scripts run them).

@@ -47,7 +47,7 @@ static json_t *migrate_with(const char *mode, const char *const *extra)
 
 	usleep(300000);
 	const char *base[] = { t_umig(), "run", t_guest("memverify"), "--mem", "64M",
-			       "--cmdline", "wss=16 passes=12 fill=text change=10",
+			       "--cmdline", "wss=16 passes=72 fill=text change=10",
 			       "--migrate-to", listen, "--migrate-after", "0.3", "--mode", mode,
 			       "--stats", sstats, "--quiet" };
 	for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
@@ -69,7 +69,7 @@ static json_t *migrate_with(const char *mode, const char *const *extra)
 	assert_int_equal(dst, 0);
 	assert_non_null(o);
 	assert_null(strstr(o, "MISMATCH"));
-	assert_non_null(strstr(o, "memverify: done passes=12 mismatches=0"));
+	assert_non_null(strstr(o, "memverify: done passes=72 mismatches=0"));
 	rec = json_load_file(sstats, 0, NULL);
 	assert_non_null(rec);
 	assert_string_equal(json_string_value(json_object_get(rec, "status")), "completed");
