@@ -59,10 +59,12 @@ LIBS    += -lrdmacm -libverbs
 RDMA_SRCS := rdma/ep.c rdma/rdma.c rdma/pull.c
 endif
 
-# Debian packages the build, the tests and the demo need.
+# Debian packages the build, the tests, the demo and bench/ need
+# (qemu-system-x86: bench/guest-speed's TCG anchor only).
 DEB_PKGS := gcc make libc6-dev pkg-config libunicorn-dev libcmocka-dev \
 	    liburing-dev libjansson-dev libxxhash-dev libgnutls28-dev liblz4-dev libzstd-dev \
-	    iproute2 jq python3 libibverbs-dev librdmacm-dev gnutls-bin
+	    iproute2 jq python3 libibverbs-dev librdmacm-dev gnutls-bin \
+	    qemu-system-x86
 # ... and those only `make fuzz` needs (libFuzzer is in the clang runtime).
 FUZZ_DEB_PKGS := clang-14 libclang-rt-14-dev
 
@@ -121,6 +123,7 @@ LIB_SRCS := \
 	src/vcpu-kvm.c \
 	src/vcpu-kvm-regs.c \
 	src/vcpu-unicorn.c \
+	src/vcpu-unicorn-tlb.c \
 	src/vm.c \
 	src/xport.c \
 	rdma/frame.c \
@@ -143,7 +146,7 @@ CLI_SRCS := \
 	src/cli-run.c \
 	src/main.c
 
-GUESTS := dirty hello idle memverify regtorture spin
+GUESTS := dirty hello idle memverify regtorture smc spin
 GUEST_RT_SRCS := guest-tests/rt/start.S guest-tests/rt/rt.c
 
 # Benchmark programs, built with everything (bench/ scripts run them).
@@ -162,10 +165,12 @@ UMIG     := $(BUILD)/umig
 GUEST_ELFS := $(GUESTS:%=build/guest-tests/%.elf)
 TEST_BINS  := $(TESTS:%=$(BUILD)/tests/%)
 BENCH_BINS := $(BENCHES:%=$(BUILD)/bench/%)
+# bench/guest-speed's QEMU TCG anchor: a multiboot (ELF32) kernel, no libc.
+TCG_ANCHOR := build/bench/tcg-anchor.elf
 FUZZ_BINS  := $(FUZZ_TARGETS:%=$(BUILD)/%)
 
 .PHONY: all check check-vm demo deps fuzz-deps bench clean tests fuzz fuzz-build vm-prepare
-all: $(UMIG) $(GUEST_ELFS) $(BENCH_BINS)
+all: $(UMIG) $(GUEST_ELFS) $(BENCH_BINS) $(TCG_ANCHOR)
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
@@ -200,6 +205,12 @@ build/guest-tests/%.elf: guest-tests/%.c $(GUEST_RT_SRCS) guest-tests/rt/rt.h \
 	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ $(GUEST_RT_SRCS) $<
 
 # --- benchmark programs ---------------------------------------------------
+$(TCG_ANCHOR): bench/tcg-anchor.S
+	@mkdir -p $(dir $@)
+	@[ "$(V)" = 1 ] || echo "  GUEST   $@"
+	$(Q)$(CC) -m32 -nostdlib -static -no-pie -Wl,-Ttext=0x100000 -Wl,--build-id=none \
+		-Wl,-z,noexecstack -o $@ $<
+
 $(BUILD)/bench/%: bench/%.c $(LIBUMIG) $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@[ "$(V)" = 1 ] || echo "  BENCH   $@"

@@ -249,7 +249,8 @@ int main(void)
 {
 	struct dirty *dp = &shared, d;
 	int rc = parse(dp);
-	u64 chunk = 64, i;
+	u64 chunk = 64, i, pass_left;
+	int count_beats;
 
 	if (rc)
 		return rc;
@@ -262,12 +263,17 @@ int main(void)
 		chunk = d.rate / 16 ? d.rate / 16 : 1;
 	d.pace_ns = rt_clock_ns();
 	d.next_report = d.pace_ns + RT_NS_PER_S;
+	count_beats = !rt_beat_timed();
+	pass_left = d.npages;	/* a countdown, not count % npages: no divide per page */
 	for (;;) {
 		for (i = 0; i < chunk; i++) {
 			dirty_page(&d, ++d.count);
 			rt_tick(d.count);
-			if (d.count % d.npages == 0 && !rt_beat_timed())
-				rt_beat(d.count);	/* count beats: also every pass */
+			if (__builtin_expect(--pass_left == 0, 0)) {
+				pass_left = d.npages;
+				if (count_beats)
+					rt_beat(d.count);	/* count beats: also every pass */
+			}
 		}
 		__atomic_store_n(&shared.count, d.count, __ATOMIC_RELAXED);
 		if (pace_and_report(&d)) {

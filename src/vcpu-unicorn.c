@@ -33,6 +33,7 @@
 #include "umig/guest-abi.h"
 #include "umig/log.h"
 #include "umig/vcpu.h"
+#include "vcpu-unicorn-tlb.h"
 
 /*
  * A page of Unicorn's own memory, far above any guest RAM (which ends by
@@ -47,6 +48,7 @@ struct uc_vcpu {
 	uc_engine *uc;
 	uc_hook hook_in, hook_out, hook_block, hook_cpuid;
 	atomic_bool stop;   /* set by kick, consumed by the block hook */
+	struct uctlb tlb;   /* inline guest stores (vcpu-unicorn-tlb.c) */
 };
 
 static struct uc_vcpu *ucv(struct vcpu *v)
@@ -112,10 +114,13 @@ static int ucv_create(struct vcpu *v)
 	struct uc_vcpu *u = calloc(1, sizeof(*u));
 	uc_err e;
 
-	if (!u)
+	if (!u || uctlb_init(&u->tlb, v->mem->host, v->mem->size) < 0) {
+		free(u);
 		return -ENOMEM;
+	}
 	e = uc_open(UC_ARCH_X86, UC_MODE_64, &u->uc);
 	if (e) {
+		uctlb_fini(&u->tlb);
 		free(u);
 		return err_set(-EIO, "unicorn: cannot create an x86-64 CPU: %s", uc_strerror(e));
 	}
@@ -142,6 +147,7 @@ static int ucv_create(struct vcpu *v)
 		e = uc_hook_add(u->uc, &u->hook_block, UC_HOOK_BLOCK, uc_on_block, u, 1, 0);
 	if (e) {
 		uc_close(u->uc);
+		uctlb_fini(&u->tlb);
 		free(u);
 		return err_set(uc_to_errno(e), "unicorn: cannot map guest RAM or hooks: %s",
 			       uc_strerror(e));
@@ -157,6 +163,7 @@ static void ucv_destroy(struct vcpu *v)
 	if (!u)
 		return;
 	uc_close(u->uc);
+	uctlb_fini(&u->tlb);
 	free(u);
 	v->priv = NULL;
 }
@@ -164,12 +171,15 @@ static void ucv_destroy(struct vcpu *v)
 static int ucv_run(struct vcpu *v)
 {
 	struct uc_vcpu *u = ucv(v);
+	struct uctlb *prev;
 	uint64_t rip = 0;
 	uc_err e;
 
 	uc_reg_read(u->uc, UC_X86_REG_RIP, &rip);
+	prev = uctlb_enter(&u->tlb);
 	/* until = 0: guest code never runs at address 0 (the page is unused) */
 	e = uc_emu_start(u->uc, rip, 0, 0, 0);
+	uctlb_leave(prev);
 	if (e == UC_ERR_OK)
 		return VCPU_EXIT_KICK;
 	uc_reg_read(u->uc, UC_X86_REG_RIP, &rip);
@@ -369,6 +379,7 @@ static int ucv_set_state(struct vcpu *v, const struct cpu_state *s)
 
 static int ucv_flush_code(struct vcpu *v, uint64_t gpa, uint64_t len)
 {
+	struct uctlb *prev;
 	uc_err e;
 
 	/*
@@ -376,7 +387,9 @@ static int ucv_flush_code(struct vcpu *v, uint64_t gpa, uint64_t len)
 	 * (UC_CTL_TB_FLUSH) costs about a second, which would land in the
 	 * middle of a migration's downtime; removing the range takes < 1 ms.
 	 */
+	prev = uctlb_enter(&ucv(v)->tlb);	/* pages left without code: inline stores */
 	e = uc_ctl_remove_cache(ucv(v)->uc, gpa, gpa + len);
+	uctlb_leave(prev);
 	return e ? err_set(-EIO, "unicorn: flushing translated code failed: %s",
 			   uc_strerror(e)) : 0;
 }

@@ -259,7 +259,7 @@ static void migrate_memfd_on(const char *mode, const char *placement, const char
 
 	usleep(300000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--ram-backing", "memfd", "--cmdline", "wss=24 passes=6", "--migrate-to",
+		       "--ram-backing", "memfd", "--cmdline", "wss=24 passes=36", "--migrate-to",
 		       listen, "--migrate-after", "0.5", "--mode", (char *)mode, "--quiet", NULL };
 	t_run(sa, 120, &r);
 	dst = t_wait(dpid, 120);
@@ -270,7 +270,7 @@ static void migrate_memfd_on(const char *mode, const char *placement, const char
 	o = t_read_file(dout);
 	assert_non_null(o);
 	assert_null(strstr(o, "MISMATCH"));
-	assert_non_null(strstr(o, "memverify: done passes=6 mismatches=0"));
+	assert_non_null(strstr(o, "memverify: done passes=36 mismatches=0"));
 	rec = json_load_file(stats, 0, NULL);
 	assert_non_null(rec);
 	assert_string_equal(json_string_value(t_json_need(rec, "ram_backing")), "memfd");
@@ -325,7 +325,7 @@ static void test_snapshot_round_trip(void **state)
 	(void)state;
 	snprintf(snap, sizeof(snap), "%s", t_path(dir, "vm.snap"));
 	char *ra[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "32M",
-		       "--ram-backing", "memfd", "--cmdline", "wss=16 passes=4",
+		       "--ram-backing", "memfd", "--cmdline", "wss=16 passes=24",
 		       "--snapshot", snap, "--snapshot-after", "0.5", NULL };
 	t_run(ra, 60, &r);
 	if (r.status)
@@ -339,7 +339,7 @@ static void test_snapshot_round_trip(void **state)
 		fprintf(stderr, "restore: %d\n%s\n", r.status, r.err);
 	assert_int_equal(r.status, 0);
 	assert_null(strstr(r.out, "MISMATCH"));
-	assert_non_null(strstr(r.out, "memverify: done passes=4 mismatches=0"));
+	assert_non_null(strstr(r.out, "memverify: done passes=24 mismatches=0"));
 	t_result_free(&r);
 	t_tmpdir_free(dir);
 }

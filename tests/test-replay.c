@@ -39,7 +39,7 @@
 
 #include "t-util.h"
 
-#define PASSES "6"
+#define PASSES "36"
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 static int t_port(void)

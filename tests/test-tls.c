@@ -70,7 +70,7 @@ static void mig_with(const char *dir, const char *dopt, const char *dval, const 
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet",
 		       *dopt ? (char *)dopt : NULL, (char *)dval, NULL };
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--cmdline", "wss=8 passes=6", "--migrate-to", listen,
+		       "--cmdline", "wss=8 passes=36", "--migrate-to", listen,
 		       "--migrate-after", "0.3", "--quiet", *sopt ? (char *)sopt : NULL,
 		       (char *)sval, NULL };
 	pid_t dpid, spid;
@@ -115,7 +115,7 @@ static void test_psk_migration(void **state)
 	assert_int_equal(m.src_status, 0);
 	assert_int_equal(m.dst_status, 0);
 	assert_non_null(strstr(m.dst_err, "(TLS, key)"));
-	assert_non_null(strstr(m.dst_out, "memverify: done passes=6 mismatches=0"));
+	assert_non_null(strstr(m.dst_out, "memverify: done passes=36 mismatches=0"));
 	mig_run_free(&m);
 	free(key);
 	t_tmpdir_free(dir);
@@ -130,7 +130,7 @@ static void assert_refused(struct mig_run *m, const char *dst_says)
 	assert_int_equal(m->src_status, 0);
 	assert_non_null(strstr(m->src_err, "authentication failed"));
 	assert_non_null(strstr(m->src_err, "the guest keeps running here"));
-	assert_non_null(strstr(m->src_out, "memverify: done passes=6 mismatches=0"));
+	assert_non_null(strstr(m->src_out, "memverify: done passes=36 mismatches=0"));
 	assert_int_equal(m->dst_status, -1);   /* still waiting for the real source */
 	assert_non_null(strstr(m->dst_err, dst_says));
 	assert_null(strstr(m->dst_out ? m->dst_out : "", "memverify"));
@@ -227,7 +227,7 @@ static void test_x509_migration_and_untrusted(void **state)
 	assert_int_equal(m.src_status, 0);
 	assert_int_equal(m.dst_status, 0);
 	assert_non_null(strstr(m.dst_err, "(TLS, certificates)"));
-	assert_non_null(strstr(m.dst_out, "memverify: done passes=6 mismatches=0"));
+	assert_non_null(strstr(m.dst_out, "memverify: done passes=36 mismatches=0"));
 	mig_run_free(&m);
 	free(a);
 	free(b);
@@ -257,7 +257,7 @@ static void test_strangers_do_not_block_incoming(void **state)
 	}
 	assert_int_equal(write(fds[10], "junk junk junk junk", 19), 19);
 	char *sa2[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-			"--cmdline", "wss=8 passes=6", "--migrate-to", listen,
+			"--cmdline", "wss=8 passes=36", "--migrate-to", listen,
 			"--migrate-after", "0.2", "--quiet", NULL };
 	t_run(sa2, 90, &r);
 	assert_int_equal(r.status, 0);
@@ -268,7 +268,7 @@ static void test_strangers_do_not_block_incoming(void **state)
 	assert_non_null(strstr(o, "dropped a connection"));
 	free(o);
 	o = t_read_file(dout);
-	assert_non_null(strstr(o, "memverify: done passes=6 mismatches=0"));
+	assert_non_null(strstr(o, "memverify: done passes=36 mismatches=0"));
 	free(o);
 	for (int i = 0; i < 11; i++)
 		close(fds[i]);
