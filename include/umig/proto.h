@@ -83,6 +83,8 @@ enum proto_type {
 	MSG_PAGES_Z = 112,  /* u64 first pfn, u32 n, u32 codec (1 lz4, 2 zstd), codec batch */
 	MSG_DELTA = 113,    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
 	MSG_RDMA_MR = 98,     /* src -> dst on control (FEAT_RDMA_READ): guest RAM's address, keys */
+	/* parallel bulk streams (FEAT_STREAMS), control, source -> destination */
+	MSG_STREAMS = 136,  /* u32 bulk connections (2..XSTREAMS_MAX), u32 0 */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -117,10 +119,11 @@ enum proto_mark {
 #define FEAT_TRANSPORTS    FEAT_RDMA
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
 #define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
+#define FEAT_STREAMS       (1ull << 36) /* STREAMS: more than one bulk connection */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
 			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | \
-			    FEAT_COMPRESS | FEAT_DELTA)
+			    FEAT_COMPRESS | FEAT_DELTA | FEAT_STREAMS)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16
