@@ -267,26 +267,31 @@ int dst_dec_setup(struct mig_dest *d)
 {
 	int ret = 0;
 
-	if (!(d->c.x->features & (FEAT_COMPRESS | FEAT_DELTA)) || d->stage)
+	if (!(d->c.x->features & (FEAT_COMPRESS | FEAT_DELTA)) || d->stage[0])
 		return 0;
-	if (d->c.x->features & FEAT_COMPRESS)
-		ret = codec_dec_new(&d->dec);
-	d->stage = ret ? NULL : malloc(PROTO_RUN_MAX * PAGE_SIZE);
-	return ret ? ret : d->stage ? 0 : -ENOMEM;
+	for (unsigned i = 0; !ret && i < d->c.x->streams && i < XSTREAMS_MAX; i++) {
+		if (d->c.x->features & FEAT_COMPRESS)
+			ret = codec_dec_new(&d->dec[i]);
+		d->stage[i] = ret ? NULL : malloc(PROTO_RUN_MAX * PAGE_SIZE);
+		ret = ret ? ret : d->stage[i] ? 0 : -ENOMEM;
+	}
+	return ret;
 }
 
 void dst_dec_free(struct mig_dest *d)
 {
-	codec_dec_free(d->dec);
-	free(d->stage);
+	for (unsigned i = 0; i < XSTREAMS_MAX; i++) {
+		codec_dec_free(d->dec[i]);
+		free(d->stage[i]);
+	}
 }
 
 /*
- * Turn a compressed run into a raw one (data in d->stage), or apply a
+ * Turn a compressed run into a raw one (data in the stream's stage), or apply a
  * delta to the page this side holds: 1 when the run was a delta and is
  * placed, 0 when *r is now a raw run to place, < 0 refused.
  */
-int dst_decode_run(struct mig_dest *d, struct xrun *r, bool post)
+int dst_decode_run(struct mig_dest *d, struct xrun *r, bool post, unsigned stream)
 {
 	uint8_t *host = d->c.vm->mem.host + (r->pfn << PAGE_SHIFT);
 	enum codec_kind kind = r->enc == XENC_LZ4 ? CODEC_LZ4 : CODEC_ZSTD;
@@ -307,16 +312,16 @@ int dst_decode_run(struct mig_dest *d, struct xrun *r, bool post)
 		dst_mark_present(d, r->pfn, 1);
 		return 1;
 	}
-	if (!d->dec)
+	if (stream >= XSTREAMS_MAX || !d->dec[stream])
 		return err_set(-EPROTO, "bulk channel: a compressed run without a decoder");
-	ret = codec_decode(d->dec, kind, r->data, r->len, d->stage, r->n);
+	ret = codec_decode(d->dec[stream], kind, r->data, r->len, d->stage[stream], r->n);
 	if (ret < 0)
 		return err_set(-EBADMSG, "bulk channel: %s run %llu+%u (%u bytes) refused: %s",
 			       codec_kind_name(kind), (unsigned long long)r->pfn, r->n, r->len,
 			       err_msg(ret));
 	d->pages_decoded += r->n;
 	r->enc = XENC_RAW;
-	r->data = d->stage;
+	r->data = d->stage[stream];
 	r->len = r->n * PAGE_SIZE;
 	return 0;
 }

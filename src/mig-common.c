@@ -17,6 +17,7 @@ void mig_params_default(struct mig_params *p)
 	memset(p, 0, sizeof(*p));
 	p->mode = MIG_MODE_POST;
 	strcpy(p->transport, "tcp");
+	p->streams = 1;
 	strcpy(p->prepaging, "bubble");
 	p->downtime_limit_ms = 300;
 	p->max_rounds = 30;

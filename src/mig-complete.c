@@ -118,6 +118,7 @@ json_t *src_record(struct mig_source *s)
 	pthread_mutex_unlock(&s->c.lock);
 	src_guest_figures(s, r, post);
 	json_object_set_new(r, "transport", json_string(s->c.x ? s->c.x->ops->name : s->p.transport));
+	json_object_set_new(r, "streams", json_integer(s->c.x ? s->c.x->streams : s->p.streams));
 	json_object_set_new(r, "ram_backing", json_string(mem_backing_name(s->c.vm ? s->c.vm->mem.backing : MEM_ANON)));
 	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));
 	json_object_set_new(r, "pages_dup", json_integer(s->pages_dup));

@@ -252,8 +252,7 @@ void mig_dest_free(struct mig_dest *d)
 		pthread_join(d->complete_thread, NULL);
 	if (d->fault_started)
 		pthread_join(d->fault_thread, NULL);
-	if (d->bulk_started)
-		pthread_join(d->bulk_thread, NULL);
+	dst_join_receiver(d);
 	if (d->rendezvous_started)
 		pthread_join(d->rendezvous_thread, NULL);
 	if (d->lfd >= 0)

@@ -54,6 +54,19 @@ static int src_send_encoded(struct mig_source *s, uint16_t type, struct wbuf *w)
 	return ret;
 }
 
+/* With FEAT_STREAMS: how many bulk connections follow (docs/protocol.md). */
+static int src_send_streams(struct mig_source *s)
+{
+	uint8_t b[8] = { 0 };
+	struct wbuf w = { .data = b, .cap = sizeof(b) };
+
+	if (!(s->c.x->features & FEAT_STREAMS))
+		return 0;
+	s->c.x->streams = s->p.streams;
+	wbuf_put_u32(&w, s->p.streams);
+	return xport_ctl_send(s->c.x, MSG_STREAMS, b, sizeof(b));
+}
+
 /* HELLO2 and its answer: the version and the features of the session. */
 static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 {
@@ -72,6 +85,8 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 	struct wbuf w;
 	int ret;
 
+	if (s->p.streams <= 1)
+		h.offered &= ~FEAT_STREAMS;   /* one stream is what every umig does */
 	wbuf_init(&w);
 	proto_encode_hello2(&w, &h);
 	ret = src_send_encoded(s, MSG_HELLO2, &w);
@@ -85,15 +100,17 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 		return ret;
 	s->c.x->version = a.version;
 	xport_set_features(s->c.x, a.features);
-	if (!(a.features & FEAT_RECOVER))
-		return 0;
-	/* what a reconnection must prove it knows (mig-recover.c) */
-	if (gnutls_rnd(GNUTLS_RND_KEY, s->c.secret, sizeof(s->c.secret)) < 0)
-		return err_set(-EIO, "cannot draw the migration's secret");
-	s->c.x->secret = s->c.secret;
-	ret = xport_ctl_send(s->c.x, MSG_SECRET, s->c.secret, sizeof(s->c.secret));
-	/* under TLS the secret is worth nothing without this TLS session */
-	return ret < 0 ? ret : xport_bind_secret(s->c.x, s->c.secret);
+	if (a.features & FEAT_RECOVER) {
+		/* what a reconnection must prove it knows (mig-recover.c) */
+		if (gnutls_rnd(GNUTLS_RND_KEY, s->c.secret, sizeof(s->c.secret)) < 0)
+			return err_set(-EIO, "cannot draw the migration's secret");
+		s->c.x->secret = s->c.secret;
+		ret = xport_ctl_send(s->c.x, MSG_SECRET, s->c.secret, sizeof(s->c.secret));
+		/* under TLS the secret is worth nothing without this TLS session */
+		if (!ret)
+			ret = xport_bind_secret(s->c.x, s->c.secret);
+	}
+	return ret < 0 ? ret : src_send_streams(s);
 }
 
 int src_handshake(struct mig_source *s)
@@ -128,6 +145,9 @@ int src_handshake(struct mig_source *s)
 	if (!ret && (acked & FEAT_HELLO2))
 		ret = src_negotiate(s, &m);
 	proto_msg_free(&m);
+	if (!ret && s->p.streams > 1 && !(s->c.x->features & FEAT_STREAMS))
+		pr_warn("migration: the destination takes one bulk stream (an older umig); "
+			"--streams %u falls back to 1", s->p.streams);
 	if (!ret && (s->c.x->ops->feature & ~s->c.x->features))
 		ret = err_set(-EPROTONOSUPPORT, "the destination cannot take pages over %s (a umig "
 			      "before 0.2, or one built without it): use --transport tcp",
@@ -182,10 +202,35 @@ static int dst_check_transport(struct mig_dest *d, uint64_t offered)
 		       "with --transport %s", d->c.x->ops->name, d->c.x->ops->name);
 }
 
+/* With FEAT_STREAMS: STREAMS, the number of bulk connections to accept. */
+static int dst_recv_streams(struct mig_dest *d, struct proto_msg *m)
+{
+	struct rbuf r;
+	uint32_t n;
+	int ret;
+
+	if (!(d->c.x->features & FEAT_STREAMS))
+		return 0;
+	ret = xport_ctl_recv(d->c.x, m, MIG_HANDSHAKE_TIMEOUT_MS);
+	if (!ret && m->type != MSG_STREAMS)
+		ret = err_set(-EPROTO, "expected STREAMS, got message type %u", m->type);
+	if (ret < 0)
+		return ret;
+	rbuf_init(&r, m->payload, m->len);
+	n = rbuf_get_u32(&r);
+	if (n < 2 || n > XSTREAMS_MAX || rbuf_get_u32(&r) != 0)
+		return err_set(-EPROTO, "STREAMS: %u bulk streams (2..%d)", n, XSTREAMS_MAX);
+	d->c.x->streams = n;
+	return 0;
+}
+
 static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 {
 	uint64_t known = (FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS & ~FEAT_XPORT_OPTIONAL) |
 			 d->c.x->ops->feature | d->c.x->ops->optional;
+	/* several bulk connections only where the transport has them */
+	if (!(d->c.x->ops->caps & XCAP_STREAMS))
+		known &= ~FEAT_STREAMS;
 	struct proto_hello2 h;
 	struct proto_hello2_ack a;
 	struct wbuf w;
@@ -211,7 +256,7 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	d->c.x->version = a.version;
 	xport_set_features(d->c.x, a.features);
 	if (ret < 0 || !(a.features & FEAT_RECOVER))
-		return ret;
+		return ret < 0 ? ret : dst_recv_streams(d, m);
 	ret = xport_ctl_recv(d->c.x, m, MIG_HANDSHAKE_TIMEOUT_MS);
 	if (!ret && m->type != MSG_SECRET)
 		ret = err_set(-EPROTO, "expected the migration's secret, got message type %u", m->type);
@@ -219,7 +264,9 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 		memcpy(d->c.secret, m->payload, sizeof(d->c.secret));
 		d->c.x->secret = d->c.secret;
 	}
-	return ret < 0 ? ret : xport_bind_secret(d->c.x, d->c.secret);
+	if (!ret)
+		ret = xport_bind_secret(d->c.x, d->c.secret);
+	return ret < 0 ? ret : dst_recv_streams(d, m);
 }
 
 int dst_handshake(struct mig_dest *d, int lfd)

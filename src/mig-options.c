@@ -347,6 +347,21 @@ static json_t *get_dirty_track(const struct mig_params *p)
 	return json_string(mig_dirty_track_name(p->dirty_track));
 }
 
+static int set_streams(struct mig_params *p, const char *v)
+{
+	uint64_t n;
+
+	if (parse_u64(v, &n) || n == 0 || n > XSTREAMS_MAX)
+		return err_set(-EINVAL, "'%s' is not a stream count (1..%d)", v, XSTREAMS_MAX);
+	p->streams = n;
+	return 0;
+}
+
+static json_t *get_streams(const struct mig_params *p)
+{
+	return json_integer(p->streams ? p->streams : 1);
+}
+
 static const struct migopt migopts[] = {
 	{ "mode", "mode", "MODE", "post|pre|hybrid|stop-copy (default post)", set_mode, get_mode },
 	{ "transport", "transport", "NAME", "page transport: tcp or rdma (default tcp)", set_transport,
@@ -358,6 +373,9 @@ static const struct migopt migopts[] = {
 	  "rdma with --auth-key/--tls-creds: accept that the guest's pages cross the RDMA "
 	  "network unencrypted (TLS covers only the control connection); refused without it",
 	  set_rdma_plaintext, get_rdma_plaintext },
+	{ "streams", "streams", "N",
+	  "tcp: N bulk connections, each with its own receiver placing pages at the "
+	  "destination, 1..16 (default 1)", set_streams, get_streams },
 	{ "prepaging", "prepaging", "POLICY",
 	  "post-copy push order: linear, bubble, bubble-dir (default bubble)", set_prepaging,
 	  get_prepaging },

@@ -45,7 +45,7 @@ static int dst_handle_reply(struct mig_dest *d, const struct xev *ev)
 
 	if (ev->kind != XEV_RUN)
 		return err_set(-EPROTO, "urgent channel: unexpected completion %d", ev->kind);
-	ret = dst_place_run(d, &ev->run, true);
+	ret = dst_place_run(d, &ev->run, true, 0);
 	if (!ret)
 		d->pages_urgent += ev->run.n;
 	return ret;

@@ -55,16 +55,16 @@
 static bool src_inflight(struct mig_source *s, uint64_t pfn)
 {
 	uint64_t end = s->push_end ? atomic_load_explicit(&s->push_end[pfn], memory_order_acquire) : 0;
-	uint64_t acked, rate;
+	uint64_t ahead, rate;
 
 	if (!end)
 		return false;
 	if (end == PUSH_QUEUED || s->p.dup_inflight == MIG_DUP_ALWAYS)
 		return true;
-	if (xport_bulk_inflight(s->c.x, NULL, &acked, &rate) < 0 || acked >= end)
+	if (xport_bulk_unacked(s->c.x, end, &ahead, &rate) < 0 || !ahead)
 		return false;
 	/* unknown rate: the bytes are queued, assume they wait */
-	return !rate || (end - acked) * 1000000.0 / rate > DUP_MIN_WAIT_US;
+	return !rate || ahead * 1000000.0 / rate > DUP_MIN_WAIT_US;
 }
 
 static bool src_dup_allowed(struct mig_source *s)
@@ -77,7 +77,7 @@ static void src_stamp(struct mig_source *s, const uint64_t *pfns, size_t n)
 {
 	uint64_t queued;
 
-	if (!s->push_end || !n || xport_bulk_inflight(s->c.x, &queued, NULL, NULL) < 0)
+	if (!s->push_end || !n || xport_bulk_pos(s->c.x, &queued) < 0)
 		return;
 	for (size_t i = 0; i < n; i++)
 		atomic_store_explicit(&s->push_end[pfns[i]], queued, memory_order_release);

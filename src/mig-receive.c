@@ -10,6 +10,14 @@
  * `present` has a bit per page that holds its
  * final content here (or is known to be zero); present_count reaching
  * npages is completion.
+ *
+ * With parallel bulk streams (FEAT_STREAMS) one receiver thread runs per
+ * stream, each placing what its stream carries.  The source sends each
+ * mark on every stream, so a receiver that reaches its k-th mark waits
+ * until every stream delivered its k-th: a page re-sent in round k+1 on
+ * one stream can then never be overtaken by its round-k copy on another,
+ * and a DISCARD applied after the pre-copy-done mark finds every older
+ * copy placed.  Within a round a page travels once.
  */
 #include <errno.h>
 #include <string.h>
@@ -40,7 +48,7 @@ void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n)
 }
 
 /* The run was checked against guest RAM by the transport. */
-int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post)
+int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post, unsigned stream)
 {
 	struct xrun dec = *in, *r = &dec;
 	uint64_t off = r->pfn << PAGE_SHIFT;
@@ -50,7 +58,7 @@ int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post)
 	int ret;
 
 	if (r->enc != XENC_RAW && r->enc != XENC_ZERO) {
-		ret = dst_decode_run(d, r, post);   /* compressed or delta: checked first */
+		ret = dst_decode_run(d, r, post, stream);   /* compressed or delta: checked first */
 		if (ret)
 			return ret < 0 ? ret : 0;
 	}
@@ -90,30 +98,70 @@ static void dst_wait_uffd(struct mig_dest *d)
 	pthread_mutex_unlock(&d->c.lock);
 }
 
-/* A mark in the bulk stream; 1 when the stream has ended. */
-static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post)
+static int dst_bulk_timeout(struct mig_dest *d);
+
+/*
+ * The k-th mark of one stream: wait (under d->c.lock) until every stream
+ * delivered its k-th, bounded like any bulk wait by the peer timeout
+ * counted from the last frame any stream delivered.
+ */
+static int dst_mark_barrier(struct mig_dest *d, unsigned k)
+{
+	unsigned n = d->c.x->streams;
+	uint64_t limit = d->c.peer_timeout_ms * 1000000ull;
+	int ret = 0;
+
+	d->marks_in++;
+	pthread_cond_broadcast(&d->c.cond);
+	while (d->marks_in < k * n && !d->bulk_failed && d->c.state != MIG_FAILED) {
+		uint64_t t = now_ns() + 100000000ull;
+		struct timespec ts = { .tv_sec = t / 1000000000ull, .tv_nsec = t % 1000000000ull };
+
+		if (dst_bulk_timeout(d) >= 0 && now_ns() - d->bulk_rx_ns > limit)
+			return err_set(-ETIMEDOUT, "bulk channel: a stream was silent for %.1f s while "
+				       "the others waited at mark %u", (now_ns() - d->bulk_rx_ns) / 1e9, k);
+		pthread_cond_timedwait(&d->c.cond, &d->c.lock, &ts);
+	}
+	if (d->marks_in < k * n)
+		ret = -ECONNABORTED;   /* another stream failed: it says why */
+	return ret;
+}
+
+/* The k-th mark in one bulk stream; 1 when the stream has ended. */
+static int dst_on_mark(struct mig_dest *d, const struct xev *ev, bool *post, unsigned k)
 {
 	int ret = proto_check_mark(d->hello.mode, *post, ev->mark);
+	bool placed;
 
 	if (ret < 0)
 		return ret;
 	d->rounds = ev->round;
-	if (ev->mark == MARK_ROUND_END) {
-		pthread_mutex_lock(&d->c.lock);
-		d->rounds_placed = ev->round;
+	pthread_mutex_lock(&d->c.lock);
+	if (ev->mark == MARK_BULK_END) {
+		/* nothing follows: no wait, the last stream to end ends the bulk phase */
+		if (++d->streams_ended >= d->c.x->streams)
+			d->bulk_mark = ev->mark;
 		pthread_cond_broadcast(&d->c.cond);
 		pthread_mutex_unlock(&d->c.lock);
-		/* a broken control connection is the control reader's to report */
-		if (dst_send_placed(d) < 0)
-			pr_debug("incoming: PLACED for round %u not sent", ev->round);
-		return 0;
-	}
-	pthread_mutex_lock(&d->c.lock);
-	d->bulk_mark = ev->mark;
-	pthread_cond_broadcast(&d->c.cond);
-	pthread_mutex_unlock(&d->c.lock);
-	if (ev->mark == MARK_BULK_END)
 		return 1;
+	}
+	ret = d->c.x->streams > 1 ? dst_mark_barrier(d, k) : 0;
+	if (!ret && ev->mark != MARK_ROUND_END) {
+		d->bulk_mark = ev->mark;
+		pthread_cond_broadcast(&d->c.cond);
+	}
+	/* a round is placed once every stream passed its end: one stream says so */
+	placed = !ret && ev->mark == MARK_ROUND_END && d->rounds_placed < ev->round;
+	if (placed) {
+		d->rounds_placed = ev->round;
+		pthread_cond_broadcast(&d->c.cond);
+	}
+	pthread_mutex_unlock(&d->c.lock);
+	/* a broken control connection is the control reader's to report */
+	if (placed && dst_send_placed(d) < 0)
+		pr_debug("incoming: PLACED for round %u not sent", ev->round);
+	if (ret < 0 || ev->mark == MARK_ROUND_END)
+		return ret;
 	/* post-copy pages may only be placed once userfaultfd is armed */
 	dst_wait_uffd(d);
 	*post = true;
@@ -134,14 +182,16 @@ static int dst_bulk_timeout(struct mig_dest *d)
 
 static void *dst_bulk_thread(void *arg)
 {
-	struct mig_dest *d = arg;
+	struct dst_stream *st = arg;
+	struct mig_dest *d = st->d;
 	bool post = d->bulk_post;
+	unsigned marks = 0;
 	struct xev ev;
 	int ret = 0;
 
 	d->bulk_rx_ns = now_ns();
 	while (ret == 0) {
-		ret = xport_reap(d->c.x, XQ_BULK, &ev, dst_bulk_timeout(d));
+		ret = xport_reap(d->c.x, xq_stream(st->i), &ev, dst_bulk_timeout(d));
 		if (ret == 0)
 			continue;   /* nothing between frames: not this thread's to judge */
 		if (ret < 0)
@@ -152,14 +202,14 @@ static void *dst_bulk_thread(void *arg)
 			ret = proto_check_bulk_run(d->hello.mode, post,
 						   ev.run.enc == XENC_ZERO ? MSG_ZERO : MSG_PAGES);
 			if (!ret)
-				ret = dst_place_run(d, &ev.run, post);
+				ret = dst_place_run(d, &ev.run, post, st->i);
 			/* the byte count takes a lock: only for a progress line that is shown */
 			if (d->c.progress.enabled)
 				progress_update(&d->c.progress, post ? "postcopy" : "precopy",
 						d->present_count, d->c.npages,
 						mig_bytes(&d->c, XCH_BULK), d->faults, false);
 		} else if (ev.kind == XEV_MARK) {
-			ret = dst_on_mark(d, &ev, &post);
+			ret = dst_on_mark(d, &ev, &post, ++marks);
 		} else {
 			ret = err_set(-EPROTO, "bulk channel: unexpected completion %d", ev.kind);
 		}
@@ -172,10 +222,25 @@ static void *dst_bulk_thread(void *arg)
 
 int dst_start_receiver(struct mig_dest *d)
 {
-	if (pthread_create(&d->bulk_thread, NULL, dst_bulk_thread, d))
-		return err_set(-EAGAIN, "cannot start the bulk receiver thread");
-	d->bulk_started = true;
+	unsigned n = MIN(d->c.x->streams, (unsigned)XSTREAMS_MAX);
+
+	pthread_mutex_lock(&d->c.lock);
+	d->marks_in = d->streams_ended = 0;   /* a recovery starts the streams anew */
+	pthread_mutex_unlock(&d->c.lock);
+	for (unsigned i = 0; i < n; i++) {
+		d->bulk_arg[i] = (struct dst_stream){ .d = d, .i = i };
+		if (pthread_create(&d->bulk_thread[i], NULL, dst_bulk_thread, &d->bulk_arg[i]))
+			return err_set(-EAGAIN, "cannot start bulk receiver thread %u of %u", i + 1, n);
+		d->bulk_started++;
+	}
 	return 0;
+}
+
+void dst_join_receiver(struct mig_dest *d)
+{
+	for (unsigned i = 0; i < d->bulk_started; i++)
+		pthread_join(d->bulk_thread[i], NULL);
+	d->bulk_started = 0;
 }
 
 /*

@@ -184,6 +184,7 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 		x->peer_timeout_ms = s->c.peer_timeout_ms;
 		x->version = s->c.x->version;
 		xport_set_features(x, s->c.x->features);
+		x->streams = s->c.x->streams;
 		x->secret = s->c.secret;
 		x->busy_poll = s->c.x->busy_poll;
 		xconn_tcp_set_user_timeout(x->ctl, s->c.peer_timeout_ms);
@@ -446,15 +447,15 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	dst_pause(d, err_set(-ECONNRESET, "the source reconnected"));
 	mig_set_state(&d->c, MIG_RECOVERING);
 	mig_keepalive_stop(&d->c);
-	if (d->bulk_started)
-		pthread_join(d->bulk_thread, NULL);
+	dst_join_receiver(d);
 	if (d->fault_started)
 		pthread_join(d->fault_thread, NULL);
-	d->bulk_started = d->fault_started = false;
+	d->fault_started = false;
 	x->npages = d->c.npages;
 	x->peer_timeout_ms = d->c.peer_timeout_ms;
 	x->version = d->c.x->version;
 	xport_set_features(x, d->c.x->features);
+	x->streams = d->c.x->streams;
 	x->secret = d->c.secret;
 	x->busy_poll = d->c.x->busy_poll;
 	xconn_tcp_set_user_timeout(x->ctl, d->c.peer_timeout_ms);

@@ -121,6 +121,9 @@ int mig_params_check_vm(const struct mig_params *p, struct vm *vm)
 		return err_set(-EINVAL, "--dirty-track kvm-log reads KVM's dirty log, and this "
 			       "guest runs under %s, not KVM: use --dirty-track wp (or auto), or "
 			       "run the guest with --vcpu kvm", backend);
+	if (p->streams > 1 && strcmp(p->transport, "tcp"))
+		return err_set(-ENOTSUP, "--streams works over the tcp transport only; %s has one "
+			       "bulk queue pair (drop --streams, or use --transport tcp)", p->transport);
 	return 0;
 }
 

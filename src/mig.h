@@ -296,6 +296,8 @@ struct mig_dest {
 	struct proto_hello hello;
 
 	int bulk_mark;               /* (L) last MARK_PRECOPY_DONE / MARK_BULK_END seen */
+	unsigned marks_in;           /* (L) marks the bulk streams delivered (all streams) */
+	unsigned streams_ended;      /* (L) bulk streams past MARK_BULK_END */
 	bool bulk_failed;            /* (L) */
 	bool uffd_ready;             /* (L) post-copy placement may start */
 	bool ready_sent;             /* (L) READY left: the source may have committed */
@@ -318,12 +320,14 @@ struct mig_dest {
 	uint64_t *fault_ns;          /* when each page's fault was read (0 = none) */
 	struct uffd uffd;
 	int quit_efd;
-	pthread_t bulk_thread, fault_thread, complete_thread;
-	bool bulk_started, fault_started, complete_started;
+	pthread_t bulk_thread[XSTREAMS_MAX], fault_thread, complete_thread;
+	unsigned bulk_started;       /* bulk receiver threads running (one per stream) */
+	struct dst_stream { struct mig_dest *d; unsigned i; } bulk_arg[XSTREAMS_MAX];
+	bool fault_started, complete_started;
 	struct lat_hist lat;
-	struct codec_dec *dec;       /* the bulk receiver's, with FEAT_COMPRESS */
-	uint8_t *stage;              /* decoded pages before placement */
-	uint64_t pages_decoded, pages_delta;
+	struct codec_dec *dec[XSTREAMS_MAX];   /* each bulk receiver's, with FEAT_COMPRESS */
+	uint8_t *stage[XSTREAMS_MAX];          /* its decoded pages before placement */
+	_Atomic uint64_t pages_decoded, pages_delta;
 
 	bool bulk_post;              /* the receiver starts in post-copy (after a recovery) */
 	uint64_t paused_at;          /* (L) when post-copy paused, 0 = running */
@@ -350,16 +354,19 @@ static inline bool dst_postcopy_mode(const struct mig_dest *d)
 
 int dst_handshake(struct mig_dest *d, int lfd);
 int dst_start_receiver(struct mig_dest *d);
+/* Join every bulk receiver thread (after the transport was shut down or ended). */
+void dst_join_receiver(struct mig_dest *d);
 int dst_wait_mark(struct mig_dest *d, int mark);
 void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n);
-int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post);
+/* stream: the bulk stream whose decoder state serves an encoded run (urgent: 0, never encoded) */
+int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post, unsigned stream);
 /* mig-place.c: a raw or zero post-copy run into memfd RAM, UFFDIO_CONTINUE. */
 int dst_place_continue(struct mig_dest *d, const struct xrun *r);
 /* A fault on a page already present here: map it (or its zeroes) locally. */
 int dst_resolve_present(struct mig_dest *d, uint64_t off);
 int dst_dec_setup(struct mig_dest *d);
 void dst_dec_free(struct mig_dest *d);
-int dst_decode_run(struct mig_dest *d, struct xrun *r, bool post);
+int dst_decode_run(struct mig_dest *d, struct xrun *r, bool post, unsigned stream);
 int dst_arm_postcopy(struct mig_dest *d);
 /* One-sided transports: start pulling what is not present (the source is paused). */
 int dst_start_pull(struct mig_dest *d);

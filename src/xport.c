@@ -89,6 +89,7 @@ static int xport_new(struct xport **out, const char *transport, struct xconn *ct
 	x->caps = ops->caps;
 	x->ctl = ctl;
 	x->version = 1;
+	x->streams = 1;
 	pthread_mutex_init(&x->ctl_lock, NULL);
 	*out = x;
 	return 0;
@@ -311,6 +312,15 @@ static int greet_start(struct greet *g, int lfd, struct xport *x, const struct x
 }
 
 /* A greeted connection: is it one the caller waits for?  NULL if so, else why not. */
+/* The slot of x's next bulk stream beyond the first (NULL: it has them all). */
+static struct xconn **greet_stream_slot(const struct xport *x, struct xconn **out)
+{
+	for (unsigned i = 1; i < x->streams && i < XSTREAMS_MAX; i++)
+		if (!out[XCH_COUNT + i - 1])
+			return &out[XCH_COUNT + i - 1];
+	return NULL;
+}
+
 static const char *greet_wanted(const struct greet *g, struct xconn **out)
 {
 	if (g->ret < 0)
@@ -319,7 +329,7 @@ static const char *greet_wanted(const struct greet *g, struct xconn **out)
 		return g->ch == XCH_CONTROL ? NULL : "the first connection must be the control channel";
 	if (g->ch == XCH_CONTROL || g->session != g->x->session)
 		return "expected the bulk or urgent channel of this migration";
-	if (out[g->ch])
+	if (out[g->ch] && (g->ch != XCH_BULK || !greet_stream_slot(g->x, out)))
 		return "a second connection for a channel this migration has";
 	return NULL;
 }
@@ -342,7 +352,7 @@ static unsigned greet_reap(struct greet *gs, int efd, struct xconn **out, uint64
 		g->busy = false;
 		why = greet_wanted(g, out);
 		if (!why && !(g->x == NULL && out[XCH_CONTROL])) {
-			out[g->ch] = g->c;
+			*(out[g->ch] ? greet_stream_slot(g->x, out) : &out[g->ch]) = g->c;
 			*session = g->session;
 			got++;
 			continue;
@@ -387,7 +397,7 @@ int xport_accept_conns(struct xconn **out, unsigned n, int lfd, struct xport *x,
 
 	if (efd < 0)
 		return -errno;
-	for (int ch = 0; ch < XCH_COUNT; ch++)
+	for (int ch = 0; ch < XCONN_SLOTS; ch++)
 		out[ch] = NULL;
 	while (got < n && !ret) {
 		/*
@@ -428,7 +438,7 @@ int xport_accept_conns(struct xconn **out, unsigned n, int lfd, struct xport *x,
 	greet_cancel(gs);
 	close(efd);
 	if (ret < 0)
-		for (int ch = 0; ch < XCH_COUNT; ch++) {
+		for (int ch = 0; ch < XCONN_SLOTS; ch++) {
 			xconn_close(out[ch]);
 			out[ch] = NULL;
 		}
@@ -438,7 +448,7 @@ int xport_accept_conns(struct xconn **out, unsigned n, int lfd, struct xport *x,
 int xport_accept(struct xport **out, const char *transport, int listen_fd, int timeout_ms,
 		 const struct xsec *sec)
 {
-	struct xconn *c[XCH_COUNT];
+	struct xconn *c[XCONN_SLOTS];
 	uint64_t session;
 	int ret = xport_known(transport ? transport : "tcp");
 

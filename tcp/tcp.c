@@ -6,6 +6,11 @@
  *           sends batched through io_uring (uring.c)
  *   urgent  destination -> source REQ, source -> destination PAGE
  *
+ * With FEAT_STREAMS the bulk channel is x->streams connections (bulk[],
+ * bulk[0] = c[XCH_BULK]): runs go to one stream after the other, the next
+ * once STREAM_SPAN bytes went to one (a run stays whole), and a mark goes
+ * on every stream.
+ *
  * Each connection's frames are decoded here and every field is checked
  * (a run must lie inside guest RAM, a frame must belong to its channel
  * and direction) before the engine sees a completion, so the engine
@@ -24,9 +29,16 @@
 #include "umig/util.h"
 #include "umig/xport.h"
 
+/* Bytes pushed on one bulk stream before the next takes over. */
+#define STREAM_SPAN (128u << 10)
+
 struct tcp_pages {
 	struct xconn *c[XCH_COUNT];      /* bulk and urgent; [XCH_CONTROL] unused */
-	struct proto_msg m[XQ_COUNT];    /* the frame each queue reaped last */
+	struct xconn *bulk[XSTREAMS_MAX]; /* the bulk streams; [0] is c[XCH_BULK] */
+	unsigned nbulk;
+	unsigned cur;                    /* source: the stream pushes go to now */
+	uint64_t span_end;               /* ... until its bytes_sent reaches this */
+	struct proto_msg m[XQ_MAX];      /* the frame each queue reaped last */
 };
 
 static struct tcp_pages *tp(struct xport *x)
@@ -36,30 +48,56 @@ static struct tcp_pages *tp(struct xport *x)
 
 static int tcp_pages_new(struct xport *x)
 {
-	x->priv = calloc(1, sizeof(struct tcp_pages));
-	return x->priv ? 0 : -ENOMEM;
+	struct tcp_pages *t = calloc(1, sizeof(struct tcp_pages));
+
+	if (!t)
+		return -ENOMEM;
+	t->nbulk = x->streams >= 1 && x->streams <= XSTREAMS_MAX ? x->streams : 1;
+	t->span_end = STREAM_SPAN;
+	x->priv = t;
+	return 0;
 }
 
+/* The connection of queue q: XQ_URGENT, or bulk stream 0, 1, ... */
+static struct xconn *tcp_queue_conn(struct xport *x, enum xq q)
+{
+	if (q == XQ_URGENT)
+		return tp(x)->c[XCH_URGENT];
+	return tp(x)->bulk[q == XQ_BULK ? 0 : q - XQ_COUNT + 1];
+}
+
+static int tcp_connect_one(struct xport *x, struct xconn **c, enum xport_channel ch,
+			   const char *host, uint16_t port, int timeout_ms)
+{
+	int ret = xconn_tcp_connect(c, host, port, ch, timeout_ms);
+
+	if (!ret && x->peer_timeout_ms)
+		xconn_tcp_set_user_timeout(*c, x->peer_timeout_ms);
+	if (!ret && x->sec)
+		ret = xconn_tls_start(*c, x->sec, host, timeout_ms);
+	if (!ret)
+		ret = proto_send_greeting(*c, x->session);
+	if (!ret)
+		ret = xport_bind_send(x, *c);
+	/* TLS bulk gathers records while the socket is busy: BIND must leave now */
+	if (!ret)
+		ret = xconn_flush(*c);
+	if (!ret)
+		(*c)->digest = x->features & FEAT_DIGEST;
+	return ret;
+}
+
+/* Bulk, urgent, then the further bulk streams. */
 static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, int timeout_ms)
 {
 	int ret = tcp_pages_new(x);
 
-	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
-		ret = xconn_tcp_connect(&tp(x)->c[ch], host, port, ch, timeout_ms);
-		if (!ret && x->peer_timeout_ms)
-			xconn_tcp_set_user_timeout(tp(x)->c[ch], x->peer_timeout_ms);
-		if (!ret && x->sec)
-			ret = xconn_tls_start(tp(x)->c[ch], x->sec, host, timeout_ms);
-		if (!ret)
-			ret = proto_send_greeting(tp(x)->c[ch], x->session);
-		if (!ret)
-			ret = xport_bind_send(x, tp(x)->c[ch]);
-		/* TLS bulk gathers records while the socket is busy: BIND must leave now */
-		if (!ret)
-			ret = xconn_flush(tp(x)->c[ch]);
-		if (!ret)
-			tp(x)->c[ch]->digest = x->features & FEAT_DIGEST;
-	}
+	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++)
+		ret = tcp_connect_one(x, &tp(x)->c[ch], ch, host, port, timeout_ms);
+	if (!ret)
+		tp(x)->bulk[0] = tp(x)->c[XCH_BULK];
+	for (unsigned i = 1; !ret && i < tp(x)->nbulk; i++)
+		ret = tcp_connect_one(x, &tp(x)->bulk[i], XCH_BULK, host, port, timeout_ms);
 	return ret;
 }
 
@@ -71,22 +109,45 @@ static int tcp_connect_data(struct xport *x, const char *host, uint16_t port, in
  */
 static int tcp_accept_data(struct xport *x, int listen_fd, int timeout_ms)
 {
-	struct xconn *c[XCH_COUNT];
+	struct xconn *c[XCONN_SLOTS];
 	uint64_t session;
 	int ret = tcp_pages_new(x);
+	unsigned n = ret ? 0 : tp(x)->nbulk;
 
 	if (!ret && x->sec && !(x->features & FEAT_TLS))
 		ret = err_set(-EPROTO, "the source did not negotiate TLS channel binding");
 	if (!ret)
-		ret = xport_accept_conns(c, XCH_COUNT - 1, listen_fd, x, x->sec, timeout_ms, &session);
-	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
+		ret = xport_accept_conns(c, XCH_COUNT - 1 + n - 1, listen_fd, x, x->sec, timeout_ms,
+					 &session);
+	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++)
 		tp(x)->c[ch] = c[ch];
-		c[ch]->digest = x->features & FEAT_DIGEST;
-		xconn_tcp_set_channel(c[ch], ch);
+	for (unsigned i = 0; !ret && i < n; i++)
+		tp(x)->bulk[i] = i ? c[XCH_COUNT + i - 1] : c[XCH_BULK];
+	for (unsigned i = 0; !ret && i < n + 1; i++) {
+		struct xconn *k = i < n ? tp(x)->bulk[i] : c[XCH_URGENT];
+
+		k->digest = x->features & FEAT_DIGEST;
+		xconn_tcp_set_channel(k, i < n ? XCH_BULK : XCH_URGENT);
 		if (x->peer_timeout_ms)
-			xconn_tcp_set_user_timeout(c[ch], x->peer_timeout_ms);
+			xconn_tcp_set_user_timeout(k, x->peer_timeout_ms);
 	}
 	return ret;
+}
+
+/*
+ * The stream the next push goes to: the current one until STREAM_SPAN
+ * bytes went to it, then the next (whose batch the one before leaves
+ * queued in io_uring until it fills or is flushed).
+ */
+static struct xconn *tcp_push_conn(struct xport *x)
+{
+	struct tcp_pages *t = tp(x);
+
+	if (t->nbulk > 1 && t->bulk[t->cur]->bytes_sent >= t->span_end) {
+		t->cur = (t->cur + 1) % t->nbulk;
+		t->span_end = t->bulk[t->cur]->bytes_sent + STREAM_SPAN;
+	}
+	return t->bulk[t->cur];
 }
 
 static void run_header(uint8_t h[16], uint64_t pfn, uint32_t n_or_flags)
@@ -101,7 +162,7 @@ static void run_header(uint8_t h[16], uint64_t pfn, uint32_t n_or_flags)
 /* An encoded run (PAGES_Z, DELTA): only once its feature was negotiated. */
 static int tcp_push_encoded(struct xport *x, const struct xrun *r, uint8_t h[16])
 {
-	struct xconn *c = tp(x)->c[XCH_BULK];
+	struct xconn *c = tcp_push_conn(x);
 	struct wbuf w = { .data = h, .cap = 16 };
 	bool delta = r->enc == XENC_DELTA;
 	uint64_t feat = delta ? FEAT_DELTA : FEAT_COMPRESS;
@@ -119,14 +180,15 @@ static int tcp_push_encoded(struct xport *x, const struct xrun *r, uint8_t h[16]
 
 static int tcp_push(struct xport *x, const struct xrun *r)
 {
-	struct xconn *c = tp(x)->c[XCH_BULK];
+	struct xconn *c;
 	uint8_t h[16];
 
 	run_header(h, r->pfn, r->n);
-	if (r->enc == XENC_ZERO)
-		return proto_send(c, MSG_ZERO, h, 16);
 	if (r->enc == XENC_LZ4 || r->enc == XENC_ZSTD || r->enc == XENC_DELTA)
 		return tcp_push_encoded(x, r, h);
+	c = tcp_push_conn(x);
+	if (r->enc == XENC_ZERO)
+		return proto_send(c, MSG_ZERO, h, 16);
 	if (r->enc != XENC_RAW || r->n > PROTO_RUN_MAX || r->len != r->n * PAGE_SIZE)
 		return err_set(-EINVAL, "tcp: cannot push run %llu+%u (encoding %u, %u bytes)",
 			       (unsigned long long)r->pfn, r->n, r->enc, r->len);
@@ -138,9 +200,22 @@ static int tcp_mark(struct xport *x, uint32_t mark, uint32_t round)
 	uint8_t b[8];
 	struct wbuf w = { .data = b, .cap = 8 };
 
+	int ret = 0;
+
 	wbuf_put_u32(&w, mark);
 	wbuf_put_u32(&w, round);
-	return proto_send(tp(x)->c[XCH_BULK], MSG_MARK, b, 8);
+	if (tp(x)->nbulk == 1)
+		return proto_send(tp(x)->bulk[0], MSG_MARK, b, 8);
+	/*
+	 * On every stream, each flushed: a destination stream waiting at this
+	 * mark for the others must never wait for bytes left in a batch here
+	 */
+	for (unsigned i = 0; !ret && i < tp(x)->nbulk; i++) {
+		ret = proto_send(tp(x)->bulk[i], MSG_MARK, b, 8);
+		if (!ret)
+			ret = xconn_flush(tp(x)->bulk[i]);
+	}
+	return ret;
 }
 
 static int tcp_reply(struct xport *x, const struct xrun *r)
@@ -157,7 +232,11 @@ static int tcp_reply(struct xport *x, const struct xrun *r)
 
 static int tcp_flush(struct xport *x)
 {
-	return xconn_flush(tp(x)->c[XCH_BULK]);
+	int ret = 0;
+
+	for (unsigned i = 0; !ret && i < tp(x)->nbulk; i++)
+		ret = xconn_flush(tp(x)->bulk[i]);
+	return ret;
 }
 
 static int tcp_fetch(struct xport *x, uint64_t pfn)
@@ -274,7 +353,7 @@ int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct xev *ev
 
 static int tcp_reap(struct xport *x, enum xq q, struct xev *ev, int timeout_ms)
 {
-	struct xconn *c = tp(x)->c[q == XQ_BULK ? XCH_BULK : XCH_URGENT];
+	struct xconn *c = tcp_queue_conn(x, q);
 	struct proto_msg *m = &tp(x)->m[q];
 	int ret;
 
@@ -286,51 +365,68 @@ static int tcp_reap(struct xport *x, enum xq q, struct xev *ev, int timeout_ms)
 	if (ret < 0)
 		return ret;
 	memset(ev, 0, sizeof(*ev));
-	return q == XQ_BULK ? tcp_decode_bulk(x, m, ev) : tcp_decode_urgent(x, m, ev);
+	return q != XQ_URGENT ? tcp_decode_bulk(x, m, ev) : tcp_decode_urgent(x, m, ev);
 }
 
 static int tcp_queue_fd(struct xport *x, enum xq q)
 {
-	return xconn_fd(tp(x)->c[q == XQ_BULK ? XCH_BULK : XCH_URGENT]);
+	return xconn_fd(tcp_queue_conn(x, q));
 }
 
 static bool tcp_pending(struct xport *x, enum xq q)
 {
-	return xconn_pending(tp(x)->c[q == XQ_BULK ? XCH_BULK : XCH_URGENT]);
+	return xconn_pending(tcp_queue_conn(x, q));
 }
 
+/* Bulk: all its streams. */
 static uint64_t tcp_bytes(struct xport *x, enum xport_channel ch)
 {
-	struct xconn *c = tp(x)->c[ch];
+	uint64_t n = 0;
 
-	return c ? c->bytes_sent + c->bytes_recv : 0;
+	if (ch != XCH_BULK)
+		return tp(x)->c[ch] ? tp(x)->c[ch]->bytes_sent + tp(x)->c[ch]->bytes_recv : 0;
+	for (unsigned i = 0; i < tp(x)->nbulk; i++)
+		if (tp(x)->bulk[i])
+			n += tp(x)->bulk[i]->bytes_sent + tp(x)->bulk[i]->bytes_recv;
+	return n;
 }
 
 /*
- * What the bulk connection has queued and what the peer acknowledged.
- * bytes_sent counts what was handed to the connection (some may still
- * wait in io_uring's batch); the kernel's tcpi_bytes_acked counts the
- * same stream's bytes from its first, the greeting, so the two compare.
- * rate must be given with acked.
+ * Positions in the bulk byte streams: the stream in the top byte, the
+ * bytes handed to that connection so far below it.  bytes_sent counts
+ * what was handed to the connection (some may still wait in io_uring's
+ * batch); the kernel's tcpi_bytes_acked counts the same stream's bytes
+ * from its first, the greeting, so the two compare.
  */
-static int tcp_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked, uint64_t *rate)
+#define POS_SHIFT 56
+
+static int tcp_bulk_pos(struct xport *x, uint64_t *pos)
 {
-	struct xconn *c = tp(x) ? tp(x)->c[XCH_BULK] : NULL;
+	struct tcp_pages *t = tp(x);
+
+	if (!t || !t->bulk[t->cur])
+		return -ENOTCONN;
+	/* the pushing thread's own counter: only it asks for it */
+	*pos = (uint64_t)t->cur << POS_SHIFT | t->bulk[t->cur]->bytes_sent;
+	return 0;
+}
+
+static int tcp_bulk_unacked(struct xport *x, uint64_t pos, uint64_t *ahead, uint64_t *rate)
+{
+	unsigned i = pos >> POS_SHIFT;
+	uint64_t end = pos & ((1ull << POS_SHIFT) - 1);
+	struct xconn *c = tp(x) && i < tp(x)->nbulk ? tp(x)->bulk[i] : NULL;
 	struct tcp_info ti = { 0 };
 	socklen_t len = sizeof(ti);
 
 	if (!c)
 		return -ENOTCONN;
-	if (queued)	/* the pushing thread's own counter: only it asks for it */
-		*queued = c->bytes_sent;
-	if (!acked)
-		return 0;
 	/* takes the socket's lock: never on the pushing thread's every run */
 	if (getsockopt(xconn_fd(c), IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
 		return -errno;
 	if (len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
 		return -EOPNOTSUPP;
-	*acked = ti.tcpi_bytes_acked;
+	*ahead = end > ti.tcpi_bytes_acked ? end - ti.tcpi_bytes_acked : 0;
 	/* the kernel's delivery rate estimate (Linux 4.18); 0 in an older struct */
 	*rate = len >= offsetof(struct tcp_info, tcpi_delivery_rate) + sizeof(ti.tcpi_delivery_rate) ?
 		ti.tcpi_delivery_rate : 0;
@@ -339,15 +435,20 @@ static int tcp_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked,
 
 static void tcp_shutdown(struct xport *x)
 {
-	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++)
-		xconn_shutdown(tp(x)->c[ch]);
+	xconn_shutdown(tp(x)->c[XCH_URGENT]);
+	for (unsigned i = 0; i < tp(x)->nbulk; i++)
+		xconn_shutdown(tp(x)->bulk[i]);
 }
 
 static void tcp_close(struct xport *x)
 {
-	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++)
-		xconn_close(tp(x)->c[ch]);
-	for (int q = 0; q < XQ_COUNT; q++)
+	xconn_close(tp(x)->c[XCH_URGENT]);
+	/* bulk[0] is c[XCH_BULK]; before it is there, only c[] holds it */
+	if (!tp(x)->bulk[0])
+		xconn_close(tp(x)->c[XCH_BULK]);
+	for (unsigned i = 0; i < tp(x)->nbulk; i++)
+		xconn_close(tp(x)->bulk[i]);
+	for (int q = 0; q < XQ_MAX; q++)
 		proto_msg_free(&tp(x)->m[q]);
 	free(x->priv);
 	x->priv = NULL;
@@ -355,7 +456,7 @@ static void tcp_close(struct xport *x)
 
 const struct xport_ops xport_tcp_ops = {
 	.name = "tcp",
-	.caps = XCAP_STREAM,
+	.caps = XCAP_STREAM | XCAP_STREAMS,
 	.connect_data = tcp_connect_data,
 	.accept_data = tcp_accept_data,
 	.push = tcp_push,
@@ -365,7 +466,8 @@ const struct xport_ops xport_tcp_ops = {
 	.fetch = tcp_fetch,
 	.reap = tcp_reap,
 	.queue_fd = tcp_queue_fd,
-	.bulk_inflight = tcp_bulk_inflight,
+	.bulk_pos = tcp_bulk_pos,
+	.bulk_unacked = tcp_bulk_unacked,
 	.pending = tcp_pending,
 	.bytes = tcp_bytes,
 	.shutdown = tcp_shutdown,

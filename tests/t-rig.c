@@ -18,6 +18,8 @@
 #include "t-rig.h"
 #include "t-util.h"
 
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
 /* The rig started last, for rig_teardown after a failed assertion. */
 static struct rig live;
 
@@ -59,6 +61,7 @@ const char *rig_peer_timeout = "1000";
 const char *rig_cmdline = "wss=32 passes=84";
 const char *rig_prepaging = "bubble-dir";
 const char *rig_after = "0.7";   /* --migrate-after, seconds */
+const char *const *rig_extra;    /* more source options (NULL-terminated), reset by rig_teardown */
 
 void rig_start(struct rig *g, const char *mode, const char *const *rules)
 {
@@ -93,7 +96,14 @@ void rig_start(struct rig *g, const char *mode, const char *const *rules)
 		       "--prepaging", (char *)rig_prepaging,
 		       "--migrate-after", (char *)rig_after, "--mode", (char *)mode, "--peer-timeout", (char *)rig_peer_timeout,
 		       "--recover-timeout", "20000", "--control", g->sock,
-		       "--stats", (char *)t_path(g->dir, "src.json"), "--quiet", NULL };
+		       "--stats", (char *)t_path(g->dir, "src.json"), "--quiet", NULL, NULL, NULL,
+		       NULL, NULL, NULL, NULL, NULL, NULL };
+	size_t n_sa = 0;
+
+	while (sa[n_sa])
+		n_sa++;
+	for (const char *const *e = rig_extra; e && *e && n_sa + 1 < ARRAY_LEN(sa); e++)
+		sa[n_sa++] = (char *)*e;
 	g->src = t_spawn(sa, t_path(g->dir, "src.out"), t_path(g->dir, "src.err"));
 	live = *g;
 }
@@ -117,6 +127,7 @@ void rig_stop(struct rig *g)
 int rig_teardown(void **state)
 {
 	(void)state;
+	rig_extra = NULL;
 	if (!live.dir)
 		return 0;
 	kill_if_ours(live.src);
@@ -236,7 +247,11 @@ json_t *rig_local_migrate(const struct rig_local *m)
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", rig_port());
 	snprintf(sstats, sizeof(sstats), "%s", t_path(dir, "src.json"));
-	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
+	char *da[16] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
+
+	for (const char *const *e = m->dest_extra; e && *e && n < 10; e++)
+		da[5 + n++] = (char *)*e;
+	n = 0;
 	pid_t dpid = t_spawn(da, dout, derr);
 
 	usleep(300000);

@@ -23,6 +23,7 @@ extern const char *rig_peer_timeout;
 extern const char *rig_cmdline;
 extern const char *rig_prepaging;
 extern const char *rig_after;   /* --migrate-after, seconds */
+extern const char *const *rig_extra;   /* more source options; rig_teardown resets it */
 
 /* A loopback port not used before by this process. */
 int rig_port(void);
@@ -56,6 +57,7 @@ struct rig_local {
 	const char *after;              /* --migrate-after, seconds */
 	const char *done;               /* what the destination's output must contain */
 	const char *const *extra;       /* more source options, NULL-terminated */
+	const char *const *dest_extra;  /* more destination options, NULL-terminated */
 	int bound_s;                    /* bound on each process */
 };
 json_t *rig_local_migrate(const struct rig_local *m);

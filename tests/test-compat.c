@@ -128,6 +128,18 @@ static void test_this_to_previous_compressed(void **s)
 	json_decref(rec);
 }
 
+/* Parallel streams asked of an older destination: one stream, after a warning. */
+static void test_this_to_previous_streams(void **s)
+{
+	static const char *const extra[] = { "--streams", "3", NULL };
+	json_t *rec;
+
+	t_skip_unless(prev_umig[0], "%s", skip_why);
+	rec = migrate_between(t_umig(), t_guest("memverify"), prev_umig, "post", extra);
+	assert_int_equal(json_integer_value(json_object_get(rec, "streams")), 1);
+	json_decref(rec);
+}
+
 static void test_previous_to_this_post(void **s) { old_to_new("post"); }
 static void test_previous_to_this_pre(void **s) { old_to_new("pre"); }
 static void test_this_to_previous_post(void **s) { new_to_old("post"); }
@@ -141,6 +153,7 @@ int main(void)
 		cmocka_unit_test(test_this_to_previous_post),
 		cmocka_unit_test(test_this_to_previous_pre),
 		cmocka_unit_test(test_this_to_previous_compressed),
+		cmocka_unit_test(test_this_to_previous_streams),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

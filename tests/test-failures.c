@@ -134,6 +134,9 @@ static void test_ready_lost_pre(void **state)
  * with what the destination lacks.  memverify finishes clean and the
  * record counts the recovery and the pages that were lost in flight.
  */
+/* Bulk streams the record must show (test_postcopy_reset_streams sets it). */
+static long long want_streams = 1;
+
 static void postcopy_breaks(const char *mode, const char *const *rules, const char *said)
 {
 	struct rig g;
@@ -164,6 +167,7 @@ static void postcopy_breaks(const char *mode, const char *const *rules, const ch
 	if (json_integer_value(json_object_get(rec, "recoveries")) < 1)
 		rig_dump(&g, 0, 0);
 	assert_true(json_integer_value(json_object_get(rec, "recoveries")) >= 1);
+	assert_int_equal(json_integer_value(json_object_get(rec, "streams")), want_streams);
 	print_message("recovered: %lld pages lost in flight and sent again\n",
 		      (long long)json_integer_value(json_object_get(rec, "pages_lost_in_flight")));
 	json_decref(rec);
@@ -263,6 +267,26 @@ static void test_hybrid_discard_before_round_placed(void **state)
 	assert_true(json_integer_value(json_object_get(rec, "pages_resent")) > 0);
 	json_decref(rec);
 	rig_stop(&g);
+}
+
+/*
+ * Three bulk streams, one of them reset 3 MB into it (each carries a
+ * third of the push): every connection goes, the recovery opens three
+ * again, and the receivers meet at the bulk-end mark on the new ones.
+ */
+static void test_postcopy_reset_streams(void **s)
+{
+	static const char *const extra[] = { "--streams", "3", NULL };
+
+	rig_extra = extra;
+	want_streams = 3;
+	postcopy_break("post", "bulk:s2d:bytes=3000000:reset");
+}
+
+static int streams_teardown(void **state)
+{
+	want_streams = 1;
+	return rig_teardown(state);
 }
 
 /*
@@ -606,6 +630,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_postcopy_urgent_cut, rig_teardown),
 		cmocka_unit_test_teardown(test_hybrid_reset_midway, rig_teardown),
 		cmocka_unit_test_teardown(test_hybrid_discard_before_round_placed, rig_teardown),
+		cmocka_unit_test_teardown(test_postcopy_reset_streams, streams_teardown),
 		cmocka_unit_test_teardown(test_postcopy_garbled_bulk, rig_teardown),
 		cmocka_unit_test_teardown(test_postcopy_garbled_urgent, rig_teardown),
 		cmocka_unit_test_teardown(test_dest_killed_in_precopy, rig_teardown),

@@ -69,9 +69,13 @@ static char *file_or_empty(const char *path)
 /* --- recording ------------------------------------------------------------------ */
 
 static char *rec_root;
-static char rec_dir[3][600];
-static const char *const rec_mode[3] = { "stop-copy", "post", "hybrid" };
-enum { REC_STOPCOPY, REC_POST, REC_HYBRID };
+#define NREC 4
+static char rec_dir[NREC][600];
+static const char *const rec_mode[NREC] = { "stop-copy", "post", "hybrid", "post" };
+static const char *const rec_name[NREC] = { "stop-copy", "post", "hybrid", "post-streams" };
+/* the last recording's source asks for two bulk streams (its STREAMS frame) */
+static const char *const rec_streams[NREC] = { "1", "1", "1", "2" };
+enum { REC_STOPCOPY, REC_POST, REC_HYBRID, REC_STREAMS };
 
 static void record(int i)
 {
@@ -79,7 +83,7 @@ static void record(int i)
 	char lp[16], dp[16], listen[32], via[32], recopt[640];
 	char *dir = rec_dir[i];
 
-	snprintf(dir, sizeof(rec_dir[i]), "%s/%s", rec_root, rec_mode[i]);
+	snprintf(dir, sizeof(rec_dir[i]), "%s/%s", rec_root, rec_name[i]);
 	mkdir(dir, 0700);
 	snprintf(lp, sizeof(lp), "%d", pport);
 	snprintf(dp, sizeof(dp), "%d", dport);
@@ -96,7 +100,8 @@ static void record(int i)
 	usleep(300000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "8M",
 		       "--cmdline", "wss=4 passes=" PASSES, "--migrate-to", via,
-		       "--migrate-after", "0.2", "--mode", (char *)rec_mode[i], "--quiet", NULL };
+		       "--migrate-after", "0.2", "--mode", (char *)rec_mode[i],
+		       "--streams", (char *)rec_streams[i], "--quiet", NULL };
 	pid_t spid = t_spawn(sa, t_path(rec_root, "src.out"), t_path(rec_root, "src.err"));
 
 	src = t_wait(spid, 60);
@@ -130,7 +135,7 @@ static int setup_recordings(void **state)
 	}
 	t_result_free(&r);
 	rec_root = t_tmpdir();
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < NREC; i++)
 		record(i);
 	return 0;
 }
@@ -250,6 +255,7 @@ struct hostile {
 #define F_DISCARD_0_1  "0c000000" "0300" "0000" "0000000000000000" "01000000"
 #define F_ZERO_0_1     "10000000" "2100" "0000" "0000000000000000" "01000000" "00000000"
 #define F_PAGE_FAR     "10000000" "3100" "0000" "0000000000010000" "01000000" "00000000"
+#define F_STREAMS_2    "08000000" "8800" "0000" "02000000" "00000000"
 
 static const struct hostile hostile_cases[] = {
 	{ REC_STOPCOPY, "bulk:field=32#0:pfn=1099511627776",
@@ -282,6 +288,9 @@ static const struct hostile hostile_cases[] = {
 	  { "urgent channel", "PAGE", "page 1099511627776 lies outside guest RAM" } },
 	{ REC_HYBRID, "control:insert=2#0:" F_DISCARD_0_1 F_DISCARD_0_1,
 	  { "control channel", "DISCARD run 0+1", "overlaps or precedes" } },
+	/* parallel bulk streams: a count out of range, STREAMS never negotiated */
+	{ REC_STREAMS, "control:field=136#0:u32@0=99", { "STREAMS: 99 bulk streams (2..16)" } },
+	{ REC_STOPCOPY, "control:insert=2#0:" F_STREAMS_2, { "STREAMS" } },
 };
 
 static void test_hostile_frames_end_the_migration(void **state)

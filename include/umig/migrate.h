@@ -75,6 +75,7 @@ struct mig_params {
 	bool dynamic_rate;           /* pre-copy rounds start at max_bandwidth / 4 and rise */
 	bool fallback_post;          /* pre-copy that stops progressing switches to post-copy */
 	int dirty_track;             /* enum mig_dirty_track: how pre-copy finds written pages */
+	unsigned streams;            /* bulk connections, 1..XSTREAMS_MAX (tcp; 0 = 1) */
 };
 
 /* --dirty-track (docs/architecture.md, "Dirty tracking"); auto is the default. */
@@ -83,7 +84,8 @@ enum mig_dirty_track { MIG_DIRTY_AUTO, MIG_DIRTY_WP, MIG_DIRTY_KVM_LOG };
 const char *mig_dirty_track_name(int t);
 /*
  * The options p can be used for this VM: -EINVAL naming the conflict (kvm-log
- * for a guest not under KVM).  mig_source_start() checks it; umig run checks
+ * for a guest not under KVM; -ENOTSUP: --streams over a transport without
+ * it).  mig_source_start() checks it; umig run checks
  * it before the guest starts.
  */
 int mig_params_check_vm(const struct mig_params *p, struct vm *vm);

@@ -86,6 +86,8 @@ enum proto_type {
 	MSG_PLACED = 128,        /* dst -> src: u32 rounds placed, u32 DISCARD_EARLY frames applied */
 	MSG_DISCARD_EARLY = 129, /* src -> dst: u32 round it follows, u32 0, runs {u64, u32} */    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
 	MSG_RDMA_MR = 98,     /* src -> dst on control (FEAT_RDMA_READ): guest RAM's address, keys */
+	/* parallel bulk streams (FEAT_STREAMS), control, source -> destination */
+	MSG_STREAMS = 136,  /* u32 bulk connections (2..XSTREAMS_MAX), u32 0 */
 	/* urgent */
 	MSG_REQ = 48,       /* dst -> src: u64 pfn */
 	MSG_PAGE = 49,      /* src -> dst: u64 pfn, u32 flags (1 = zero), u32 0, [4096 bytes] */
@@ -121,10 +123,12 @@ enum proto_mark {
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
 #define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
 #define FEAT_EARLY_DISCARD (1ull << 32) /* hybrid: DISCARD_EARLY while round 1 drains, PLACED */
+#define FEAT_STREAMS       (1ull << 36) /* STREAMS: more than one bulk connection */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
 			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | \
-			    FEAT_COMPRESS | FEAT_DELTA | FEAT_EARLY_DISCARD)
+			    FEAT_COMPRESS | FEAT_DELTA | FEAT_EARLY_DISCARD | \
+			    FEAT_STREAMS)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16

@@ -25,12 +25,20 @@
  *                 so per-run encodings (compression, delta) can apply;
  *   XCAP_ONESIDED fetch is served by the source's NIC without its CPU
  *                 (RDMA READ): the source needs no request server and the
- *                 destination drives the push order itself.
+ *                 destination drives the push order itself;
+ *   XCAP_STREAMS  the bulk queue can be several connections (--streams).
  *
  * Setup is two-phase so that a refused migration costs one connection:
  * the control connection first (xport_connect / xport_accept, which also
  * exchange the greeting), the handshake on it (mig-handshake.c), then the
  * page channels (xport_connect_data / xport_accept_data).
+ *
+ * Parallel bulk streams (FEAT_STREAMS, x->streams > 1, TCP only): the bulk
+ * queue is x->streams queues, XQ_BULK and xq_stream(1..streams-1), one
+ * connection each, each reaped by its own thread at the destination.  The
+ * transport spreads pushed runs over them (a run stays whole); a mark goes
+ * on every stream, in order with that stream's runs, so the destination
+ * has passed a mark once every stream delivered it (mig-receive.c).
  *
  * Threads: one thread per queue reaps it; the source's pushes come from
  * one thread and its replies from another; control messages are sent from
@@ -54,14 +62,28 @@
 enum xport_cap {
 	XCAP_STREAM = 1u << 0,
 	XCAP_ONESIDED = 1u << 1,
+	XCAP_STREAMS = 1u << 2,   /* the bulk queue can be several connections (FEAT_STREAMS) */
 };
 
 /* Completion queues: each is reaped by one thread. */
 enum xq {
-	XQ_BULK = 0,     /* dest: pushed runs and marks */
+	XQ_BULK = 0,     /* dest: pushed runs and marks (bulk stream 0) */
 	XQ_URGENT = 1,   /* dest: fetched runs; source: requests */
 	XQ_COUNT
 };
+
+/* Bulk connections of a session at most (--streams). */
+#define XSTREAMS_MAX 16
+/* Every queue a session can have: bulk streams 1.. follow XQ_COUNT. */
+#define XQ_MAX (XQ_COUNT + XSTREAMS_MAX - 1)
+/* Connection slots of xport_accept_conns: the channels, then bulk streams 1.. */
+#define XCONN_SLOTS (XCH_COUNT + XSTREAMS_MAX - 1)
+
+/* The queue of bulk stream i (0: XQ_BULK). */
+static inline enum xq xq_stream(unsigned i)
+{
+	return i ? (enum xq)(XQ_COUNT + i - 1) : XQ_BULK;
+}
 
 enum xrun_enc {
 	XENC_RAW = 0,    /* n * 4096 bytes of page data */
@@ -115,15 +137,16 @@ struct xport_ops {
 	void (*shutdown)(struct xport *x);
 	void (*close)(struct xport *x);
 	/*
-	 * Optional (NULL: unknown).  Source: bytes handed to the bulk channel
-	 * so far, how many of them the peer has acknowledged (a run whose
-	 * last byte lies beyond *acked is still queued here or on the wire),
-	 * and the rate the channel delivers at, bytes/s (0: not known yet).
-	 * queued may be NULL, and must be for any thread but the pushing one;
-	 * acked may be NULL (asking for it may cost a lock on the connection),
-	 * and rate is only filled with acked.
+	 * Optional (NULL: unknown), source.  bulk_pos, pushing thread only:
+	 * where the bulk stream that carried the last push ends now, an
+	 * opaque non-zero position.  bulk_unacked, any thread: how many bytes
+	 * up to position pos the peer has not yet acknowledged (0: all of
+	 * them; a run whose end lies beyond is still queued here or on the
+	 * wire) and the rate that stream delivers at, bytes/s (0: not known
+	 * yet); it may take a lock on the connection.
 	 */
-	int (*bulk_inflight)(struct xport *x, uint64_t *queued, uint64_t *acked, uint64_t *rate);
+	int (*bulk_pos)(struct xport *x, uint64_t *pos);
+	int (*bulk_unacked)(struct xport *x, uint64_t pos, uint64_t *ahead, uint64_t *rate);
 };
 
 struct xsec;
@@ -141,6 +164,7 @@ struct xport {
 	unsigned peer_timeout_ms;    /* TCP_USER_TIMEOUT of every connection (0: none) */
 	unsigned version;            /* negotiated protocol version */
 	uint64_t features;           /* negotiated feature bits */
+	unsigned streams;            /* bulk connections (1; FEAT_STREAMS: up to XSTREAMS_MAX) */
 	const uint8_t *secret;       /* the migration's secret (authenticates page channels) */
 	bool busy_poll;              /* spin on completions instead of sleeping (--rdma-poll) */
 	uint32_t caps;               /* the ops' caps, plus what this session negotiated */
@@ -171,8 +195,10 @@ int xport_accept(struct xport **out, const char *transport, int listen_fd, int t
 		 const struct xsec *sec);
 /*
  * The same for the transports: n connections into out[channel] (which
- * has XCH_COUNT slots), all within timeout_ms.  x NULL wants one control
- * channel; otherwise n distinct bulk or urgent channels of x's session,
+ * has XCONN_SLOTS slots), all within timeout_ms.  x NULL wants one control
+ * channel; otherwise n distinct bulk or urgent channels of x's session
+ * (bulk streams 1.. of x->streams go to out[XCH_COUNT..], in the order
+ * they are greeted),
  * which under TLS must open with a BIND frame proving they belong to x's
  * control TLS session (docs/protocol.md, "Authentication").
  */
@@ -253,11 +279,16 @@ static inline int xport_reap(struct xport *x, enum xq q, struct xev *ev, int tim
 /* Readable when a reap of q may find a completion (for poll()). */
 static inline int xport_queue_fd(struct xport *x, enum xq q) { return x->ops->queue_fd(x, q); }
 
-/* -EOPNOTSUPP when the transport cannot tell (see xport_ops.bulk_inflight). */
-static inline int xport_bulk_inflight(struct xport *x, uint64_t *queued, uint64_t *acked,
-				      uint64_t *rate)
+/* -EOPNOTSUPP when the transport cannot tell (see xport_ops.bulk_pos). */
+static inline int xport_bulk_pos(struct xport *x, uint64_t *pos)
 {
-	return x->ops->bulk_inflight ? x->ops->bulk_inflight(x, queued, acked, rate) : -EOPNOTSUPP;
+	return x->ops->bulk_pos ? x->ops->bulk_pos(x, pos) : -EOPNOTSUPP;
+}
+
+static inline int xport_bulk_unacked(struct xport *x, uint64_t pos, uint64_t *ahead,
+				     uint64_t *rate)
+{
+	return x->ops->bulk_unacked ? x->ops->bulk_unacked(x, pos, ahead, rate) : -EOPNOTSUPP;
 }
 
 /*
