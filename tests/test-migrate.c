@@ -456,12 +456,12 @@ static void test_unreachable_destination(void **state)
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", t_port());
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--cmdline", "wss=8 passes=36", "--migrate-to", listen,
+		       "--cmdline", "wss=8 passes=400", "--migrate-to", listen,
 		       "--migrate-after", "0.2", "--quiet", NULL };
 	t_run(sa, 60, &r);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.err, "cannot connect"));
-	assert_non_null(strstr(r.out, "memverify: done passes=36 mismatches=0"));
+	assert_non_null(strstr(r.out, "memverify: done passes=400 mismatches=0"));
 	t_result_free(&r);
 }
 
