@@ -54,6 +54,9 @@ static long src_discard_dirty(struct mig_source *s)
 {
 	int ret;
 
+	/* a hugetlb destination drops whole 2 MiB pages: resend every page of each */
+	if (s->c.x->features & FEAT_HUGE2M)
+		bitmap_round_out(&s->dirty, HUGE_PAGES);
 	bitmap_set_range(&s->sent, 0, s->c.npages);
 	for (uint64_t p = bitmap_next_set(&s->dirty, 0); p < s->c.npages;
 	     p = bitmap_next_set(&s->dirty, p + 1))

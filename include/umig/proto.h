@@ -117,10 +117,12 @@ enum proto_mark {
 #define FEAT_TRANSPORTS    FEAT_RDMA
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
 #define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
+/* the destination places post-copy in 2 MiB units (hugetlb RAM): REQ asks for a unit */
+#define FEAT_HUGE2M        (1ull << 34)
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
 			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | \
-			    FEAT_COMPRESS | FEAT_DELTA)
+			    FEAT_COMPRESS | FEAT_DELTA | FEAT_HUGE2M)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16
