@@ -516,7 +516,12 @@ int uffd_open_huge(struct uffd *u)
 	int fd;
 
 	*u = (struct uffd){ .fd = -1 };
-	fd = uffd_fd_new(UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_MISSING_HUGETLBFS, 0, NULL);
+	/*
+	 * Exact addresses (5.18+): without them a fault names its huge page's
+	 * start, and the source could not send the faulting 4 KiB page first.
+	 */
+	fd = uffd_fd_new(UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_MISSING_HUGETLBFS,
+			 UFFD_FEATURE_EXACT_ADDRESS, NULL);
 	if (fd == -ENOTSUP)
 		return err_set(-ENOTSUP, "userfaultfd has no missing and minor faults on hugetlbfs "
 			       "(Linux 5.13+): use --ram-backing anon for post-copy");
