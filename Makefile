@@ -104,6 +104,7 @@ LIB_SRCS := \
 	src/mig-options.c \
 	src/mig-pages.c \
 	src/mig-place.c \
+	src/mig-huge.c \
 	src/mig-postcopy-dst.c \
 	src/mig-postcopy-src.c \
 	src/mig-precopy.c \

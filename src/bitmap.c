@@ -232,3 +232,15 @@ uint64_t bitmap_prev_clear(const struct bitmap *b, uint64_t from)
 		word = ~load(b, w);
 	}
 }
+
+void bitmap_round_out(struct bitmap *b, uint64_t unit)
+{
+	for (uint64_t i = bitmap_next_set(b, 0); i < b->nbits; i = bitmap_next_set(b, i)) {
+		uint64_t first = i - i % unit, n = MIN(unit, b->nbits - first);
+
+		bitmap_set_range(b, first, n);
+		i = first + n;
+		if (i >= b->nbits)
+			break;
+	}
+}

@@ -4,9 +4,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#include <linux/memfd.h>
 #include <unistd.h>
 
 #include "umig/bitmap.h"
@@ -14,8 +17,11 @@
 #include "umig/log.h"
 #include "umig/mem.h"
 
-static int mem_check_size(uint64_t size)
+static int mem_check_size(uint64_t size, enum mem_backing b)
 {
+	if (b == MEM_HUGETLB && size % HUGE_PAGE_SIZE)
+		return err_set(-EINVAL, "guest RAM size %llu is not a multiple of 2 MiB, which "
+			       "--ram-backing hugetlb needs", (unsigned long long)size);
 	if (size % PAGE_SIZE)
 		return err_set(-EINVAL, "guest RAM size %llu is not a multiple of 4 KiB",
 			       (unsigned long long)size);
@@ -35,15 +41,49 @@ static void mem_no_huge(void *p, uint64_t size)
 		pr_warn("madvise(MADV_NOHUGEPAGE) on guest RAM failed: %s", strerror(errno));
 }
 
-/* One shmem file, mapped shared twice; MAP_NORESERVE as for anonymous RAM. */
-static int mem_alloc_memfd(struct guest_mem *m, uint64_t size)
+/* Free 2 MiB huge pages in the pool (HugePages_Free), or -1 if unknown. */
+static long mem_huge_free(void)
 {
-	int fd = memfd_create("umig-guest-ram", MFD_CLOEXEC);
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[128];
+	long n = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "HugePages_Free: %ld", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+static int mem_huge_error(int err, uint64_t size)
+{
+	long free_pages = mem_huge_free();
+
+	return err_set(err, "guest RAM of %llu MiB needs %llu free 2 MiB huge pages and %ld are "
+		       "free: reserve them with sysctl vm.nr_hugepages=N (or "
+		       "/proc/sys/vm/nr_hugepages), or use --ram-backing anon",
+		       (unsigned long long)(size >> 20), (unsigned long long)(size / HUGE_PAGE_SIZE),
+		       free_pages < 0 ? 0 : free_pages);
+}
+
+/*
+ * One shmem file (hugetlb: a hugetlbfs file of 2 MiB pages), mapped
+ * shared twice; MAP_NORESERVE as for anonymous RAM, except on hugetlbfs,
+ * where the mapping reserves every huge page now, so that too few free
+ * ones fail here with a clear error rather than as a SIGBUS in the guest.
+ */
+static int mem_alloc_memfd(struct guest_mem *m, uint64_t size, bool huge)
+{
+	int fd = memfd_create("umig-guest-ram", MFD_CLOEXEC |
+			      (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
+	int flags = MAP_SHARED | (huge ? 0 : MAP_NORESERVE);
 	void *g = MAP_FAILED, *p = MAP_FAILED;
 
 	if (fd < 0)
-		return err_set(-errno, "memfd_create for guest RAM: %s (use --ram-backing anon)",
-			       strerror(errno));
+		return err_set(-errno, "memfd_create%s for guest RAM: %s (use --ram-backing anon)",
+			       huge ? "(MFD_HUGETLB)" : "", strerror(errno));
 	if (ftruncate(fd, (off_t)size)) {
 		int err = errno;
 
@@ -51,20 +91,24 @@ static int mem_alloc_memfd(struct guest_mem *m, uint64_t size)
 		return err_set(-err, "cannot size the guest RAM memfd to %llu bytes: %s",
 			       (unsigned long long)size, strerror(err));
 	}
-	g = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	g = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, fd, 0);
 	if (g != MAP_FAILED)
-		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, fd, 0);
 	if (p == MAP_FAILED) {
 		int err = errno;
 
 		if (g != MAP_FAILED)
 			munmap(g, size);
 		close(fd);
+		if (huge && err == ENOMEM)
+			return mem_huge_error(-ENOMEM, size);
 		return err_set(-err, "cannot map %llu bytes of memfd guest RAM twice: %s",
 			       (unsigned long long)size, strerror(err));
 	}
-	mem_no_huge(g, size);
-	mem_no_huge(p, size);
+	if (!huge) {
+		mem_no_huge(g, size);
+		mem_no_huge(p, size);
+	}
 	m->host = g;
 	m->place = p;
 	m->fd = fd;
@@ -73,14 +117,14 @@ static int mem_alloc_memfd(struct guest_mem *m, uint64_t size)
 
 int mem_alloc_backed(struct guest_mem *m, uint64_t size, enum mem_backing b)
 {
-	int ret = mem_check_size(size);
+	int ret = mem_check_size(size, b);
 	void *p;
 
 	*m = (struct guest_mem){ .fd = -1, .backing = b };
 	if (ret)
 		return ret;
-	if (b == MEM_MEMFD) {
-		ret = mem_alloc_memfd(m, size);
+	if (b == MEM_MEMFD || b == MEM_HUGETLB) {
+		ret = mem_alloc_memfd(m, size, b == MEM_HUGETLB);
 		if (!ret)
 			m->size = size;
 		return ret;
@@ -108,7 +152,7 @@ void mem_free(struct guest_mem *m)
 		munmap(m->host, m->size);
 	if (m->place)
 		munmap(m->place, m->size);
-	if (m->fd >= 0 && m->backing == MEM_MEMFD)
+	if (m->fd >= 0 && m->backing != MEM_ANON)
 		close(m->fd);
 	*m = (struct guest_mem){ .fd = -1 };
 }
@@ -119,14 +163,16 @@ int mem_backing_parse(const char *name, enum mem_backing *out)
 		*out = MEM_ANON;
 	else if (!strcmp(name, "memfd"))
 		*out = MEM_MEMFD;
+	else if (!strcmp(name, "hugetlb"))
+		*out = MEM_HUGETLB;
 	else
-		return err_set(-EINVAL, "RAM backing '%s' is neither anon nor memfd", name);
+		return err_set(-EINVAL, "RAM backing '%s' is none of anon, memfd, hugetlb", name);
 	return 0;
 }
 
 const char *mem_backing_name(enum mem_backing b)
 {
-	return b == MEM_MEMFD ? "memfd" : "anon";
+	return b == MEM_MEMFD ? "memfd" : b == MEM_HUGETLB ? "hugetlb" : "anon";
 }
 
 int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len)
@@ -136,8 +182,12 @@ int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len)
 	if (off > m->size || len > m->size - off || (off | len) & (PAGE_SIZE - 1))
 		return err_set(-EINVAL, "dropping guest RAM +%#llx+%#llx: outside or unaligned",
 			       (unsigned long long)off, (unsigned long long)len);
-	/* shared memory keeps its data in the page cache: punch it out of the file */
-	if (m->backing == MEM_MEMFD)
+	/*
+	 * shared memory keeps its data in the page cache: punch it out of the
+	 * file (hugetlbfs frees the whole huge pages inside the range and
+	 * zeroes the parts of the others)
+	 */
+	if (m->backing != MEM_ANON)
 		ret = fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				(off_t)off, (off_t)len);
 	else
@@ -201,6 +251,7 @@ long mem_scan_populated(const struct guest_mem *m, struct bitmap *out)
 	long populated = 0;
 	int fd;
 
+	/* hugetlbfs has no SEEK_DATA; every write goes through the guest's view */
 	if (m->backing == MEM_MEMFD) {
 		free(e);
 		return mem_scan_memfd(m, out);

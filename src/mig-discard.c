@@ -160,6 +160,9 @@ long src_discard_dirty(struct mig_source *s)
 {
 	uint64_t npages = s->c.npages;
 
+	/* a hugetlb destination drops whole 2 MiB pages: resend every page of each */
+	if (s->c.x->features & FEAT_HUGE2M)
+		bitmap_round_out(&s->dirty, HUGE_PAGES);
 	bitmap_set_range(&s->sent, 0, npages);
 	for (uint64_t a = bitmap_next_set(&s->dirty, 0); a < npages;) {
 		uint64_t b = bitmap_next_clear(&s->dirty, a);

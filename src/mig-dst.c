@@ -22,7 +22,7 @@ static int dst_setup(struct mig_dest *d)
 
 	if (!ret)
 		ret = bitmap_init(&d->requested, d->c.npages);
-	if (!ret && d->place_continue)
+	if (!ret && (d->place_continue || d->huge))
 		ret = bitmap_init(&d->claimed, d->c.npages);
 	if (!ret) {
 		d->fault_ns = calloc(d->c.npages, sizeof(*d->fault_ns));
@@ -267,6 +267,8 @@ void mig_dest_free(struct mig_dest *d)
 	bitmap_free(&d->requested);
 	bitmap_free(&d->claimed);
 	free(d->fault_ns);
+	free(d->huge_cnt);
+	free(d->huge_data);
 	lat_free(&d->lat);
 	dst_dec_free(d);
 	json_decref(d->record);

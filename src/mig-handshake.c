@@ -224,6 +224,23 @@ static int dst_recv_streams(struct mig_dest *d, struct proto_msg *m)
 	return 0;
 }
 
+/*
+ * hugetlb RAM can be placed in post-copy only whole 2 MiB pages at a
+ * time, so the source must answer a fault with the whole unit and discard
+ * whole units (FEAT_HUGE2M).  Pre-copy and stop-copy write RAM directly
+ * and take any source.
+ */
+static int dst_check_huge(struct mig_dest *d, uint64_t features)
+{
+	if (d->c.vm->mem.backing != MEM_HUGETLB || !dst_postcopy_mode(d) ||
+	    (features & FEAT_HUGE2M))
+		return 0;
+	return err_set(-EPROTONOSUPPORT, "this destination's guest RAM is 2 MiB huge pages "
+		       "(--ram-backing hugetlb) and the source cannot migrate post-copy in 2 MiB "
+		       "units (FEAT_HUGE2M, which umig 0.1 lacks): upgrade the source, migrate in pre or "
+		       "stop-copy mode, or start this side with --ram-backing anon");
+}
+
 static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 {
 	uint64_t known = (FEAT_KNOWN & ~FEAT_HELLO2 & ~FEAT_TRANSPORTS & ~FEAT_XPORT_OPTIONAL) |
@@ -242,8 +259,19 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 		ret = proto_decode_hello2(m, &h);
 	if (!ret)
 		ret = dst_check_transport(d, h.offered);
+	/*
+	 * 2 MiB units only for hugetlb RAM, which the one-sided pull does not
+	 * place, and whose discards drop whole units: only at the pause, where
+	 * the source rounds them out (src_discard_dirty)
+	 */
+	if (d->c.vm->mem.backing == MEM_HUGETLB)
+		known &= ~(FEAT_RDMA_READ | FEAT_EARLY_DISCARD);
+	else
+		known &= ~FEAT_HUGE2M;
 	if (!ret)
 		ret = proto_negotiate(&h, known & ~(d->c.sec ? FEAT_DIGEST : FEAT_TLS), &a);
+	if (!ret)
+		ret = dst_check_huge(d, a.features);
 	if (!ret && d->c.sec && !(a.features & FEAT_TLS))
 		ret = err_set(-EPROTO, "this destination runs TLS and the source does not bind its "
 			      "channels to the session (FEAT_TLS)");
@@ -296,6 +324,7 @@ int dst_handshake(struct mig_dest *d, int lfd)
 		goto refuse;
 	d->c.npages = mem_pages(&d->c.vm->mem);
 	d->place_continue = d->c.vm->mem.backing == MEM_MEMFD && d->o.place_continue;
+	d->huge = d->c.vm->mem.backing == MEM_HUGETLB;
 	d->c.x->npages = d->c.npages;
 	d->c.x->peer_timeout_ms = d->c.peer_timeout_ms;
 	xconn_tcp_set_user_timeout(d->c.x->ctl, d->c.peer_timeout_ms);
@@ -303,6 +332,8 @@ int dst_handshake(struct mig_dest *d, int lfd)
 	ret = xport_ctl_send(d->c.x, MSG_HELLO_ACK, ack, 8);
 	if (!ret && (d->hello.features & FEAT_HELLO2))
 		ret = dst_negotiate(d, &m);
+	else if (!ret)
+		ret = dst_check_huge(d, 0);   /* a version 1 source */
 	proto_msg_free(&m);
 	if (ret < 0)
 		goto refuse;

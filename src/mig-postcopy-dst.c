@@ -28,6 +28,8 @@ static int dst_handle_fault(struct mig_dest *d, uint64_t addr)
 
 	if (off >= d->c.vm->mem.size)
 		return 0;
+	if (d->huge)
+		return dst_fault_huge(d, pfn);
 	if (bitmap_test(&d->present, pfn))
 		/* known zero and never populated, placed a moment ago, or in the page cache */
 		return dst_resolve_present(d, off);
@@ -147,10 +149,15 @@ int dst_start_pull(struct mig_dest *d)
 
 int dst_arm_postcopy(struct mig_dest *d)
 {
-	int ret = d->place_continue ? uffd_open_minor(&d->uffd) : uffd_open(&d->uffd);
+	int ret = d->huge ? dst_huge_setup(d) : 0;
 
-	/* memfd: MISSING as well as MINOR, so a page with no folio is fetched, never zeroed */
 	if (!ret)
+		ret = d->huge ? uffd_open_huge(&d->uffd) :
+		      d->place_continue ? uffd_open_minor(&d->uffd) : uffd_open(&d->uffd);
+	/* memfd: MISSING as well as MINOR, so a page with no folio is fetched, never zeroed */
+	if (!ret && d->huge)
+		ret = uffd_register_huge(&d->uffd, d->c.vm->mem.host, d->c.vm->mem.size);
+	else if (!ret)
 		ret = uffd_register(&d->uffd, d->c.vm->mem.host, d->c.vm->mem.size,
 				    d->place_continue);
 	if (!ret)

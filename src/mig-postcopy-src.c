@@ -97,48 +97,75 @@ static bool src_reply_zero(struct mig_source *s, uint64_t pfn)
 	return mem_page_is_zero(mem_page(&s->c.vm->mem, pfn));
 }
 
+/*
+ * Answer a request for pfn: 0 when it needs no answer (the push delivered
+ * it), 1 when it was sent on urgent, < 0 when the channel failed.
+ */
+static int src_answer(struct mig_source *s, uint64_t pfn)
+{
+	struct xrun r = { .pfn = pfn, .n = 1, .enc = XENC_ZERO };
+	bool dup = false;
+
+	if (bitmap_test_and_set(&s->sent, pfn)) {
+		/* the push sent it: answer too only if it is still queued */
+		dup = src_dup_allowed(s) && src_inflight(s, pfn);
+		if (!dup)
+			return 0;
+	}
+	if (!src_reply_zero(s, pfn)) {
+		r.enc = XENC_RAW;
+		r.data = mem_page(&s->c.vm->mem, pfn);
+		r.len = PAGE_SIZE;
+		if (!dup && bitmap_test_and_set(&s->ever, pfn))
+			s->pages_resent++;
+	}
+	if (xport_reply(s->c.x, &r) < 0)
+		return -EIO;
+	s->pages_urgent++;
+	if (dup)
+		s->pages_dup++;
+	pr_debug("migration: urgent page %llu%s", (unsigned long long)pfn,
+		 dup ? " (a duplicate of an in-flight push)" : "");
+	return 1;
+}
+
+/*
+ * One request.  A destination with hugetlb RAM (FEAT_HUGE2M) places
+ * whole 2 MiB pages, so a request for one page is a request for the
+ * 512 of its unit: every one it has not got is answered.
+ */
+static int src_serve_request(struct mig_source *s, uint64_t pfn)
+{
+	uint64_t first = pfn, end = pfn + 1;
+	int ret = 0;
+
+	s->requests++;
+	prepage_fault(s->pp, pfn);
+	if (s->c.x->features & FEAT_HUGE2M) {
+		first = pfn & ~(HUGE_PAGES - 1);
+		end = MIN(first + HUGE_PAGES, s->c.npages);
+		/* the faulting page first: the rest of the unit follows it */
+		ret = src_answer(s, pfn);
+	}
+	for (uint64_t p = first; p < end && ret >= 0; p++)
+		if (p != pfn || !(s->c.x->features & FEAT_HUGE2M))
+			ret = src_answer(s, p);
+	return ret < 0 ? ret : 0;
+}
+
 static void *src_urgent_thread(void *arg)
 {
 	struct mig_source *s = arg;
 	struct xev ev;
 
 	for (;;) {
-		struct xrun r;
-		uint64_t pfn;
-		bool dup = false;
 		int ret = xport_reap(s->c.x, XQ_URGENT, &ev, -1);
 
-		if (ret <= 0 || ev.kind != XEV_REQ) {
-			/* a broken urgent channel breaks the session: the push notices */
+		/* a broken urgent channel breaks the session: the push notices */
+		if (ret <= 0 || ev.kind != XEV_REQ || src_serve_request(s, ev.run.pfn) < 0) {
 			xport_shutdown(s->c.x);
 			break;
 		}
-		pfn = ev.run.pfn;
-		s->requests++;
-		prepage_fault(s->pp, pfn);
-		if (bitmap_test_and_set(&s->sent, pfn)) {
-			/* the push sent it: answer too only if it is still queued */
-			dup = src_dup_allowed(s) && src_inflight(s, pfn);
-			if (!dup)
-				continue;
-		}
-		r = (struct xrun){ .pfn = pfn, .n = 1, .enc = XENC_ZERO };
-		if (!src_reply_zero(s, pfn)) {
-			r.enc = XENC_RAW;
-			r.data = mem_page(&s->c.vm->mem, pfn);
-			r.len = PAGE_SIZE;
-			if (!dup && bitmap_test_and_set(&s->ever, pfn))
-				s->pages_resent++;
-		}
-		if (xport_reply(s->c.x, &r) < 0) {
-			xport_shutdown(s->c.x);
-			break;
-		}
-		s->pages_urgent++;
-		if (dup)
-			s->pages_dup++;
-		pr_debug("migration: urgent page %llu%s", (unsigned long long)pfn,
-			 dup ? " (a duplicate of an in-flight push)" : "");
 	}
 	return NULL;
 }

@@ -75,7 +75,8 @@ int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post, unsigned
 	} else if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE)) {
 		return 0;   /* the guest is gone: the rest only drains the stream */
 	} else {
-		placed = d->place_continue ? dst_place_continue(d, r) :
+		placed = d->huge ? dst_place_huge(d, r) :
+			 d->place_continue ? dst_place_continue(d, r) :
 			 r->enc == XENC_RAW ? uffd_copy(&d->uffd, off, r->data, r->n)
 					    : uffd_zero(&d->uffd, off, r->n);
 		/* userfaultfd may close under us once the guest exited */
@@ -83,8 +84,8 @@ int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post, unsigned
 			return 0;
 		if (placed < 0)
 			return placed;
-		if (d->place_continue)
-			return 0;   /* marked present page by page as claimed */
+		if (d->place_continue || d->huge)
+			return 0;   /* marked present as claimed (memfd) or as units complete */
 	}
 	dst_mark_present(d, r->pfn, r->n);
 	return 0;

@@ -316,6 +316,9 @@ struct mig_dest {
 	struct bitmap present, requested;
 	struct bitmap claimed;       /* --placement continue: pages a placer has taken (mig-place.c) */
 	bool place_continue;         /* memfd RAM placed with UFFDIO_CONTINUE (else UFFDIO_COPY) */
+	bool huge;                   /* hugetlb RAM: placed in 2 MiB units (mig-huge.c) */
+	uint16_t *huge_cnt;          /* hugetlb: pages of each 2 MiB unit written */
+	bool *huge_data;             /* hugetlb: the unit holds a data page (is allocated) */
 	_Atomic uint64_t present_count;
 	uint64_t *fault_ns;          /* when each page's fault was read (0 = none) */
 	struct uffd uffd;
@@ -362,6 +365,10 @@ void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n);
 int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post, unsigned stream);
 /* mig-place.c: a raw or zero post-copy run into memfd RAM, UFFDIO_CONTINUE. */
 int dst_place_continue(struct mig_dest *d, const struct xrun *r);
+/* mig-huge.c: hugetlb RAM, assembled in 2 MiB units and mapped with UFFDIO_CONTINUE. */
+int dst_place_huge(struct mig_dest *d, const struct xrun *r);
+int dst_fault_huge(struct mig_dest *d, uint64_t pfn);
+int dst_huge_setup(struct mig_dest *d);
 /* A fault on a page already present here: map it (or its zeroes) locally. */
 int dst_resolve_present(struct mig_dest *d, uint64_t off);
 int dst_dec_setup(struct mig_dest *d);

@@ -41,6 +41,7 @@
 
 #include "umig/compat.h"
 #include "umig/log.h"
+#include "umig/mem.h"
 #include "umig/uffd.h"
 #include "umig/util.h"
 
@@ -506,4 +507,91 @@ long uffd_continue(struct uffd *u, uint64_t dst_off, uint64_t npages)
 		return err_set(-EINVAL, "uffd: continue: the range is not registered for "
 			       "minor faults");
 	return uffd_fill(u, UFFD_OP_CONTINUE, dst_off, NULL, npages, "continue");
+}
+
+/* ---- hugetlbfs RAM (--ram-backing hugetlb) ---------------------------------- */
+
+int uffd_open_huge(struct uffd *u)
+{
+	int fd;
+
+	*u = (struct uffd){ .fd = -1 };
+	/*
+	 * Exact addresses (5.18+): without them a fault names its huge page's
+	 * start, and the source could not send the faulting 4 KiB page first.
+	 */
+	fd = uffd_fd_new(UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_MISSING_HUGETLBFS,
+			 UFFD_FEATURE_EXACT_ADDRESS, NULL);
+	if (fd == -ENOTSUP)
+		return err_set(-ENOTSUP, "userfaultfd has no missing and minor faults on hugetlbfs "
+			       "(Linux 5.13+): use --ram-backing anon for post-copy");
+	if (fd < 0)
+		return fd;
+	u->fd = fd;
+	return 0;
+}
+
+/*
+ * MISSING and MINOR on hugetlbfs RAM.  hugetlb has no UFFDIO_ZEROPAGE:
+ * umig places every huge page with UFFDIO_CONTINUE once it is assembled
+ * in the page cache (mig-huge.c).
+ */
+int uffd_register_huge(struct uffd *u, void *base, uint64_t len)
+{
+	const uint64_t need = UFFD_IOCTL_BIT(_UFFDIO_COPY) | UFFD_IOCTL_BIT(_UFFDIO_WAKE) |
+			      UFFD_IOCTL_BIT(_UFFDIO_CONTINUE);
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)base, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+	};
+
+	if (u->fd < 0 || u->registered)
+		return err_set(-EBADF, "uffd: register: userfaultfd not open or already used");
+	if (!len || ((uintptr_t)base | len) & (HUGE_PAGE_SIZE - 1))
+		return err_set(-EINVAL, "uffd: register %p+%#llx: not 2 MiB aligned", base,
+			       (unsigned long long)len);
+	if (ioctl(u->fd, UFFDIO_REGISTER, &reg))
+		return err_set(-errno, "uffd: register %p+%#llx (hugetlbfs, MISSING|MINOR): %s",
+			       base, (unsigned long long)len, strerror(errno));
+	if ((reg.ioctls & need) != need) {
+		struct uffdio_range range = reg.range;
+
+		if (ioctl(u->fd, UFFDIO_UNREGISTER, &range))
+			pr_debug("uffd: UFFDIO_UNREGISTER: %s", strerror(errno));
+		return err_set(-ENOTSUP, "uffd: hugetlbfs RAM: kernel grants ioctls %#llx, umig "
+			       "needs COPY, WAKE and CONTINUE", (unsigned long long)reg.ioctls);
+	}
+	u->base = base;
+	u->len = len;
+	u->registered = true;
+	u->minor = true;
+	pr_debug("uffd: registered %p+%#llx (hugetlbfs) for missing and minor faults", base,
+		 (unsigned long long)len);
+	return 0;
+}
+
+/*
+ * Map the huge page at off (its data is in the page cache) and wake its
+ * waiters.  EEXIST (mapped already): wake, in case a fault raced.
+ * EAGAIN (the mapping changed under the ioctl): retry, bounded.
+ */
+int uffd_continue_huge(struct uffd *u, uint64_t off)
+{
+	struct uffdio_continue c = {
+		.range = { (uintptr_t)u->base + off, HUGE_PAGE_SIZE }, .mode = 0 };
+
+	if (u->fd < 0 || !u->registered || off & (HUGE_PAGE_SIZE - 1) ||
+	    off >= u->len)
+		return err_set(-EINVAL, "uffd: continue huge page +%#llx: outside or unaligned",
+			       (unsigned long long)off);
+	for (int tries = 0; ioctl(u->fd, UFFDIO_CONTINUE, &c); tries++) {
+		if (errno == EEXIST)
+			return uffd_wake(u, off, HUGE_PAGE_SIZE);
+		if (errno != EAGAIN || tries >= UFFD_EAGAIN_RETRIES)
+			return err_set(-errno, "uffd: continue huge page +%#llx: %s",
+				       (unsigned long long)off, strerror(errno));
+		c.mapped = 0;
+		sched_yield();
+	}
+	return 0;
 }

@@ -71,8 +71,10 @@ static void test_backing_names(void **state)
 	assert_int_equal(b, MEM_ANON);
 	assert_int_equal(mem_backing_parse("memfd", &b), 0);
 	assert_int_equal(b, MEM_MEMFD);
-	assert_int_equal(mem_backing_parse("hugetlb", &b), -EINVAL);
-	assert_non_null(strstr(err_msg(-EINVAL), "neither anon nor memfd"));
+	assert_int_equal(mem_backing_parse("hugetlb", &b), 0);
+	assert_int_equal(b, MEM_HUGETLB);
+	assert_int_equal(mem_backing_parse("huge", &b), -EINVAL);
+	assert_non_null(strstr(err_msg(-EINVAL), "none of anon, memfd, hugetlb"));
 	assert_string_equal(mem_backing_name(MEM_MEMFD), "memfd");
 }
 

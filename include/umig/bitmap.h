@@ -40,6 +40,8 @@ void bitmap_clear_all(struct bitmap *b);
  */
 uint64_t bitmap_or_words(struct bitmap *b, const uint64_t *words, uint64_t n);
 uint64_t bitmap_count(const struct bitmap *b);
+/* Set every bit of each aligned unit of `unit` bits that has one set (2 MiB pages). */
+void bitmap_round_out(struct bitmap *b, uint64_t unit);
 /* First set / clear bit at index >= from, or nbits if none. */
 uint64_t bitmap_next_set(const struct bitmap *b, uint64_t from);
 uint64_t bitmap_next_clear(const struct bitmap *b, uint64_t from);

@@ -25,6 +25,14 @@
  *  - pagemap's present bit of one view does not say which pages hold data
  *    (a page written into the file is not mapped in `host`): the file's
  *    SEEK_DATA / SEEK_HOLE does (mem_scan_populated).
+ *
+ * hugetlb backing (--ram-backing hugetlb) is the memfd backing on
+ * hugetlbfs (MFD_HUGETLB, 2 MiB pages): the size must be a multiple of
+ * 2 MiB and the huge pages are reserved when RAM is mapped (too few free
+ * ones: an error naming vm.nr_hugepages).  hugetlbfs has no write(2) and
+ * no SEEK_DATA, so the placement view is written by memcpy
+ * (mig-huge.c) and the populated map comes from the guest view's pagemap,
+ * which reports each 4 KiB part of a mapped huge page.
  */
 #ifndef UMIG_MEM_H
 #define UMIG_MEM_H
@@ -40,7 +48,13 @@
 enum mem_backing {
 	MEM_ANON = 0,    /* private anonymous memory (the default) */
 	MEM_MEMFD = 1,   /* a memfd mapped twice: guest view + placement view */
+	MEM_HUGETLB = 2, /* the same on hugetlbfs: 2 MiB huge pages (MFD_HUGETLB) */
 };
+
+/* hugetlb RAM's page: post-copy places, requests and discards in these units */
+#define HUGE_PAGE_SHIFT 21
+#define HUGE_PAGE_SIZE  (1ull << HUGE_PAGE_SHIFT)
+#define HUGE_PAGES      (HUGE_PAGE_SIZE / PAGE_SIZE)   /* 4 KiB pages in one: 512 */
 
 struct guest_mem {
 	uint8_t *host;   /* start of the guest's view, NULL when not allocated */
@@ -56,7 +70,7 @@ int mem_alloc(struct guest_mem *m, uint64_t size);
 int mem_alloc_backed(struct guest_mem *m, uint64_t size, enum mem_backing b);
 void mem_free(struct guest_mem *m);   /* idempotent */
 
-/* "anon" / "memfd" to a backing; -EINVAL naming the choices. */
+/* "anon" / "memfd" / "hugetlb" to a backing; -EINVAL naming the choices. */
 int mem_backing_parse(const char *name, enum mem_backing *out);
 const char *mem_backing_name(enum mem_backing b);
 

@@ -123,12 +123,14 @@ enum proto_mark {
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
 #define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
 #define FEAT_EARLY_DISCARD (1ull << 32) /* hybrid: DISCARD_EARLY while round 1 drains, PLACED */
+/* the destination places post-copy in 2 MiB units (hugetlb RAM): REQ asks for a unit */
+#define FEAT_HUGE2M        (1ull << 34)
 #define FEAT_STREAMS       (1ull << 36) /* STREAMS: more than one bulk connection */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
 			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | \
 			    FEAT_COMPRESS | FEAT_DELTA | FEAT_EARLY_DISCARD | \
-			    FEAT_STREAMS)
+			    FEAT_HUGE2M | FEAT_STREAMS)
 
 #define PROTO_SECRET_LEN 32
 #define PROTO_NONCE_LEN  16

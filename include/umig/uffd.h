@@ -85,6 +85,16 @@ long uffd_zero(struct uffd *u, uint64_t dst_off, uint64_t npages);
  * -EFAULT (write it, zeroes included, first).  Needs minor registration.
  */
 long uffd_continue(struct uffd *u, uint64_t dst_off, uint64_t npages);
+
+/*
+ * hugetlbfs RAM: open with minor and missing faults on hugetlbfs,
+ * register [base, base+len) (2 MiB aligned) for both, and map one
+ * assembled 2 MiB huge page at off with UFFDIO_CONTINUE, waking its
+ * waiters (mapped already: only the wake).  0 or -errno.
+ */
+int uffd_open_huge(struct uffd *u);
+int uffd_register_huge(struct uffd *u, void *base, uint64_t len);
+int uffd_continue_huge(struct uffd *u, uint64_t off);
 /* Wake threads blocked on [off, off+len) (after a -EEXIST race). */
 int uffd_wake(struct uffd *u, uint64_t off, uint64_t len);
 
