@@ -266,7 +266,7 @@ static void migrate(const char *umig_src, const char *guest, const char *mode,
 
 	usleep(300000);
 	char *sa[] = { (char *)umig_src, "run", (char *)guest, "--mem", "64M",
-		       "--ram-backing", (char *)src_backing, "--cmdline", "wss=24 passes=6",
+		       "--ram-backing", (char *)src_backing, "--cmdline", "wss=24 passes=150",
 		       "--migrate-to", listen, "--migrate-after", "0.5", "--mode", (char *)mode,
 		       "--quiet", NULL };
 	if (umig_src != t_umig())   /* umig 0.1 has no --ram-backing */
@@ -287,7 +287,7 @@ static void migrate(const char *umig_src, const char *guest, const char *mode,
 		assert_int_equal(r.status, 0);
 		assert_int_equal(dst, 0);
 		assert_null(strstr(o, "MISMATCH"));
-		assert_non_null(strstr(o, "memverify: done passes=6 mismatches=0"));
+		assert_non_null(strstr(o, "memverify: done passes=150 mismatches=0"));
 		rec = json_load_file(stats, 0, NULL);
 		assert_non_null(rec);
 		assert_string_equal(json_string_value(t_json_need(rec, "dst_ram_backing")),
@@ -365,7 +365,7 @@ static void test_snapshot_round_trip(void **state)
 	NEED_HUGE();
 	snprintf(snap, sizeof(snap), "%s", t_path(dir, "vm.snap"));
 	char *ra[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "32M",
-		       "--ram-backing", "hugetlb", "--cmdline", "wss=16 passes=4",
+		       "--ram-backing", "hugetlb", "--cmdline", "wss=16 passes=200",
 		       "--snapshot", snap, "--snapshot-after", "0.5", NULL };
 	t_run(ra, 60, &r);
 	if (r.status)
@@ -379,7 +379,7 @@ static void test_snapshot_round_trip(void **state)
 		fprintf(stderr, "restore: %d\n%s\n", r.status, r.err);
 	assert_int_equal(r.status, 0);
 	assert_null(strstr(r.out, "MISMATCH"));
-	assert_non_null(strstr(r.out, "memverify: done passes=4 mismatches=0"));
+	assert_non_null(strstr(r.out, "memverify: done passes=200 mismatches=0"));
 	t_result_free(&r);
 	t_tmpdir_free(dir);
 }
