@@ -63,5 +63,10 @@ int t_count(const char *hay, const char *needle);
 
 /* A statistics record's field, or the test fails naming it (never NULL). */
 json_t *t_json_need(json_t *rec, const char *key);
+/*
+ * memverify on RAM of this backing (--ram-backing) snapshotted mid-way,
+ * then restored into the same backing: it goes on to the end clean.
+ */
+void t_snapshot_round_trip(const char *backing);
 
 #endif

@@ -320,30 +320,8 @@ static void test_kvm_postcopy_on_memfd(void **state)
 /* A snapshot of memfd RAM restored into memfd RAM: memverify goes on clean. */
 static void test_snapshot_round_trip(void **state)
 {
-	char *dir = t_tmpdir();
-	char snap[600];
-	struct t_result r;
-
 	(void)state;
-	snprintf(snap, sizeof(snap), "%s", t_path(dir, "vm.snap"));
-	char *ra[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "32M",
-		       "--ram-backing", "memfd", "--cmdline", "wss=16 passes=24",
-		       "--snapshot", snap, "--snapshot-after", "0.5", NULL };
-	t_run(ra, 60, &r);
-	if (r.status)
-		fprintf(stderr, "run: %d\n%s\n", r.status, r.err);
-	assert_int_equal(r.status, 0);
-	assert_null(strstr(r.out, "done"));   /* it stopped mid-way */
-	t_result_free(&r);
-	char *sa[] = { (char *)t_umig(), "restore", snap, "--ram-backing", "memfd", NULL };
-	t_run(sa, 60, &r);
-	if (r.status)
-		fprintf(stderr, "restore: %d\n%s\n", r.status, r.err);
-	assert_int_equal(r.status, 0);
-	assert_null(strstr(r.out, "MISMATCH"));
-	assert_non_null(strstr(r.out, "memverify: done passes=24 mismatches=0"));
-	t_result_free(&r);
-	t_tmpdir_free(dir);
+	t_snapshot_round_trip("memfd");
 }
 
 /*
