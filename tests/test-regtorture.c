@@ -33,7 +33,7 @@ static void test_runs_ok(void **state)
 }
 
 /* Snapshot mid-spin, restore, OK: with vcpus = "1" or more (secondaries sleep). */
-static void t_snapshot_round_trip(const char *cpus, const char *seed)
+static void torture_round_trip(const char *cpus, const char *seed)
 {
 	char *dir = t_tmpdir();
 	const char *snap = t_path(dir, "rt.snap");
@@ -65,12 +65,12 @@ static void t_snapshot_round_trip(const char *cpus, const char *seed)
 
 static void test_snapshot_mid_spin_restores_every_register(void **state)
 {
-	t_snapshot_round_trip("1", "7");
+	torture_round_trip("1", "7");
 }
 
 static void test_snapshot_mid_spin_with_two_vcpus(void **state)
 {
-	t_snapshot_round_trip("2", "8");
+	torture_round_trip("2", "8");
 }
 
 /* A post-copy migration mid-spin: the registers arrive before any page. */
