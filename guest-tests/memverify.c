@@ -9,6 +9,9 @@
  * never runs backwards across a migration.
  *
  *   wss=MiB (16)  passes=N (0 = forever)  threads=N (1)
+ *   secs=S (0): stop after the first pass that ends S guest seconds after
+ *   the start (with passes=, whichever comes first); the done line gives
+ *   the passes run, so a run's length follows the clock, not vCPU speed
  *   fill=random|zero|text|mixed (random)  change=% of words a pass rewrites (100)
  *   ballast=MiB (0): written once past the working set, never touched again
  *   exit: 0 done, 1 mismatch, 2 bad args, 3 clock went backwards
@@ -207,6 +210,7 @@ static int wait_phase(u64 p)
 int main(void)
 {
 	u64 wss = rt_arg_u64("wss", 16), passes = rt_arg_u64("passes", 0);
+	u64 secs = rt_arg_u64("secs", 0), start_ns;
 	u64 npages = wss * RT_MIB / RT_PAGE_SIZE;
 	volatile u64 *base = (volatile u64 *)rt_free_start();
 	u64 threads = rt_arg_u64("threads", 1), end, page, g, i;
@@ -233,6 +237,8 @@ int main(void)
 	stride = WORDS_PER_PAGE / (WORDS_PER_PAGE * change / 100);	/* 1..102 */
 	rt_printf("memverify: wss=%lluMiB pages=%llu passes=%llu fill=%s change=%llu%%",
 		  wss, npages, passes, fill_names[fill], change);
+	if (secs)
+		rt_printf(" secs=%llu", secs);
 	rt_printf(threads > 1 ? " threads=%llu\n" : "\n", threads);
 	if (wss == 0 || wss + ballast > rt_free_size() / RT_MIB) {
 		rt_printf("memverify: wss + ballast must be 1..%lluMiB (free memory), got %llu\n",
@@ -249,7 +255,7 @@ int main(void)
 	mv_threads = threads;
 	end = slice_start(1);
 
-	last_ns = rt_clock_ns();
+	start_ns = last_ns = rt_clock_ns();
 	rt_beat_init(256);
 	__atomic_store_n(&phase_go, 1, __ATOMIC_RELEASE);
 	for (page = 0; page < end; page++) {
@@ -281,7 +287,11 @@ int main(void)
 		if ((rc = check_clock()))
 			return rc;
 		rt_printf("memverify: pass %llu ok\n", g + 1);
+		if (secs && last_ns - start_ns >= secs * 1000000000ull) {
+			g++;
+			break;
+		}
 	}
-	rt_printf("memverify: done passes=%llu mismatches=0\n", passes);
+	rt_printf("memverify: done passes=%llu mismatches=0\n", g);
 	return 0;
 }

@@ -214,8 +214,15 @@ static int cli_serve_loop(struct vm *vm, struct control *ctl, struct mig_ctl *mi
 			if (r < 0)
 				pr_err("cannot start the migration: %s", err_msg(r));
 		}
-		if (s == VM_EXITED)
+		if (s == VM_EXITED) {
+			if (mig_deadline)
+				pr_warn("the guest exited (status %d) before --migrate-after: "
+					"nothing was migrated", vm->exit_code);
+			if (deadline)
+				pr_warn("the guest exited (status %d) before --snapshot-after: "
+					"no snapshot was written", vm->exit_code);
 			return vm->exit_code;
+		}
 		if (s == VM_FAILED) {
 			pr_err("guest fault: %s", vm->fault);
 			return EXIT_FAILURE_UMIG;

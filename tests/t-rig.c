@@ -58,7 +58,7 @@ bool wait_status(const char *sock, const char *want, int timeout_ms)
 
 /* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
 const char *rig_peer_timeout = "1000";
-const char *rig_cmdline = "wss=32 passes=84";
+const char *rig_cmdline = "wss=32 secs=3";
 const char *rig_prepaging = "bubble-dir";
 const char *rig_after = "0.7";   /* --migrate-after, seconds */
 const char *const *rig_extra;    /* more source options (NULL-terminated), reset by rig_teardown */
@@ -184,7 +184,7 @@ void assert_said(struct rig *g, const char *file, const char *text)
 void assert_ran_only_at(struct rig *g, const char *where)
 {
 	char *so = rig_file(g, "src.out"), *dout = rig_file(g, "dst.out");
-	const char *done = "memverify: done passes=84 mismatches=0";
+	const char *done = T_MV_DONE;
 
 	assert_null(strstr(so, "MISMATCH"));
 	assert_null(strstr(dout, "MISMATCH"));

@@ -221,7 +221,7 @@ static void corrupted(const char *mode, const char *rule, const char *what)
 	assert_said(&g, "dst.err", what);
 	assert_said(&g, "src.err", "the guest keeps running here");
 	o = rig_file(&g, "src.out");
-	assert_non_null(strstr(o, "memverify: done passes=84 mismatches=0"));
+	assert_non_null(strstr(o, T_MV_DONE));
 	free(o);
 	o = rig_file(&g, "dst.out");
 	assert_null(strstr(o, "memverify"));
@@ -476,20 +476,20 @@ static void test_guest_exits_at_source(void **state)
 	struct rig g;
 
 	rig_peer_timeout = "15000";
-	rig_cmdline = "wss=32 passes=24";
+	rig_cmdline = "wss=32 secs=3";
 	rig_start(&g, "pre", rules);
 	rig_expect_one(&g, &g.src, 60, 0, "source");
 	rig_expect_one(&g, &g.dst, 20, 125, "destination");
 	assert_said(&g, "src.err", "the guest exited here (status 0) before the switchover");
 	assert_said(&g, "dst.err", "the source's guest exited (status 0) during the migration");
-	assert_said(&g, "src.out", "memverify: done passes=24 mismatches=0");
+	assert_said(&g, "src.out", T_MV_DONE);
 	char *dout = rig_file(&g, "dst.out");
 
 	assert_null(strstr(dout, "memverify"));
 	free(dout);
 	rig_stop(&g);
 	rig_peer_timeout = "1000";
-	rig_cmdline = "wss=32 passes=84";
+	rig_cmdline = "wss=32 secs=3";
 }
 
 /*
@@ -506,20 +506,20 @@ static void test_guest_exits_at_dest_in_postcopy(void **state)
 	char *dout;
 
 	rig_peer_timeout = "25000";
-	rig_cmdline = "wss=8 passes=480 ballast=96";
+	rig_cmdline = "wss=8 secs=5 ballast=96";
 	/* in order: the working set goes out before the ballast that the stall holds */
 	rig_prepaging = "linear";
 	rig_after = "1.5";   /* the ballast is written at the source, not here */
 	rig_start(&g, "post", rules);
 	rig_expect(&g, 0, 0);
 	dout = rig_file(&g, "dst.out");
-	assert_non_null(strstr(dout, "memverify: done passes=480 mismatches=0"));
+	assert_non_null(strstr(dout, T_MV_DONE));
 	free(dout);
 	assert_said(&g, "dst.err", "the guest exited (status 0) before its last");
 	assert_said(&g, "src.err", "the guest exited at the destination (status 0)");
 	rig_stop(&g);
 	rig_peer_timeout = "1000";
-	rig_cmdline = "wss=32 passes=84";
+	rig_cmdline = "wss=32 secs=3";
 	rig_prepaging = "bubble-dir";
 	rig_after = "0.7";
 }
@@ -595,7 +595,7 @@ static void test_admission_refuses_too_big_a_guest(void **state)
 
 	assert_true(t_wait_for_text(t_path(dir, "dst.err"), "waiting for a migration", 10000));
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
-		       "--cmdline", "wss=16 passes=48", "--migrate-to", listen, "--migrate-after",
+		       "--cmdline", "wss=16 secs=3", "--migrate-to", listen, "--migrate-after",
 		       "0.3", "--quiet", NULL };
 	pid_t src = t_spawn(sa, t_path(dir, "src.out"), t_path(dir, "src.err"));
 
@@ -608,7 +608,7 @@ static void test_admission_refuses_too_big_a_guest(void **state)
 		fprintf(stderr, "destination %d:\n%s", st, de);
 	assert_int_equal(st, 125);
 	assert_non_null(strstr(de, "admission: the guest needs 128 MiB"));
-	assert_non_null(strstr(so, "memverify: done passes=48 mismatches=0"));
+	assert_non_null(strstr(so, T_MV_DONE));
 	free(so);
 	free(de);
 	t_tmpdir_free(dir);

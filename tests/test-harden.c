@@ -515,14 +515,14 @@ static void test_unprivileged_migration_with_what_it_needs(void **state)
 	char *inc_argv[] = { bin, "incoming", "--listen", dst, "--quiet", NULL };
 	inc = t_spawn_as(pw, inc_argv, t_path(dir, "dst.out"), t_path(dir, "dst.err"));
 	assert_true(t_wait_for_text(t_path(dir, "dst.err"), "waiting for a migration", 10000));
-	char *run_argv[] = { bin, "run", guest, "--mem", "64M", "--cmdline", "wss=16 passes=36",
+	char *run_argv[] = { bin, "run", guest, "--mem", "64M", "--cmdline", "wss=16 secs=3",
 			     "--migrate-to", dst, "--migrate-after", "0.5", "--mode", "hybrid",
 			     "--quiet", NULL };
 	src = t_spawn_as(pw, run_argv, t_path(dir, "src.out"), t_path(dir, "src.err"));
 	int st_src = t_reap(src, 90), st_dst = t_reap(inc, 90);
 
 	o = t_read_file(t_path(dir, "dst.out"));
-	if (st_src || st_dst || !o || !strstr(o, "memverify: done passes=36 mismatches=0")) {
+	if (st_src || st_dst || !o || !strstr(o, T_MV_DONE)) {
 		char *se = t_read_file(t_path(dir, "src.err")), *de = t_read_file(t_path(dir, "dst.err"));
 
 		fprintf(stderr, "source %d, destination %d\n-- src:\n%s-- dst:\n%s-- dst out:\n%s",
@@ -533,7 +533,7 @@ static void test_unprivileged_migration_with_what_it_needs(void **state)
 	assert_int_equal(st_src, 0);
 	assert_int_equal(st_dst, 0);
 	assert_non_null(o);
-	assert_non_null(strstr(o, "memverify: done passes=36 mismatches=0"));
+	assert_non_null(strstr(o, T_MV_DONE));
 	free(o);
 	t_tmpdir_free(dir);
 }

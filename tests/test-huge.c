@@ -266,7 +266,7 @@ static void migrate(const char *umig_src, const char *guest, const char *mode,
 
 	usleep(300000);
 	char *sa[] = { (char *)umig_src, "run", (char *)guest, "--mem", "64M",
-		       "--ram-backing", (char *)src_backing, "--cmdline", "wss=24 passes=150",
+		       "--ram-backing", (char *)src_backing, "--cmdline", "wss=24 secs=3",
 		       "--migrate-to", listen, "--migrate-after", "0.5", "--mode", (char *)mode,
 		       "--quiet", NULL };
 	if (umig_src != t_umig())   /* umig 0.1 has no --ram-backing */
@@ -287,7 +287,7 @@ static void migrate(const char *umig_src, const char *guest, const char *mode,
 		assert_int_equal(r.status, 0);
 		assert_int_equal(dst, 0);
 		assert_null(strstr(o, "MISMATCH"));
-		assert_non_null(strstr(o, "memverify: done passes=150 mismatches=0"));
+		assert_non_null(strstr(o, T_MV_DONE));
 		rec = json_load_file(stats, 0, NULL);
 		assert_non_null(rec);
 		assert_string_equal(json_string_value(t_json_need(rec, "dst_ram_backing")),

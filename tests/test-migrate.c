@@ -111,7 +111,7 @@ static void migrate_mode(const char *mode)
 
 	usleep(300000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
-		       "--cmdline", "wss=32 passes=60", "--migrate-to", listen,
+		       "--cmdline", "wss=32 secs=3", "--migrate-to", listen,
 		       "--migrate-after", "0.7", "--mode", (char *)mode, "--stats", sstats,
 		       "--quiet", NULL };
 	t_run(sa, 120, &r);
@@ -131,7 +131,7 @@ static void migrate_mode(const char *mode)
 	assert_null(strstr(o, "MISMATCH"));
 	assert_null(strstr(o, "BACKWARDS"));
 	assert_null(strstr(o, "wss="));
-	assert_non_null(strstr(o, "memverify: done passes=60 mismatches=0"));
+	assert_non_null(strstr(o, T_MV_DONE));
 	assert_null(strstr(r.out, "done"));
 	/* the record has the documented keys and sane values */
 	rec = json_load_file(sstats, 0, NULL);
@@ -198,7 +198,7 @@ static long migrate_dup(const char *dup)
 
 	usleep(300000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
-		       "--cmdline", "wss=48 passes=24", "--migrate-to", listen,
+		       "--cmdline", "wss=48 secs=3", "--migrate-to", listen,
 		       "--migrate-after", "0.7", "--mode", "post", "--prepaging", "linear",
 		       "--dup-inflight", (char *)dup, "--stats", sstats, "--quiet", NULL };
 	t_run(sa, 120, &r);
@@ -208,7 +208,7 @@ static long migrate_dup(const char *dup)
 	assert_int_equal(dst, 0);
 	assert_non_null(o);
 	assert_null(strstr(o, "MISMATCH"));
-	assert_non_null(strstr(o, "memverify: done passes=24 mismatches=0"));
+	assert_non_null(strstr(o, T_MV_DONE));
 	rec = json_load_file(sstats, 0, NULL);
 	assert_non_null(rec);
 	n = (long)json_integer_value(json_object_get(rec, "pages_dup"));
@@ -260,7 +260,7 @@ static void test_migrate_verb_follows_to_the_end(void **state)
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet", NULL };
 	pid_t dpid = t_spawn(da, dout, NULL);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--cmdline", "wss=8 passes=120", "--control", sock, NULL };
+		       "--cmdline", "wss=8 secs=3", "--control", sock, NULL };
 	pid_t spid = t_spawn(sa, NULL, NULL);
 
 	assert_true(t_wait_for_path(sock, 10000));
@@ -279,7 +279,7 @@ static void test_migrate_verb_follows_to_the_end(void **state)
 	assert_int_equal(st, 0);
 	assert_int_equal(t_wait(dpid, 120), 0);
 	o = t_read_file(dout);
-	assert_non_null(strstr(o, "memverify: done passes=120 mismatches=0"));
+	assert_non_null(strstr(o, T_MV_DONE));
 	free(o);
 	t_result_free(&r);
 	t_tmpdir_free(dir);
@@ -304,7 +304,7 @@ static void test_dest_killed_during_precopy(void **state)
 	 * the 128 MiB first round takes seconds here, so the kill lands in it.
 	 */
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "256M",
-		       "--cmdline", "wss=128 passes=24", "--migrate-to", listen,
+		       "--cmdline", "wss=128 secs=3", "--migrate-to", listen,
 		       "--migrate-after", "0.3", "--mode", "pre", "--downtime-limit", "0",
 		       "--max-rounds", "10000", "--quiet", NULL };
 	pid_t spid = t_spawn(sa, sout, serr);
@@ -318,7 +318,7 @@ static void test_dest_killed_during_precopy(void **state)
 	assert_non_null(strstr(e, "migration failed"));
 	assert_non_null(strstr(e, "keeps running"));
 	assert_null(strstr(o, "MISMATCH"));
-	assert_non_null(strstr(o, "memverify: done passes=24 mismatches=0"));
+	assert_non_null(strstr(o, T_MV_DONE));
 	free(o);
 	free(e);
 	t_tmpdir_free(dir);
@@ -456,12 +456,30 @@ static void test_unreachable_destination(void **state)
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", t_port());
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--cmdline", "wss=8 passes=400", "--migrate-to", listen,
+		       "--cmdline", "wss=8 secs=3", "--migrate-to", listen,
 		       "--migrate-after", "0.2", "--quiet", NULL };
 	t_run(sa, 60, &r);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.err, "cannot connect"));
-	assert_non_null(strstr(r.out, "memverify: done passes=400 mismatches=0"));
+	assert_non_null(strstr(r.out, T_MV_DONE));
+	t_result_free(&r);
+}
+
+/* A guest that ends before --migrate-after: its status, and a word that nothing moved. */
+static void test_guest_ends_before_migrate_after(void **state)
+{
+	char listen[32];
+	struct t_result r;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", t_port());
+	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "16M",
+		       "--cmdline", "wss=1 passes=1", "--migrate-to", listen,
+		       "--migrate-after", "30", "--quiet", NULL };
+	t_run(sa, 20, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, T_MV_DONE));
+	assert_non_null(strstr(r.err, "the guest exited (status 0) before --migrate-after: "
+				      "nothing was migrated"));
 	t_result_free(&r);
 }
 
@@ -477,6 +495,7 @@ int main(void)
 		cmocka_unit_test(test_dest_killed_during_precopy),
 		cmocka_unit_test(test_handshake_rejections),
 		cmocka_unit_test(test_unreachable_destination),
+		cmocka_unit_test(test_guest_ends_before_migrate_after),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -15,7 +15,7 @@
 #include "t-rig.h"
 #include "t-util.h"
 
-#define DONE "memverify: done passes=120 mismatches=0"
+#define DONE T_MV_DONE
 
 /* memverify (64 MiB, 24 MiB written per pass) over n streams in mode. */
 static json_t *streams_migrate(const char *mode, const char *n, const char *const *more,
@@ -26,7 +26,7 @@ static json_t *streams_migrate(const char *mode, const char *n, const char *cons
 
 	for (; more && *more && k < 15; more++)
 		extra[k++] = *more;
-	const struct rig_local m = { .guest = "memverify", .cmdline = "wss=24 passes=120",
+	const struct rig_local m = { .guest = "memverify", .cmdline = "wss=24 secs=3",
 				     .mode = mode, .after = "0.4", .done = DONE, .extra = extra,
 				     .dest_extra = dest_extra, .bound_s = 120 };
 	json_t *rec = rig_local_migrate(&m);

@@ -70,7 +70,7 @@ static void mig_with(const char *dir, const char *dopt, const char *dval, const 
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--quiet",
 		       *dopt ? (char *)dopt : NULL, (char *)dval, NULL };
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--cmdline", "wss=8 passes=36", "--migrate-to", listen,
+		       "--cmdline", "wss=8 secs=3", "--migrate-to", listen,
 		       "--migrate-after", "0.3", "--quiet", *sopt ? (char *)sopt : NULL,
 		       (char *)sval, NULL };
 	pid_t dpid, spid;
@@ -115,7 +115,7 @@ static void test_psk_migration(void **state)
 	assert_int_equal(m.src_status, 0);
 	assert_int_equal(m.dst_status, 0);
 	assert_non_null(strstr(m.dst_err, "(TLS, key)"));
-	assert_non_null(strstr(m.dst_out, "memverify: done passes=36 mismatches=0"));
+	assert_non_null(strstr(m.dst_out, T_MV_DONE));
 	mig_run_free(&m);
 	free(key);
 	t_tmpdir_free(dir);
@@ -130,7 +130,7 @@ static void assert_refused(struct mig_run *m, const char *dst_says)
 	assert_int_equal(m->src_status, 0);
 	assert_non_null(strstr(m->src_err, "authentication failed"));
 	assert_non_null(strstr(m->src_err, "the guest keeps running here"));
-	assert_non_null(strstr(m->src_out, "memverify: done passes=36 mismatches=0"));
+	assert_non_null(strstr(m->src_out, T_MV_DONE));
 	assert_int_equal(m->dst_status, -1);   /* still waiting for the real source */
 	assert_non_null(strstr(m->dst_err, dst_says));
 	assert_null(strstr(m->dst_out ? m->dst_out : "", "memverify"));
@@ -227,7 +227,7 @@ static void test_x509_migration_and_untrusted(void **state)
 	assert_int_equal(m.src_status, 0);
 	assert_int_equal(m.dst_status, 0);
 	assert_non_null(strstr(m.dst_err, "(TLS, certificates)"));
-	assert_non_null(strstr(m.dst_out, "memverify: done passes=36 mismatches=0"));
+	assert_non_null(strstr(m.dst_out, T_MV_DONE));
 	mig_run_free(&m);
 	free(a);
 	free(b);
@@ -257,7 +257,7 @@ static void test_strangers_do_not_block_incoming(void **state)
 	}
 	assert_int_equal(write(fds[10], "junk junk junk junk", 19), 19);
 	char *sa2[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-			"--cmdline", "wss=8 passes=36", "--migrate-to", listen,
+			"--cmdline", "wss=8 secs=3", "--migrate-to", listen,
 			"--migrate-after", "0.2", "--quiet", NULL };
 	t_run(sa2, 90, &r);
 	assert_int_equal(r.status, 0);
@@ -268,7 +268,7 @@ static void test_strangers_do_not_block_incoming(void **state)
 	assert_non_null(strstr(o, "dropped a connection"));
 	free(o);
 	o = t_read_file(dout);
-	assert_non_null(strstr(o, "memverify: done passes=36 mismatches=0"));
+	assert_non_null(strstr(o, T_MV_DONE));
 	free(o);
 	for (int i = 0; i < 11; i++)
 		close(fds[i]);
@@ -292,12 +292,12 @@ static void test_plaintext_needs_loopback(void **state)
 	t_result_free(&r);
 
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--cmdline", "wss=8 passes=3", "--migrate-to", "192.0.2.1:4444",
+		       "--cmdline", "wss=8 secs=2", "--migrate-to", "192.0.2.1:4444",
 		       "--migrate-after", "0.1", "--quiet", NULL };
 	t_run(sa, 60, &r);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.err, "192.0.2.1 is not a loopback address"));
-	assert_non_null(strstr(r.out, "memverify: done passes=3 mismatches=0"));
+	assert_non_null(strstr(r.out, T_MV_DONE));
 	t_result_free(&r);
 
 	/* --insecure says why it is dangerous, and listens */
@@ -344,13 +344,13 @@ static void test_rdma_under_tls_needs_plaintext_flag(void **state)
 
 	/* the source refuses before it connects: its guest runs on */
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--cmdline", "wss=8 passes=3", "--migrate-to", listen, "--transport", "rdma",
+		       "--cmdline", "wss=8 secs=2", "--migrate-to", listen, "--transport", "rdma",
 		       "--auth-key", key, "--migrate-after", "0.1", "--quiet", NULL };
 	t_run(sa, 60, &r);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.err, "--rdma-plaintext-pages on both sides"));
 	assert_null(strstr(r.err, "RDMA device"));
-	assert_non_null(strstr(r.out, "memverify: done passes=3 mismatches=0"));
+	assert_non_null(strstr(r.out, T_MV_DONE));
 	t_result_free(&r);
 
 	/* with the flag it is said on start; no device here may then stop it later */
