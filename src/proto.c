@@ -304,7 +304,13 @@ int proto_recv(struct xconn *x, struct proto_msg *m)
 	if (ret < 0)
 		return ret == -EPIPE ? err_set(ret, "the %s connection closed",
 					       xport_channel_name(x->ch)) : ret;
-	if (!xconn_tls_on(x) && h[0] == 0x15 && h[1] == 0x03)
+	/*
+	 * A TLS server answers our plaintext greeting with an alert record
+	 * (0x15 0x03 0x0?): the first bytes this side receives.  Only there:
+	 * later the same bytes open a frame of 0x??0315 bytes.
+	 */
+	if (!xconn_tls_on(x) && x->bytes_recv == PROTO_HDR_LEN &&
+	    h[0] == 0x15 && h[1] == 0x03 && h[2] <= 0x04)
 		return err_set(-EACCES, "authentication failed: the peer speaks TLS (give this side "
 			       "--auth-key or --tls-creds)");
 	ret = proto_decode_header_digest(h, x->ch, x->digest, m);

@@ -116,6 +116,38 @@ static void test_hello_round_trip_and_checks(void **state)
 	wbuf_free(&w);
 }
 
+/* A TLS alert as the first bytes from the peer: named as TLS, not as a bad frame. */
+static void test_tls_alert_first_is_named(void **state)
+{
+	struct pair *p = *state;
+	const uint8_t alert[8] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28, 0x00 };
+	struct proto_msg m = { 0 };
+
+	write_full(p->fd[0], alert, sizeof(alert));
+	assert_int_equal(proto_recv(&p->b, &m), -EACCES);
+	assert_non_null(strstr(err_msg(-EACCES), "the peer speaks TLS"));
+	proto_msg_free(&m);
+}
+
+/* Later, the same two bytes open a frame of 0x??0315 bytes: data, not TLS. */
+static void test_frame_that_looks_like_tls_later(void **state)
+{
+	struct pair *p = *state;
+	const uint32_t len = 0x10315;
+	uint8_t *big = calloc(1, len);
+	struct proto_msg m = { 0 };
+
+	assert_non_null(big);
+	assert_int_equal(proto_send(&p->a, MSG_RESUMED, NULL, 0), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(proto_send(&p->a, MSG_SRC_STATS, big, len), 0);
+	assert_int_equal(proto_recv(&p->b, &m), 0);
+	assert_int_equal(m.type, MSG_SRC_STATS);
+	assert_int_equal(m.len, len);
+	proto_msg_free(&m);
+	free(big);
+}
+
 /* The first HELLO may carry only FEAT_HELLO2: anything else is refused. */
 static void test_hello_refuses_unknown_features(void **state)
 {
@@ -418,6 +450,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_greeting_rejects, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_round_trip_and_checks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello_refuses_unknown_features, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_alert_first_is_named, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_frame_that_looks_like_tls_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hello2_round_trip, setup, teardown),
 		cmocka_unit_test(test_negotiation_rules),
 		cmocka_unit_test_setup_teardown(test_frame_length_checks, setup, teardown),
