@@ -91,10 +91,16 @@ int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post, unsigned
 	return 0;
 }
 
+/*
+ * Post-copy pages may be placed once userfaultfd is armed and every
+ * DISCARD and DISCARD_EARLY that precedes STATE is applied: hybrid arms
+ * userfaultfd at DISCARD_EARLY, and a discard applied after a post-copy
+ * page was placed would drop that fresh page (its source counts it sent).
+ */
 static void dst_wait_uffd(struct mig_dest *d)
 {
 	pthread_mutex_lock(&d->c.lock);
-	while (!d->uffd_ready && d->c.state != MIG_FAILED)
+	while (!(d->uffd_ready && d->discards_done) && d->c.state != MIG_FAILED)
 		pthread_cond_wait(&d->c.cond, &d->c.lock);
 	pthread_mutex_unlock(&d->c.lock);
 }
@@ -254,7 +260,12 @@ void dst_join_receiver(struct mig_dest *d)
  */
 static bool dst_bulk_reached(struct mig_dest *d, int mark, unsigned round)
 {
-	return mark ? d->bulk_mark == mark : d->rounds_placed >= round || d->bulk_mark;
+	/*
+	 * Marks come in order (proto_check_mark), and once userfaultfd is
+	 * armed the receiver may run on from pre-copy-done to bulk-end
+	 * before this side looks: reaching a mark is passing it.
+	 */
+	return mark ? d->bulk_mark >= mark : d->rounds_placed >= round || d->bulk_mark;
 }
 
 /* mark, or (mark 0) the end mark of round placed; -ETIMEDOUT on silence. */

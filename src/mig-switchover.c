@@ -168,6 +168,12 @@ int dst_switchover(struct mig_dest *d)
 	int ret;
 
 	ret = dst_recv_state(d, &state);
+	if (!ret) {
+		pthread_mutex_lock(&d->c.lock);
+		d->discards_done = true;
+		pthread_cond_broadcast(&d->c.cond);
+		pthread_mutex_unlock(&d->c.lock);
+	}
 	if (!ret)
 		ret = dst_wait_mark(d, post ? MARK_PRECOPY_DONE : MARK_BULK_END);
 	d->dt.marked = now_ns();

@@ -299,7 +299,8 @@ struct mig_dest {
 	unsigned marks_in;           /* (L) marks the bulk streams delivered (all streams) */
 	unsigned streams_ended;      /* (L) bulk streams past MARK_BULK_END */
 	bool bulk_failed;            /* (L) */
-	bool uffd_ready;             /* (L) post-copy placement may start */
+	bool uffd_ready;             /* (L) userfaultfd is armed */
+	bool discards_done;          /* (L) every DISCARD before STATE applied (dst_switchover) */
 	bool ready_sent;             /* (L) READY left: the source may have committed */
 	int early_break;             /* (L) a page channel broke after READY, before post-copy */
 	_Atomic uint64_t bulk_rx_ns; /* when the bulk channel last delivered a frame */

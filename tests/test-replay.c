@@ -287,7 +287,7 @@ static const struct hostile hostile_cases[] = {
 	{ REC_POST, "urgent:insert=0:" F_PAGE_FAR,
 	  { "urgent channel", "PAGE", "page 1099511627776 lies outside guest RAM" } },
 	{ REC_HYBRID, "control:insert=2#0:" F_DISCARD_0_1 F_DISCARD_0_1,
-	  { "control channel", "DISCARD run 0+1", "overlaps or precedes" } },
+	  { "control channel", "DISCARD run 0+1", "discarded before or never placed" } },
 	/* parallel bulk streams: a count out of range, STREAMS never negotiated */
 	{ REC_STREAMS, "control:field=136#0:u32@0=99", { "STREAMS: 99 bulk streams (2..16)" } },
 	{ REC_STOPCOPY, "control:insert=2#0:" F_STREAMS_2, { "STREAMS" } },
