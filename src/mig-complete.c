@@ -300,14 +300,16 @@ static int dst_wait_complete(struct mig_dest *d)
 		/* a recovery in progress owns the threads; complete once it is over */
 		if (d->present_count == d->c.npages && st != MIG_RECOVERING)
 			break;
-		if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE))
-			break;   /* the guest is gone: what is missing no longer matters */
+		/* the guest is gone: what is missing no longer matters (a recovery ends first) */
+		if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE) && st != MIG_RECOVERING)
+			break;
 		if (st == MIG_FAILED) {
 			ret = -ECONNABORTED;
 			break;
 		}
 		if (st == MIG_PAUSED || st == MIG_RECOVERING) {
-			if (d->present_count == d->c.npages) {
+			if (d->present_count == d->c.npages ||
+			    __atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE)) {
 				usleep(20000);   /* recovering: bounded by the recovery's own steps */
 				continue;
 			}
