@@ -258,6 +258,9 @@ static void migrate(const char *umig_src, const char *guest, const char *mode,
 	json_t *rec;
 	char *o, *e;
 
+	/* the previous release's memverify knows passes= only */
+	const char *cmdline = umig_src != t_umig() ? "wss=24 passes=12" : "wss=24 secs=3";
+
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	snprintf(stats, sizeof(stats), "%s", t_path(dir, "dst.json"));
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--stats", stats,
@@ -266,7 +269,7 @@ static void migrate(const char *umig_src, const char *guest, const char *mode,
 
 	usleep(300000);
 	char *sa[] = { (char *)umig_src, "run", (char *)guest, "--mem", "64M",
-		       "--ram-backing", (char *)src_backing, "--cmdline", "wss=24 secs=3",
+		       "--ram-backing", (char *)src_backing, "--cmdline", (char *)cmdline,
 		       "--migrate-to", listen, "--migrate-after", "0.5", "--mode", (char *)mode,
 		       "--quiet", NULL };
 	if (umig_src != t_umig())   /* umig 0.1 has no --ram-backing */
