@@ -295,21 +295,21 @@ static int dst_wait_complete(struct mig_dest *d)
 
 	for (;;) {
 		enum mig_state st = mig_get_state(&d->c);
+		bool gone = __atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE);
 		uint64_t t = now_ns();
 
 		/* a recovery in progress owns the threads; complete once it is over */
 		if (d->present_count == d->c.npages && st != MIG_RECOVERING)
 			break;
 		/* the guest is gone: what is missing no longer matters (a recovery ends first) */
-		if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE) && st != MIG_RECOVERING)
+		if (gone && st != MIG_RECOVERING)
 			break;
 		if (st == MIG_FAILED) {
 			ret = -ECONNABORTED;
 			break;
 		}
 		if (st == MIG_PAUSED || st == MIG_RECOVERING) {
-			if (d->present_count == d->c.npages ||
-			    __atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE)) {
+			if (d->present_count == d->c.npages || gone) {
 				usleep(20000);   /* recovering: bounded by the recovery's own steps */
 				continue;
 			}

@@ -307,8 +307,8 @@ static int dst_discard_runs(struct mig_dest *d, struct rbuf *r, const char *what
 		uint32_t n = run.n;
 
 		if (once && have != n)
-			return err_set(-EPROTO, "control channel: %s run %llu+%u: %llu of its pages were discarded "
-				       "before or never placed", what, (unsigned long long)pfn, n,
+			return err_set(-EPROTO, "control channel: %s run %llu+%u: %llu of its pages "
+				       "were discarded before or never placed", what, (unsigned long long)pfn, n,
 				       (unsigned long long)(n - have));
 		d->present_count -= have;
 		bitmap_clear_range(&d->present, pfn, n);

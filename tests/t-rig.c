@@ -57,11 +57,16 @@ bool wait_status(const char *sock, const char *want, int timeout_ms)
 
 
 /* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
-const char *rig_peer_timeout = "1000";
-const char *rig_cmdline = "wss=32 secs=3";
-const char *rig_prepaging = "bubble-dir";
-const char *rig_after = "0.7";   /* --migrate-after, seconds */
-const char *const *rig_extra;    /* more source options (NULL-terminated), reset by rig_teardown */
+#define RIG_PEER_TIMEOUT "1000"
+#define RIG_CMDLINE "wss=32 secs=3"
+#define RIG_PREPAGING "bubble-dir"
+#define RIG_AFTER "0.7"
+const char *rig_peer_timeout = RIG_PEER_TIMEOUT;
+const char *rig_cmdline = RIG_CMDLINE;
+const char *rig_prepaging = RIG_PREPAGING;
+const char *rig_after = RIG_AFTER;   /* --migrate-after, seconds */
+const char *const *rig_extra;    /* more source options (NULL-terminated) */
+const char *const rig_few_rounds[] = { "--max-rounds", "3", NULL };
 
 void rig_start(struct rig *g, const char *mode, const char *const *rules)
 {
@@ -127,6 +132,10 @@ void rig_stop(struct rig *g)
 int rig_teardown(void **state)
 {
 	(void)state;
+	rig_peer_timeout = RIG_PEER_TIMEOUT;
+	rig_cmdline = RIG_CMDLINE;
+	rig_prepaging = RIG_PREPAGING;
+	rig_after = RIG_AFTER;
 	rig_extra = NULL;
 	if (!live.dir)
 		return 0;

@@ -18,12 +18,21 @@ struct rig {
 	char dsock[600];   /* the destination's, served from before the source connects */
 };
 
-/* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
+/*
+ * Both sides' --peer-timeout in the rig (ms), the guest, and more source
+ * options: a test may change them, rig_teardown restores them all.
+ */
 extern const char *rig_peer_timeout;
 extern const char *rig_cmdline;
 extern const char *rig_prepaging;
 extern const char *rig_after;   /* --migrate-after, seconds */
-extern const char *const *rig_extra;   /* more source options; rig_teardown resets it */
+extern const char *const *rig_extra;   /* NULL-terminated */
+/*
+ * For rig_extra in pre-copy: memverify rewrites its whole working set
+ * every pass, so pre-copy never converges on it; a few rounds bring the
+ * handover well inside the guest's run.
+ */
+extern const char *const rig_few_rounds[];
 
 /* A loopback port not used before by this process. */
 int rig_port(void);

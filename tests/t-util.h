@@ -17,7 +17,6 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-/* Skip the current test, printing why, unless cond holds. */
 /*
  * memverify's clean end, whatever number of passes it ran: migration tests
  * run it for guest seconds (secs=), not passes, so that it outlives
@@ -25,6 +24,7 @@
  */
 #define T_MV_DONE " mismatches=0\n"
 
+/* Skip the current test, printing why, unless cond holds. */
 #define t_skip_unless(cond, ...)				\
 	do {							\
 		if (!(cond)) {					\

@@ -70,13 +70,6 @@ static void test_source_killed_during_postcopy(void **state)
 /* --- the handover under a fault-injecting proxy ---------------------------- */
 
 /*
- * memverify rewrites its whole working set every pass, so pre-copy never
- * converges on it: a few rounds bring the handover, the subject here,
- * well inside the guest's run.
- */
-static const char *const few_rounds[] = { "--max-rounds", "3", NULL };
-
-/*
  * RESUMED is lost and the link partitions for longer than the peer
  * timeout: the destination runs the guest (it had the commit), the source
  * holds its copy paused, redelivers the commit once the link is back and
@@ -88,7 +81,7 @@ static void handover_resumed_lost(const char *mode)
 	struct rig g;
 
 	if (!strcmp(mode, "pre"))
-		rig_extra = few_rounds;
+		rig_extra = rig_few_rounds;
 	rig_start(&g, mode, rules);
 	rig_expect(&g, 0, 0);
 	assert_said(&g, "src.err", "outcome unknown");
@@ -110,7 +103,7 @@ static void test_commit_lost_pre(void **state)
 	static const char *const rules[] = { "control:s2d:type=65:drop=3", NULL };
 	struct rig g;
 
-	rig_extra = few_rounds;
+	rig_extra = rig_few_rounds;
 	rig_start(&g, "pre", rules);
 	rig_expect(&g, 0, 0);
 	assert_said(&g, "dst.err", "outcome unknown");
@@ -129,7 +122,7 @@ static void test_ready_lost_pre(void **state)
 	static const char *const rules[] = { "control:d2s:type=64:drop=3", NULL };
 	struct rig g;
 
-	rig_extra = few_rounds;
+	rig_extra = rig_few_rounds;
 	rig_start(&g, "pre", rules);
 	rig_expect(&g, 0, 125);
 	assert_said(&g, "src.err", "keeps running here");
@@ -450,7 +443,6 @@ static void test_dest_stopped_briefly(void **s)
 {
 	rig_peer_timeout = "4000";
 	postcopy_stopped(false, 150, 0);
-	rig_peer_timeout = "1000";
 }
 
 /*
@@ -487,7 +479,6 @@ static void test_guest_exits_at_source(void **state)
 	struct rig g;
 
 	rig_peer_timeout = "15000";
-	rig_cmdline = "wss=32 secs=3";
 	rig_start(&g, "pre", rules);
 	rig_expect_one(&g, &g.src, 60, 0, "source");
 	rig_expect_one(&g, &g.dst, 20, 125, "destination");
@@ -499,8 +490,6 @@ static void test_guest_exits_at_source(void **state)
 	assert_null(strstr(dout, "memverify"));
 	free(dout);
 	rig_stop(&g);
-	rig_peer_timeout = "1000";
-	rig_cmdline = "wss=32 secs=3";
 }
 
 /*
@@ -529,10 +518,6 @@ static void test_guest_exits_at_dest_in_postcopy(void **state)
 	assert_said(&g, "dst.err", "the guest exited (status 0) before its last");
 	assert_said(&g, "src.err", "the guest exited at the destination (status 0)");
 	rig_stop(&g);
-	rig_peer_timeout = "1000";
-	rig_cmdline = "wss=32 secs=3";
-	rig_prepaging = "bubble-dir";
-	rig_after = "0.7";
 }
 
 /* --- admission --------------------------------------------------------------- */

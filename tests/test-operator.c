@@ -143,11 +143,9 @@ static void test_unknown_outcome_settled_by_the_operator(void **state)
 {
 	static const char *const rules[] = { "control:s2d:type=65:drop=60", NULL };
 	const char *dst_owns = "{\"owner\":\"destination\"}";
-	/* memverify never converges: a few rounds bring the handover inside its run */
-	static const char *const few_rounds[] = { "--max-rounds", "3", NULL };
 	struct rig g;
 
-	rig_extra = few_rounds;
+	rig_extra = rig_few_rounds;
 	rig_cmdline = "wss=32 secs=8";   /* the rounds cross a proxy: long enough for them */
 	rig_start(&g, "pre", rules);
 	rig_wait_state(&g, "outcome-unknown");
@@ -160,7 +158,6 @@ static void test_unknown_outcome_settled_by_the_operator(void **state)
 	assert_ran_only_at(&g, "destination");
 	assert_said(&g, "dst.err", "the operator says the guest belongs to the destination");
 	rig_stop(&g);
-	rig_cmdline = "wss=32 secs=3";
 }
 
 int main(void)
