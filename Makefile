@@ -84,6 +84,7 @@ LIB_SRCS := \
 	src/devices.c \
 	src/dev-clock.c \
 	src/dev-exit.c \
+	src/dev-host.c \
 	src/dev-heartbeat.c \
 	src/dev-serial.c \
 	src/dirty.c \

@@ -12,6 +12,10 @@
  *   secs=S (0): stop after the first pass that ends S guest seconds after
  *   the start (with passes=, whichever comes first); the done line gives
  *   the passes run, so a run's length follows the clock, not vCPU speed
+ *   moved_secs=S (0): stop after the first pass that ends S guest seconds
+ *   after the guest first found itself in another umig process (the host
+ *   identity port changed: migrated or restored), so a test's guest outlives
+ *   a migration of any length and then ends soon; with secs= as a cap
  *   fill=random|zero|text|mixed (random)  change=% of words a pass rewrites (100)
  *   ballast=MiB (0): written once past the working set, never touched again
  *   exit: 0 done, 1 mismatch, 2 bad args, 3 clock went backwards
@@ -211,6 +215,8 @@ int main(void)
 {
 	u64 wss = rt_arg_u64("wss", 16), passes = rt_arg_u64("passes", 0);
 	u64 secs = rt_arg_u64("secs", 0), start_ns;
+	u64 moved_secs = rt_arg_u64("moved_secs", 0), moved_ns = 0;
+	uint32_t host = rt_host_id();
 	u64 npages = wss * RT_MIB / RT_PAGE_SIZE;
 	volatile u64 *base = (volatile u64 *)rt_free_start();
 	u64 threads = rt_arg_u64("threads", 1), end, page, g, i;
@@ -239,6 +245,8 @@ int main(void)
 		  wss, npages, passes, fill_names[fill], change);
 	if (secs)
 		rt_printf(" secs=%llu", secs);
+	if (moved_secs)
+		rt_printf(" moved_secs=%llu", moved_secs);
 	rt_printf(threads > 1 ? " threads=%llu\n" : "\n", threads);
 	if (wss == 0 || wss + ballast > rt_free_size() / RT_MIB) {
 		rt_printf("memverify: wss + ballast must be 1..%lluMiB (free memory), got %llu\n",
@@ -287,7 +295,13 @@ int main(void)
 		if ((rc = check_clock()))
 			return rc;
 		rt_printf("memverify: pass %llu ok\n", g + 1);
-		if (secs && last_ns - start_ns >= secs * 1000000000ull) {
+		if (!moved_ns && rt_host_id() != host) {
+			moved_ns = last_ns;
+			rt_printf("memverify: moved to another umig process before pass %llu ended\n",
+				  g + 1);
+		}
+		if ((secs && last_ns - start_ns >= secs * 1000000000ull) ||
+		    (moved_secs && moved_ns && last_ns - moved_ns >= moved_secs * 1000000000ull)) {
 			g++;
 			break;
 		}

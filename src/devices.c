@@ -72,11 +72,17 @@ struct device *pio_find(struct pio_bus *b, const char *name)
 
 void devices_save(struct pio_bus *b, struct wbuf *w)
 {
-	wbuf_put_u32(w, b->n);
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < b->n; i++)
+		n += !b->devs[i].ops->no_state;
+	wbuf_put_u32(w, n);
 	for (unsigned i = 0; i < b->n; i++) {
 		struct device *d = &b->devs[i];
 		size_t len_at;
 
+		if (d->ops->no_state)
+			continue;
 		wbuf_put_u32(w, d->ops->id);
 		len_at = w->len;
 		wbuf_put_u32(w, 0);

@@ -144,6 +144,8 @@ int vm_create(struct vm **out, const struct vm_config *cfg)
 	if (!ret)
 		ret = exit_register(&vm->bus, vm);
 	if (!ret)
+		ret = host_register(&vm->bus, vm);
+	if (!ret)
 		ret = vm_set_ncpus(vm, cfg->ncpus ? cfg->ncpus : 1);
 	if (ret < 0) {
 		vm_destroy(vm);

@@ -58,7 +58,7 @@ bool wait_status(const char *sock, const char *want, int timeout_ms)
 
 /* Both sides' --peer-timeout in the rig (ms), and the guest; a test may change them. */
 #define RIG_PEER_TIMEOUT "1000"
-#define RIG_CMDLINE "wss=32 secs=3"
+#define RIG_CMDLINE "wss=32 secs=40 moved_secs=1"
 #define RIG_PREPAGING "bubble-dir"
 #define RIG_AFTER "0.7"
 const char *rig_peer_timeout = RIG_PEER_TIMEOUT;
@@ -197,12 +197,17 @@ void assert_ran_only_at(struct rig *g, const char *where)
 
 	assert_null(strstr(so, "MISMATCH"));
 	assert_null(strstr(dout, "MISMATCH"));
+	/* the source's process never looks moved to its own guest */
+	assert_null(strstr(so, "moved to another"));
 	if (!strcmp(where, "source")) {
 		assert_non_null(strstr(so, done));
 		assert_null(strstr(dout, "memverify:"));
 	} else {
 		assert_non_null(strstr(dout, done));
 		assert_null(strstr(so, "done"));
+		/* the guest saw the destination's host identity, not the source's */
+		if (strstr(rig_cmdline, "moved_secs"))
+			assert_non_null(strstr(dout, "moved to another umig process"));
 	}
 	free(so);
 	free(dout);

@@ -33,6 +33,14 @@ extern const char *const *rig_extra;   /* NULL-terminated */
  * handover well inside the guest's run.
  */
 extern const char *const rig_few_rounds[];
+/*
+ * The rig's guest by default ends one guest second after it finds itself
+ * moved (memverify moved_secs=1, capped at 40 s), so it outlives a
+ * migration of any length.  A test whose guest stays at the source sets
+ * rig_cmdline = RIG_AT_SOURCE: it runs long enough for the migration to
+ * fail first, and ends on its own there.
+ */
+#define RIG_AT_SOURCE "wss=32 secs=6"
 
 /* A loopback port not used before by this process. */
 int rig_port(void);

@@ -224,7 +224,7 @@ void t_snapshot_round_trip(const char *backing)
 	snprintf(snap, sizeof(snap), "%s", t_path(dir, "vm.snap"));
 	/* 4 guest seconds: past the snapshot at 0.5 s on any vCPU speed */
 	char *ra[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "32M",
-		       "--ram-backing", (char *)backing, "--cmdline", "wss=16 secs=4",
+		       "--ram-backing", (char *)backing, "--cmdline", "wss=16 secs=40 moved_secs=1",
 		       "--snapshot", snap, "--snapshot-after", "0.5", NULL };
 	t_run(ra, 60, &r);
 	if (r.status)
@@ -239,6 +239,8 @@ void t_snapshot_round_trip(const char *backing)
 	assert_int_equal(r.status, 0);
 	assert_null(strstr(r.out, "MISMATCH"));
 	assert_non_null(strstr(r.out, T_MV_DONE));
+	/* a restored guest runs in another process: it sees a new host identity */
+	assert_non_null(strstr(r.out, "moved to another umig process"));
 	t_result_free(&r);
 	t_tmpdir_free(dir);
 }

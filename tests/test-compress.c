@@ -32,7 +32,7 @@
 static json_t *migrate_with(const char *mode, const char *const *extra)
 {
 	const struct rig_local m = { .guest = "memverify",
-				     .cmdline = "wss=16 secs=3 fill=text change=10",
+				     .cmdline = "wss=16 secs=40 moved_secs=1 fill=text change=10",
 				     .mode = mode, .after = "0.3",
 				     .done = T_MV_DONE,
 				     .extra = extra, .bound_s = 120 };

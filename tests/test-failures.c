@@ -123,6 +123,7 @@ static void test_ready_lost_pre(void **state)
 	struct rig g;
 
 	rig_extra = rig_few_rounds;
+	rig_cmdline = "wss=32 secs=8";   /* READY is due after three rounds through the proxy */
 	rig_start(&g, "pre", rules);
 	rig_expect(&g, 0, 125);
 	assert_said(&g, "src.err", "keeps running here");
@@ -219,6 +220,7 @@ static void corrupted(const char *mode, const char *rule, const char *what)
 	struct rig g;
 	char *o;
 
+	rig_cmdline = RIG_AT_SOURCE;
 	rig_start(&g, mode, rules);
 	rig_expect(&g, 0, 125);
 	assert_said(&g, "dst.err", "digest mismatch in ");
@@ -324,6 +326,7 @@ static void dest_killed_before_commit(const char *mode, const char *state)
 	static const char *const rules[] = { "bulk:s2d:bytes=4000000:stall=8", NULL };
 	struct rig g;
 
+	rig_cmdline = RIG_AT_SOURCE;
 	rig_start(&g, mode, rules);
 	rig_wait_state(&g, state);
 	t_kill(g.dst);
@@ -456,6 +459,7 @@ static void test_source_stopped_in_precopy(void **state)
 	static const char *const rules[] = { "bulk:s2d:bytes=4000000:stall=3", NULL };
 	struct rig g;
 
+	rig_cmdline = RIG_AT_SOURCE;
 	rig_start(&g, "pre", rules);
 	rig_wait_state(&g, "precopy");
 	kill(g.src, SIGSTOP);
@@ -479,6 +483,7 @@ static void test_guest_exits_at_source(void **state)
 	struct rig g;
 
 	rig_peer_timeout = "15000";
+	rig_cmdline = "wss=32 secs=3";   /* ends inside the proxy's 10 s stall */
 	rig_start(&g, "pre", rules);
 	rig_expect_one(&g, &g.src, 60, 0, "source");
 	rig_expect_one(&g, &g.dst, 20, 125, "destination");

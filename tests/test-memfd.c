@@ -261,7 +261,7 @@ static void migrate_memfd_on(const char *mode, const char *placement, const char
 
 	usleep(300000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-		       "--ram-backing", "memfd", "--cmdline", "wss=24 secs=3", "--migrate-to",
+		       "--ram-backing", "memfd", "--cmdline", "wss=24 secs=40 moved_secs=1", "--migrate-to",
 		       listen, "--migrate-after", "0.5", "--mode", (char *)mode, "--quiet", NULL };
 	t_run(sa, 120, &r);
 	dst = t_wait(dpid, 120);

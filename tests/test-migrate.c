@@ -111,7 +111,7 @@ static void migrate_mode(const char *mode)
 
 	usleep(300000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
-		       "--cmdline", "wss=32 secs=3", "--migrate-to", listen,
+		       "--cmdline", "wss=32 secs=40 moved_secs=1", "--migrate-to", listen,
 		       "--migrate-after", "0.7", "--mode", (char *)mode, "--stats", sstats,
 		       "--quiet", NULL };
 	t_run(sa, 120, &r);
@@ -133,6 +133,9 @@ static void migrate_mode(const char *mode)
 	assert_null(strstr(o, "wss="));
 	assert_non_null(strstr(o, T_MV_DONE));
 	assert_null(strstr(r.out, "done"));
+	/* ... and it saw that it had moved; it never did at the source */
+	assert_non_null(strstr(o, "memverify: moved to another umig process before pass "));
+	assert_null(strstr(r.out, "moved to"));
 	/* the record has the documented keys and sane values */
 	rec = json_load_file(sstats, 0, NULL);
 	assert_non_null(rec);
@@ -198,7 +201,7 @@ static long migrate_dup(const char *dup)
 
 	usleep(300000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "128M",
-		       "--cmdline", "wss=48 secs=3", "--migrate-to", listen,
+		       "--cmdline", "wss=48 secs=40 moved_secs=1", "--migrate-to", listen,
 		       "--migrate-after", "0.7", "--mode", "post", "--prepaging", "linear",
 		       "--dup-inflight", (char *)dup, "--stats", sstats, "--quiet", NULL };
 	t_run(sa, 120, &r);

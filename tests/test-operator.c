@@ -146,7 +146,6 @@ static void test_unknown_outcome_settled_by_the_operator(void **state)
 	struct rig g;
 
 	rig_extra = rig_few_rounds;
-	rig_cmdline = "wss=32 secs=8";   /* the rounds cross a proxy: long enough for them */
 	rig_start(&g, "pre", rules);
 	rig_wait_state(&g, "outcome-unknown");
 	rig_wait_dst(&g, "\"outcome-unknown\"");

@@ -26,7 +26,7 @@ static json_t *streams_migrate(const char *mode, const char *n, const char *cons
 
 	for (; more && *more && k < 15; more++)
 		extra[k++] = *more;
-	const struct rig_local m = { .guest = "memverify", .cmdline = "wss=24 secs=3",
+	const struct rig_local m = { .guest = "memverify", .cmdline = "wss=24 secs=40 moved_secs=1",
 				     .mode = mode, .after = "0.4", .done = DONE, .extra = extra,
 				     .dest_extra = dest_extra, .bound_s = 120 };
 	json_t *rec = rig_local_migrate(&m);

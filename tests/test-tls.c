@@ -257,7 +257,7 @@ static void test_strangers_do_not_block_incoming(void **state)
 	}
 	assert_int_equal(write(fds[10], "junk junk junk junk", 19), 19);
 	char *sa2[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "64M",
-			"--cmdline", "wss=8 secs=3", "--migrate-to", listen,
+			"--cmdline", "wss=8 secs=40 moved_secs=1", "--migrate-to", listen,
 			"--migrate-after", "0.2", "--quiet", NULL };
 	t_run(sa2, 90, &r);
 	assert_int_equal(r.status, 0);

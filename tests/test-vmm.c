@@ -45,7 +45,11 @@ static void test_memverify_passes(void **state)
 	t_result_free(&r);
 }
 
-/* secs= ends the run on the guest clock: a full pass past 1 s, and it says how many */
+/*
+ * secs= ends the run on the guest clock: a full pass past 1 s, and it says
+ * how many.  moved_secs= never fires in one process: the host identity
+ * port reads the same value all along.
+ */
 static void test_memverify_secs(void **state)
 {
 	struct timespec a, b;
@@ -54,13 +58,15 @@ static void test_memverify_secs(void **state)
 	int n;
 
 	clock_gettime(CLOCK_MONOTONIC, &a);
-	run_guest("memverify", "wss=4 secs=1", 60, &r);
+	run_guest("memverify", "wss=4 secs=1 moved_secs=1", 60, &r);
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	assert_int_equal(r.status, 0);
 	n = t_count(r.out, " ok\n");
 	assert_true(n >= 1);
 	snprintf(want, sizeof(want), "memverify: done passes=%d mismatches=0\n", n);
 	assert_non_null(strstr(r.out, want));
+	assert_non_null(strstr(r.out, " secs=1 moved_secs=1\n"));
+	assert_null(strstr(r.out, "moved to"));
 	assert_true(b.tv_sec - a.tv_sec + (b.tv_nsec - a.tv_nsec) / 1e9 >= 1.0);
 	t_result_free(&r);
 }
@@ -150,16 +156,16 @@ static int last_pass(const char *out)
 }
 
 /*
- * The guest runs 3 guest seconds past the snapshot, so the snapshot falls
- * in the middle on any vCPU speed; ASan builds start later.
+ * The guest would run 40 guest seconds, so the snapshot falls in the
+ * middle on any vCPU speed; restored, it ends a guest second after it
+ * finds itself in another process.  ASan builds start later.
  */
 #ifdef __SANITIZE_ADDRESS__
 #define SNAP_AFTER "4"
-#define SNAP_CMDLINE "wss=16 secs=7"
 #else
 #define SNAP_AFTER "2"
-#define SNAP_CMDLINE "wss=16 secs=5"
 #endif
+#define SNAP_CMDLINE "wss=16 secs=40 moved_secs=1"
 
 static void test_snapshot_restore_continues_exactly(void **state)
 {
@@ -190,6 +196,9 @@ static void test_snapshot_restore_continues_exactly(void **state)
 	}
 	assert_null(strstr(r2.out, "wss="));  /* no reboot */
 	assert_non_null(strstr(r2.out, T_MV_DONE));
+	/* the host identity told the guest it was restored, and only then */
+	assert_null(strstr(r1.out, "moved to"));
+	assert_non_null(strstr(r2.out, "memverify: moved to another umig process before pass "));
 	assert_true(last_pass(r2.out) > before);
 
 	/* a truncated copy is refused with a clear message, nothing runs */

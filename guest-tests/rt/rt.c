@@ -73,6 +73,11 @@ uint64_t rt_clock_ns(void)
 	return hi << 32 | lo;
 }
 
+uint32_t rt_host_id(void)
+{
+	return inl(UMIG_PORT_HOST_ID);
+}
+
 void rt_sleep_us(uint32_t us)
 {
 	outl(UMIG_PORT_SLEEP_US, us);

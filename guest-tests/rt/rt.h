@@ -63,6 +63,8 @@ int rt_vprintf(const char *fmt, va_list ap);
 uint64_t rt_clock_ns(void);		/* guest-monotonic nanoseconds */
 void rt_sleep_us(uint32_t us);		/* may return early */
 void rt_heartbeat(void);
+/* names the umig process running the guest: a change means it moved */
+uint32_t rt_host_id(void);
 _Noreturn void rt_exit(int code);	/* code 0..255 */
 
 /*

@@ -33,6 +33,7 @@ struct device_ops {
 	void (*pause)(struct device *d);   /* optional: the guest stops running */
 	void (*resume)(struct device *d);  /* optional: the guest runs again */
 	void (*destroy)(struct device *d); /* optional: frees priv */
+	bool no_state;               /* writes no state record (stateless, and new) */
 };
 
 struct device {
@@ -108,5 +109,9 @@ double heartbeat_work_rate(struct pio_bus *b, uint64_t from_ns, uint64_t to_ns);
 
 /* --- exit device (port 0x501) --- */
 int exit_register(struct pio_bus *b, struct vm *vm);
+
+/* --- host identity (port 0x524): changes when the guest moves --- */
+int host_register(struct pio_bus *b, struct vm *vm);
+uint32_t host_id(struct pio_bus *b);
 
 #endif

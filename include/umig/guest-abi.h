@@ -85,5 +85,6 @@ struct umig_boot_params {
 #define UMIG_PORT_CLOCK_HI   0x514 /* in32: high half of the value latched by CLOCK_LO */
 #define UMIG_PORT_SLEEP_US   0x518 /* out32: yield the vCPU for up to N microseconds */
 #define UMIG_PORT_HEARTBEAT  0x520 /* out32: one heartbeat; value = guest's own beat count */
+#define UMIG_PORT_HOST_ID    0x524 /* in32: names the umig process running the guest */
 
 #endif
