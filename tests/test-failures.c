@@ -505,13 +505,17 @@ static void test_guest_exits_at_source(void **state)
  */
 static void test_guest_exits_at_dest_in_postcopy(void **state)
 {
-	/* the stall outlasts the guest's passes there; the passes outlast the wait here */
-	static const char *const rules[] = { "bulk:s2d:bytes=14000000:stall=20", NULL };
+	/*
+	 * The stall outlasts the guest's two seconds there; the guest at the
+	 * source outlasts the wait here.  The source learns of the end only
+	 * when its push is through (README), so the stall is the test's length.
+	 */
+	static const char *const rules[] = { "bulk:s2d:bytes=14000000:stall=8", NULL };
 	struct rig g;
 	char *dout;
 
 	rig_peer_timeout = "25000";
-	rig_cmdline = "wss=8 secs=5 ballast=96";
+	rig_cmdline = "wss=8 secs=30 moved_secs=2 ballast=96";
 	/* in order: the working set goes out before the ballast that the stall holds */
 	rig_prepaging = "linear";
 	rig_after = "1.5";   /* the ballast is written at the source, not here */

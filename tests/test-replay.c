@@ -39,7 +39,8 @@
 
 #include "t-util.h"
 
-#define GUEST_SECS "2"
+/* the recorded guest outlives its migration and ends a second after it moves */
+#define GUEST_CMDLINE "wss=4 secs=20 moved_secs=1"
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 static int t_port(void)
@@ -99,7 +100,7 @@ static void record(int i)
 
 	usleep(300000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("memverify"), "--mem", "8M",
-		       "--cmdline", "wss=4 secs=" GUEST_SECS, "--migrate-to", via,
+		       "--cmdline", GUEST_CMDLINE, "--migrate-to", via,
 		       "--migrate-after", "0.2", "--mode", (char *)rec_mode[i],
 		       "--streams", (char *)rec_streams[i], "--quiet", NULL };
 	pid_t spid = t_spawn(sa, t_path(rec_root, "src.out"), t_path(rec_root, "src.err"));
