@@ -58,7 +58,7 @@ static json_t *migrate_between(const char *src_umig, const char *guest, const ch
 	char *dir = t_tmpdir();
 	char listen[32], sstats[600];
 	/* the previous release's memverify knows only passes=, run by its slower vCPU */
-	const char *cmdline = strcmp(src_umig, t_umig()) ? "wss=32 passes=48" : "wss=32 secs=3";
+	const char *cmdline = strcmp(src_umig, t_umig()) ? "wss=32 passes=48" : "wss=32 secs=40 moved_secs=1";
 	const char *dout = t_path(dir, "dst.out"), *derr = t_path(dir, "dst.err");
 	struct t_result r;
 	json_t *rec;

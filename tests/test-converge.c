@@ -64,11 +64,14 @@ static void rounds_paced(json_t *rec, double rate)
 	}
 }
 
+/* memverify outlives rate-limited rounds of any length and ends a second after it moves */
+#define MV_CMD "wss=16 secs=40 moved_secs=1"
+
 /* The bulk push never outruns --max-bandwidth (checked per round and in all). */
 static void test_rate_limit(void **s)
 {
 	const char *extra[] = { "--max-bandwidth", "16M", "--max-rounds", "2", NULL };
-	json_t *rec = migrate("memverify", "wss=16 secs=6", T_MV_DONE, extra);
+	json_t *rec = migrate("memverify", MV_CMD, T_MV_DONE, extra);
 	double rate = 16 << 20, bytes = jnum(rec, "wire_bytes_bulk");
 
 	assert_int_equal(jnum(rec, "max_bandwidth"), 16 << 20);
@@ -93,7 +96,7 @@ static void test_dynamic_rate(void **s)
 {
 	const char *extra[] = { "--max-bandwidth", "32M", "--dynamic-rate", "--max-rounds", "4", NULL };
 	/* rate-limited rounds take seconds: the guest must outlive them */
-	json_t *rec = migrate("memverify", "wss=16 secs=8", T_MV_DONE, extra);
+	json_t *rec = migrate("memverify", MV_CMD, T_MV_DONE, extra);
 	json_t *rounds = json_object_get(rec, "rounds_detail"), *x;
 	double prev = 0, max = 32 << 20;
 	size_t i;
@@ -167,7 +170,7 @@ static void test_fallback_memverify(void **s)
 {
 	const char *extra[] = { "--max-bandwidth", "20M", "--fallback", "post", "--delta-cache",
 				"16M", NULL };
-	json_t *rec = migrate("memverify", "wss=16 secs=8", T_MV_DONE, extra);
+	json_t *rec = migrate("memverify", MV_CMD, T_MV_DONE, extra);
 	const char *why = jstr(rec, "switch_reason");
 
 	assert_true(!strcmp(why, "no-progress") || !strcmp(why, "converged") ||

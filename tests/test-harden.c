@@ -515,7 +515,7 @@ static void test_unprivileged_migration_with_what_it_needs(void **state)
 	char *inc_argv[] = { bin, "incoming", "--listen", dst, "--quiet", NULL };
 	inc = t_spawn_as(pw, inc_argv, t_path(dir, "dst.out"), t_path(dir, "dst.err"));
 	assert_true(t_wait_for_text(t_path(dir, "dst.err"), "waiting for a migration", 10000));
-	char *run_argv[] = { bin, "run", guest, "--mem", "64M", "--cmdline", "wss=16 secs=3",
+	char *run_argv[] = { bin, "run", guest, "--mem", "64M", "--cmdline", "wss=16 secs=40 moved_secs=1",
 			     "--migrate-to", dst, "--migrate-after", "0.5", "--mode", "hybrid",
 			     "--quiet", NULL };
 	src = t_spawn_as(pw, run_argv, t_path(dir, "src.out"), t_path(dir, "src.err"));

@@ -259,7 +259,7 @@ static void migrate(const char *umig_src, const char *guest, const char *mode,
 	char *o, *e;
 
 	/* the previous release's memverify knows passes= only */
-	const char *cmdline = umig_src != t_umig() ? "wss=24 passes=12" : "wss=24 secs=3";
+	const char *cmdline = umig_src != t_umig() ? "wss=24 passes=12" : "wss=24 secs=40 moved_secs=1";
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	snprintf(stats, sizeof(stats), "%s", t_path(dir, "dst.json"));
