@@ -122,6 +122,7 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "ram_backing", json_string(mem_backing_name(s->c.vm ? s->c.vm->mem.backing : MEM_ANON)));
 	json_object_set_new(r, "protocol_version", json_integer(s->c.x ? s->c.x->version : 0));
 	json_object_set_new(r, "pages_dup", json_integer(s->pages_dup));
+	json_object_set_new(r, "urgent_replies", json_integer((json_int_t)s->urgent_replies));
 	json_object_set_new(r, "dirty_tracker",
 			    json_string(s->dirty_tracker ? s->dirty_tracker : "none"));
 	json_object_set_new(r, "security", json_string(xport_security(s->c.x)));

@@ -87,6 +87,8 @@ static int src_negotiate(struct mig_source *s, struct proto_msg *m)
 
 	if (s->p.streams <= 1)
 		h.offered &= ~FEAT_STREAMS;   /* one stream is what every umig does */
+	if (!(s->c.x->ops->caps & XCAP_URGENT_RUNS))
+		h.offered &= ~FEAT_URGENT_RUNS;
 	wbuf_init(&w);
 	proto_encode_hello2(&w, &h);
 	ret = src_send_encoded(s, MSG_HELLO2, &w);
@@ -248,6 +250,8 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	/* several bulk connections only where the transport has them */
 	if (!(d->c.x->ops->caps & XCAP_STREAMS))
 		known &= ~FEAT_STREAMS;
+	if (!(d->c.x->ops->caps & XCAP_URGENT_RUNS))
+		known &= ~FEAT_URGENT_RUNS;
 	struct proto_hello2 h;
 	struct proto_hello2_ack a;
 	struct wbuf w;

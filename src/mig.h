@@ -216,6 +216,7 @@ struct mig_source {
 	uint64_t pages_bulk, pages_zero, pages_resent;
 	_Atomic uint64_t pages_urgent, requests;
 	_Atomic uint64_t pages_dup;    /* urgent replies that duplicate an in-flight push */
+	uint64_t urgent_replies;       /* frames sent on urgent (a run is one; urgent thread only) */
 	unsigned rounds;
 	bool converged;
 	uint64_t remaining_at_stop;  /* pages sent during the downtime */

@@ -223,8 +223,16 @@ static int tcp_reply(struct xport *x, const struct xrun *r)
 	bool zero = r->enc == XENC_ZERO;
 	uint8_t h[16];
 
+	if (r->n > 1 && (x->features & FEAT_URGENT_RUNS) && r->n <= PROTO_RUN_MAX &&
+	    (zero || (r->enc == XENC_RAW && r->len == (uint64_t)r->n * PAGE_SIZE))) {
+		/* a run: one frame, one send, for what would be n replies */
+		run_header(h, r->pfn, r->n);
+		return proto_send2(tp(x)->c[XCH_URGENT], zero ? MSG_ZERO : MSG_PAGES, h, 16,
+				   zero ? NULL : r->data, zero ? 0 : r->len);
+	}
 	if (r->n != 1 || (!zero && (r->enc != XENC_RAW || r->len != PAGE_SIZE)))
-		return err_set(-EINVAL, "tcp: an urgent reply is one page");
+		return err_set(-EINVAL, "tcp: an urgent reply is one page%s",
+			       x->features & FEAT_URGENT_RUNS ? " or a run of at most 64" : "");
 	run_header(h, r->pfn, zero ? PAGE_FLAG_ZERO : 0);
 	return proto_send2(tp(x)->c[XCH_URGENT], MSG_PAGE, h, 16, zero ? NULL : r->data,
 			   zero ? 0 : PAGE_SIZE);
@@ -318,14 +326,32 @@ int tcp_decode_bulk(struct xport *x, const struct proto_msg *m, struct xev *ev)
 	}
 }
 
-/* Urgent: REQ to the source, PAGE to the destination. */
+/*
+ * Urgent: REQ to the source, PAGE to the destination, and with
+ * FEAT_URGENT_RUNS also PAGES and ZERO runs to the destination.
+ */
 int tcp_decode_urgent(struct xport *x, const struct proto_msg *m, struct xev *ev)
 {
 	uint16_t want = x->source ? MSG_REQ : MSG_PAGE;
+	struct proto_run run;
 	struct rbuf r;
 	uint64_t pfn;
 	uint32_t flags;
+	int ret;
 
+	if (!x->source && (x->features & FEAT_URGENT_RUNS) &&
+	    (m->type == MSG_PAGES || m->type == MSG_ZERO)) {
+		ret = proto_decode_run(m, x->npages, &run);
+		if (ret < 0)
+			return err_set(ret, "urgent channel: %s (type %u): %s",
+				       proto_type_name(m->type), m->type, err_msg(ret));
+		ev->kind = XEV_RUN;
+		ev->run = (struct xrun){ .pfn = run.pfn, .n = run.n,
+					 .enc = m->type == MSG_PAGES ? XENC_RAW : XENC_ZERO };
+		ev->run.data = m->type == MSG_PAGES ? m->payload + 16 : NULL;
+		ev->run.len = m->type == MSG_PAGES ? m->len - 16 : 0;
+		return 1;
+	}
 	if (m->type != want)
 		return err_set(-EPROTO, "urgent channel: unexpected %s (type %u)",
 			       proto_type_name(m->type), m->type);
@@ -456,7 +482,7 @@ static void tcp_close(struct xport *x)
 
 const struct xport_ops xport_tcp_ops = {
 	.name = "tcp",
-	.caps = XCAP_STREAM | XCAP_STREAMS,
+	.caps = XCAP_STREAM | XCAP_STREAMS | XCAP_URGENT_RUNS,
 	.connect_data = tcp_connect_data,
 	.accept_data = tcp_accept_data,
 	.push = tcp_push,

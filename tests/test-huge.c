@@ -246,6 +246,24 @@ static void test_round_out(void **state)
 
 /* --- end to end ------------------------------------------------------------ */
 
+/*
+ * A fault at a hugetlb destination is answered with its whole unit, as
+ * runs of like pages (FEAT_URGENT_RUNS): far fewer frames than pages.  At
+ * a 4 KiB destination every reply is one page.
+ */
+static void urgent_replies_fit(json_t *rec, const char *dst_backing)
+{
+	json_int_t pages = json_integer_value(t_json_need(rec, "pages_urgent"));
+	json_int_t frames = json_integer_value(t_json_need(rec, "urgent_replies"));
+
+	print_message("%s destination: %lld urgent pages in %lld frames\n", dst_backing,
+		      (long long)pages, (long long)frames);
+	if (strcmp(dst_backing, "hugetlb"))
+		assert_int_equal(frames, pages);
+	else if (pages >= 512)
+		assert_true(frames * 8 <= pages);
+}
+
 /* memverify from a src_backing source into a dst_backing destination. */
 static void migrate(const char *umig_src, const char *guest, const char *mode,
 		    const char *src_backing, const char *dst_backing)
@@ -296,6 +314,7 @@ static void migrate(const char *umig_src, const char *guest, const char *mode,
 		assert_string_equal(json_string_value(t_json_need(rec, "dst_ram_backing")),
 				    dst_backing);
 		assert_string_equal(json_string_value(t_json_need(rec, "ram_backing")), src_backing);
+		urgent_replies_fit(rec, dst_backing);
 		json_decref(rec);
 	}
 	free(o);

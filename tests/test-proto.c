@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "t-util.h"
+#include "tcp.h"
 #include "umig/proto.h"
+#include "umig/xport.h"
 #include "umig/util.h"
 
 /* A minimal connection over one end of a socketpair. */
@@ -443,6 +445,67 @@ static void test_mode_names(void **state)
 	assert_int_equal(mig_mode_parse("postcopy", &m), -EINVAL);
 }
 
+/* A urgent frame's payload: u64 pfn, u32 n (or PAGE's flags), u32 0, then data. */
+static struct proto_msg urgent_frame(uint16_t type, uint64_t pfn, uint32_t n, uint32_t data_pages)
+{
+	struct proto_msg m = { .type = type, .len = 16 + data_pages * PAGE_SIZE };
+	struct wbuf w;
+
+	m.payload = calloc(1, m.len + 1);
+	assert_non_null(m.payload);
+	w = (struct wbuf){ .data = m.payload, .cap = 16 };
+	wbuf_put_u64(&w, pfn);
+	wbuf_put_u32(&w, n);
+	wbuf_put_u32(&w, 0);
+	return m;
+}
+
+/*
+ * Runs on urgent (FEAT_URGENT_RUNS): PAGES and ZERO reach a destination
+ * only on a session that negotiated them, inside guest RAM; a source
+ * never takes them; PAGE goes on as before.
+ */
+static void test_urgent_runs_need_their_feature(void **state)
+{
+	struct xport x = { .npages = 1024 };
+	struct proto_msg pages = urgent_frame(MSG_PAGES, 512, 64, 64);
+	struct proto_msg zero = urgent_frame(MSG_ZERO, 960, 64, 0);
+	struct proto_msg far = urgent_frame(MSG_PAGES, 1000, 64, 64);
+	struct proto_msg page = urgent_frame(MSG_PAGE, 7, 0, 1);
+	struct xev ev;
+	int ret;
+
+	ret = tcp_decode_urgent(&x, &pages, &ev);
+	assert_int_equal(ret, -EPROTO);
+	assert_non_null(strstr(err_msg(ret), "urgent channel: unexpected PAGES"));
+	x.features = FEAT_URGENT_RUNS;
+	assert_int_equal(tcp_decode_urgent(&x, &pages, &ev), 1);
+	assert_int_equal(ev.kind, XEV_RUN);
+	assert_int_equal(ev.run.pfn, 512);
+	assert_int_equal(ev.run.n, 64);
+	assert_int_equal(ev.run.enc, XENC_RAW);
+	assert_int_equal(ev.run.len, 64 * PAGE_SIZE);
+	assert_ptr_equal(ev.run.data, pages.payload + 16);
+	assert_int_equal(tcp_decode_urgent(&x, &zero, &ev), 1);
+	assert_int_equal(ev.run.enc, XENC_ZERO);
+	assert_int_equal(ev.run.n, 64);
+	assert_null(ev.run.data);
+	ret = tcp_decode_urgent(&x, &far, &ev);
+	assert_int_equal(ret, -EPROTO);
+	assert_non_null(strstr(err_msg(ret), "page run 1000+64 lies outside guest RAM"));
+	assert_int_equal(tcp_decode_urgent(&x, &page, &ev), 1);
+	assert_int_equal(ev.run.n, 1);
+	/* a source is asked, never answered */
+	x.source = true;
+	ret = tcp_decode_urgent(&x, &pages, &ev);
+	assert_int_equal(ret, -EPROTO);
+	assert_non_null(strstr(err_msg(ret), "unexpected PAGES"));
+	free(pages.payload);
+	free(zero.payload);
+	free(far.payload);
+	free(page.payload);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -463,6 +526,7 @@ int main(void)
 		cmocka_unit_test(test_bulk_order_per_mode),
 		cmocka_unit_test(test_run_iterator_bounds_and_order),
 		cmocka_unit_test(test_mode_names),
+		cmocka_unit_test(test_urgent_runs_need_their_feature),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

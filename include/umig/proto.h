@@ -123,13 +123,15 @@ enum proto_mark {
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
 #define FEAT_DELTA         (1ull << 25) /* DELTA: re-sent pages as deltas on bulk */
 #define FEAT_EARLY_DISCARD (1ull << 32) /* hybrid: DISCARD_EARLY while round 1 drains, PLACED */
+/* urgent replies may be PAGES and ZERO runs (up to PROTO_RUN_MAX pages), not only PAGE */
+#define FEAT_URGENT_RUNS   (1ull << 33)
 /* the destination places post-copy in 2 MiB units (hugetlb RAM): REQ asks for a unit */
 #define FEAT_HUGE2M        (1ull << 34)
 #define FEAT_STREAMS       (1ull << 36) /* STREAMS: more than one bulk connection */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
 			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | \
-			    FEAT_COMPRESS | FEAT_DELTA | FEAT_EARLY_DISCARD | \
+			    FEAT_COMPRESS | FEAT_DELTA | FEAT_EARLY_DISCARD | FEAT_URGENT_RUNS | \
 			    FEAT_HUGE2M | FEAT_STREAMS)
 
 #define PROTO_SECRET_LEN 32

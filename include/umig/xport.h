@@ -63,6 +63,7 @@ enum xport_cap {
 	XCAP_STREAM = 1u << 0,
 	XCAP_ONESIDED = 1u << 1,
 	XCAP_STREAMS = 1u << 2,   /* the bulk queue can be several connections (FEAT_STREAMS) */
+	XCAP_URGENT_RUNS = 1u << 3, /* an urgent reply can be a run of pages (FEAT_URGENT_RUNS) */
 };
 
 /* Completion queues: each is reaped by one thread. */
