@@ -7,6 +7,7 @@
  * destination may still need exist only at the source.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -331,7 +332,29 @@ static int dst_wait_complete(struct mig_dest *d)
 			dst_nap(d, 100);
 			continue;
 		}
-		ret = xport_ctl_recv(d->c.x, &m, 100);
+		/*
+		 * Sleep until the source speaks or the last page lands (done_efd):
+		 * a fixed receive step here once added up to 100 ms to every
+		 * post-copy.  A frame is read only once its first bytes are here,
+		 * so it gets the whole step; a TLS record read ahead of the one
+		 * taken waits for the next keepalive, which comes well inside
+		 * the peer timeout.
+		 */
+		struct pollfd p[2] = {
+			{ .fd = xconn_fd(d->c.x->ctl), .events = POLLIN },
+			{ .fd = d->done_efd, .events = POLLIN },
+		};
+		int n = poll(p, 2, 100);
+
+		if (n > 0 && p[1].revents) {
+			uint64_t v;
+
+			/* drained: a stale wake-up (pages discarded since) costs one turn */
+			if (read(d->done_efd, &v, sizeof(v)) < 0)
+				pr_debug("incoming: completion eventfd read failed");
+			continue;   /* every page is here, or the guest is gone: the top ends it */
+		}
+		ret = n > 0 && p[0].revents ? xport_ctl_recv(d->c.x, &m, 100) : -ETIMEDOUT;
 		if (!ret) {
 			last_rx = now_ns();
 		} else if (ret != -ETIMEDOUT) {

@@ -76,6 +76,7 @@ int mig_dest_listen(struct mig_dest **out, const struct mig_dest_opts *o)
 	d->uffd.fd = -1;
 	d->lfd = d->lfd_next = d->lfd_extra = -1;
 	d->quit_efd = eventfd(0, EFD_CLOEXEC);
+	d->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	lat_init(&d->lat);
 	*out = d;
 	ret = xsec_load(&d->c.sec, o->auth_key, o->tls_creds, true);
@@ -188,6 +189,7 @@ void mig_dest_guest_exited(struct mig_dest *d, int status)
 	d->guest_exited = true;
 	pthread_cond_broadcast(&d->c.cond);
 	pthread_mutex_unlock(&d->c.lock);
+	dst_signal_done(d);
 	pr_info("incoming: the guest exited (status %d) before its last %llu pages arrived; "
 		"the migration ends here", status,
 		(unsigned long long)(d->c.npages - d->present_count));
@@ -273,6 +275,7 @@ void mig_dest_free(struct mig_dest *d)
 	dst_dec_free(d);
 	json_decref(d->record);
 	close(d->quit_efd);
+	close(d->done_efd);
 	if (!d->vm_handed)
 		vm_destroy(d->c.vm);
 	mig_common_destroy(&d->c);

@@ -21,10 +21,20 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mig.h"
 
 /* Mark [pfn, pfn+n) present; record service latency for faulted pages. */
+/* Wake the completion thread out of its wait on the control connection. */
+void dst_signal_done(struct mig_dest *d)
+{
+	uint64_t one = 1;
+
+	if (d->done_efd >= 0 && write(d->done_efd, &one, sizeof(one)) != sizeof(one))
+		pr_debug("incoming: completion eventfd write failed");
+}
+
 void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n)
 {
 	uint64_t t = 0;
@@ -43,6 +53,7 @@ void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n)
 			pthread_mutex_lock(&d->c.lock);
 			pthread_cond_broadcast(&d->c.cond);
 			pthread_mutex_unlock(&d->c.lock);
+			dst_signal_done(d);
 		}
 	}
 }

@@ -325,6 +325,7 @@ struct mig_dest {
 	uint64_t *fault_ns;          /* when each page's fault was read (0 = none) */
 	struct uffd uffd;
 	int quit_efd;
+	int done_efd;                  /* readable once every page is present or the guest exited */
 	pthread_t bulk_thread[XSTREAMS_MAX], fault_thread, complete_thread;
 	unsigned bulk_started;       /* bulk receiver threads running (one per stream) */
 	struct dst_stream { struct mig_dest *d; unsigned i; } bulk_arg[XSTREAMS_MAX];
@@ -363,6 +364,7 @@ int dst_start_receiver(struct mig_dest *d);
 void dst_join_receiver(struct mig_dest *d);
 int dst_wait_mark(struct mig_dest *d, int mark);
 void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n);
+void dst_signal_done(struct mig_dest *d);
 /* stream: the bulk stream whose decoder state serves an encoded run (urgent: 0, never encoded) */
 int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post, unsigned stream);
 /* mig-place.c: a raw or zero post-copy run into memfd RAM, UFFDIO_CONTINUE. */
