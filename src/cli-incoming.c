@@ -36,10 +36,7 @@ static const char incoming_help[] =
 "  --mem SIZE             refuse a guest whose RAM is not SIZE\n"
 "  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
 "                         /dev/kvm works); --backend is the same option\n"
-"  --ram-backing anon|memfd|hugetlb  guest RAM: private anonymous memory\n"
-"                         (default), a memfd mapped twice (docs/architecture.md,\n"
-"                         \"memfd RAM\"), or that memfd on 2 MiB huge pages\n"
-"                         (needs RAM / 2 MiB free pages: sysctl vm.nr_hugepages)\n"
+CLI_HELP_RAM_BACKING
 "  --placement copy|continue  memfd RAM, post-copy: place each page with\n"
 "                         UFFDIO_COPY as for anonymous RAM (default: cheaper\n"
 "                         per page here, bench/floors), or write it into the\n"

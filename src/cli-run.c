@@ -30,10 +30,7 @@ static const char run_help[] =
 "  --snapshot-after SECS  when to snapshot (default 1)\n"
 "  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
 "                         /dev/kvm works); --backend is the same option\n"
-"  --ram-backing anon|memfd|hugetlb  guest RAM: private anonymous memory\n"
-"                         (default), a memfd mapped twice (docs/architecture.md,\n"
-"                         \"memfd RAM\"), or that memfd on 2 MiB huge pages\n"
-"                         (needs RAM / 2 MiB free pages: sysctl vm.nr_hugepages)\n"
+CLI_HELP_RAM_BACKING
 "  --cpus N               vCPUs, 1..8 (default 1); the guest runtime parks\n"
 "                         every vCPU but the first unless the guest uses it\n"
 "  --debug                trace state changes (also UMIG_DEBUG=1)\n"

@@ -41,6 +41,29 @@ static void mem_no_huge(void *p, uint64_t size)
 		pr_warn("madvise(MADV_NOHUGEPAGE) on guest RAM failed: %s", strerror(errno));
 }
 
+/*
+ * Anonymous RAM on a 2 MiB boundary, so that the kernel can map it with
+ * transparent huge pages from its first byte: map 2 MiB more, trim.
+ */
+static void *mem_map_thp(uint64_t size)
+{
+	uint8_t *p = mmap(NULL, size + HUGE_PAGE_SIZE, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint64_t head;
+
+	if (p == MAP_FAILED)
+		return p;
+	head = (HUGE_PAGE_SIZE - ((uintptr_t)p & (HUGE_PAGE_SIZE - 1))) & (HUGE_PAGE_SIZE - 1);
+	if (head)
+		munmap(p, head);
+	munmap(p + head + size, HUGE_PAGE_SIZE - head);
+	p += head;
+	if (madvise(p, size, MADV_HUGEPAGE))
+		pr_warn("madvise(MADV_HUGEPAGE) on guest RAM failed: %s; it runs on 4 KiB pages",
+			strerror(errno));
+	return p;
+}
+
 /* Free 2 MiB huge pages in the pool (HugePages_Free), or -1 if unknown. */
 static long mem_huge_free(void)
 {
@@ -130,12 +153,14 @@ int mem_alloc_backed(struct guest_mem *m, uint64_t size, enum mem_backing b)
 		return ret;
 	}
 	/* MAP_NORESERVE: a 4 GiB guest costs only the pages it touches. */
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	p = b == MEM_THP ? mem_map_thp(size) :
+	    mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		 -1, 0);
 	if (p == MAP_FAILED)
 		return err_set(-errno, "cannot map %llu bytes of guest RAM: %s",
 			       (unsigned long long)size, strerror(errno));
-	mem_no_huge(p, size);
+	if (b != MEM_THP)
+		mem_no_huge(p, size);
 	m->host = p;
 	m->size = size;
 	return 0;
@@ -152,7 +177,7 @@ void mem_free(struct guest_mem *m)
 		munmap(m->host, m->size);
 	if (m->place)
 		munmap(m->place, m->size);
-	if (m->fd >= 0 && m->backing != MEM_ANON)
+	if (m->fd >= 0 && mem_shared(m))
 		close(m->fd);
 	*m = (struct guest_mem){ .fd = -1 };
 }
@@ -165,14 +190,16 @@ int mem_backing_parse(const char *name, enum mem_backing *out)
 		*out = MEM_MEMFD;
 	else if (!strcmp(name, "hugetlb"))
 		*out = MEM_HUGETLB;
+	else if (!strcmp(name, "thp"))
+		*out = MEM_THP;
 	else
-		return err_set(-EINVAL, "RAM backing '%s' is none of anon, memfd, hugetlb", name);
+		return err_set(-EINVAL, "RAM backing '%s' is none of anon, thp, memfd, hugetlb", name);
 	return 0;
 }
 
 const char *mem_backing_name(enum mem_backing b)
 {
-	return b == MEM_MEMFD ? "memfd" : b == MEM_HUGETLB ? "hugetlb" : "anon";
+	return b == MEM_MEMFD ? "memfd" : b == MEM_HUGETLB ? "hugetlb" : b == MEM_THP ? "thp" : "anon";
 }
 
 int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len)
@@ -187,7 +214,7 @@ int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len)
 	 * file (hugetlbfs frees the whole huge pages inside the range and
 	 * zeroes the parts of the others)
 	 */
-	if (m->backing != MEM_ANON)
+	if (mem_shared(m))
 		ret = fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				(off_t)off, (off_t)len);
 	else

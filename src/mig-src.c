@@ -121,6 +121,11 @@ int mig_params_check_vm(const struct mig_params *p, struct vm *vm)
 		return err_set(-EINVAL, "--dirty-track kvm-log reads KVM's dirty log, and this "
 			       "guest runs under %s, not KVM: use --dirty-track wp (or auto), or "
 			       "run the guest with --vcpu kvm", backend);
+	if (vm->mem.backing == MEM_THP && (p->mode == MIG_MODE_PRE || p->mode == MIG_MODE_HYBRID))
+		return err_set(-ENOTSUP, "guest RAM is on transparent huge pages (--ram-backing thp), "
+			       "and %s tracks the guest's writes, which write-protect tracking reports "
+			       "per 2 MiB page there: migrate it in post or stop-copy mode, or run the "
+			       "guest with --ram-backing anon", mig_mode_name(p->mode));
 	if (p->streams > 1 && strcmp(p->transport, "tcp"))
 		return err_set(-ENOTSUP, "--streams works over the tcp transport only; %s has one "
 			       "bulk queue pair (drop --streams, or use --transport tcp)", p->transport);

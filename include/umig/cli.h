@@ -79,4 +79,14 @@ int cli_serve_vm(struct vm *vm, const struct serve_opts *o);
 int cli_control_open(const char *path, struct vm *vm, struct control **ctl, struct mig_ctl **mig);
 void cli_control_close(struct control *ctl, struct mig_ctl *mig);
 
+/* --ram-backing in the help of every verb that makes guest RAM */
+#define CLI_HELP_RAM_BACKING \
+"  --ram-backing anon|thp|memfd|hugetlb  guest RAM: private anonymous memory\n" \
+"                         (default); the same on 2 MiB transparent huge pages\n" \
+"                         (thp: a fault per 2 MiB on first touch; migrates in\n" \
+"                         post or stop-copy mode only); a memfd mapped twice\n" \
+"                         (docs/architecture.md, \"memfd RAM\"); or that memfd on\n" \
+"                         2 MiB huge pages (hugetlb: needs RAM / 2 MiB free pages,\n" \
+"                         sysctl vm.nr_hugepages)\n"
+
 #endif

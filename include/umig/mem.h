@@ -49,6 +49,13 @@ enum mem_backing {
 	MEM_ANON = 0,    /* private anonymous memory (the default) */
 	MEM_MEMFD = 1,   /* a memfd mapped twice: guest view + placement view */
 	MEM_HUGETLB = 2, /* the same on hugetlbfs: 2 MiB huge pages (MFD_HUGETLB) */
+	/*
+	 * private anonymous memory the kernel may back with 2 MiB transparent
+	 * huge pages (MADV_HUGEPAGE): first touch costs a fault per 2 MiB, not
+	 * per 4 KiB.  Write-protect tracking reports such a page as one unit,
+	 * so a source on it migrates in post-copy or stop-copy only.
+	 */
+	MEM_THP = 3,
 };
 
 /* hugetlb RAM's page: post-copy places, requests and discards in these units */
@@ -70,7 +77,13 @@ int mem_alloc(struct guest_mem *m, uint64_t size);
 int mem_alloc_backed(struct guest_mem *m, uint64_t size, enum mem_backing b);
 void mem_free(struct guest_mem *m);   /* idempotent */
 
-/* "anon" / "memfd" / "hugetlb" to a backing; -EINVAL naming the choices. */
+/* Shared (memfd, hugetlb): RAM lives in a file's page cache, not in private memory. */
+static inline bool mem_shared(const struct guest_mem *m)
+{
+	return m->backing == MEM_MEMFD || m->backing == MEM_HUGETLB;
+}
+
+/* "anon" / "thp" / "memfd" / "hugetlb" to a backing; -EINVAL naming the choices. */
 int mem_backing_parse(const char *name, enum mem_backing *out);
 const char *mem_backing_name(enum mem_backing b);
 

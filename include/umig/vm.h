@@ -34,7 +34,7 @@ struct vm_config {
 	int console_fd;          /* guest console output; -1 discards it */
 	const char *backend;     /* vCPU backend: NULL = default, "auto", or a name */
 	unsigned ncpus;          /* vCPUs, 1..UMIG_MAX_CPUS; 0 = 1 */
-	enum mem_backing backing;  /* guest RAM: MEM_ANON (default) or MEM_MEMFD */
+	enum mem_backing backing;  /* guest RAM: MEM_ANON (default), MEM_THP, MEM_MEMFD, MEM_HUGETLB */
 };
 
 #define VM_MAX_CPUS 8        /* = UMIG_MAX_CPUS in guest-abi.h */
