@@ -128,14 +128,57 @@ static void test_vm_bus_has_abi_ports(void **state)
 	struct t_ctx *t = *state;
 	struct pio_bus *b = &t->vm->bus;
 
-	assert_int_equal(b->n, 4);
+	assert_int_equal(b->n, 5);
 	assert_int_equal(pio_find(b, "serial")->ops->port, UMIG_PORT_SERIAL);
+	assert_int_equal(pio_find(b, "host")->ops->port, UMIG_PORT_HOST_ID);
 	assert_int_equal(pio_find(b, "exit")->ops->port, UMIG_PORT_EXIT);
 	assert_int_equal(pio_find(b, "clock")->ops->port, UMIG_PORT_CLOCK_LO);
 	assert_int_equal(pio_find(b, "clock")->ops->nports,
 			 UMIG_PORT_SLEEP_US + 4 - UMIG_PORT_CLOCK_LO);
 	assert_int_equal(pio_find(b, "heartbeat")->ops->port, UMIG_PORT_HEARTBEAT);
 	assert_null(pio_find(b, "nonesuch"));
+}
+
+/*
+ * The host identity: nonzero, never all ones (what a umig without the
+ * device answers), the same on every read in one VM, another in the next
+ * (two draws collide with probability 2^-32), and no state record.
+ */
+static void test_host_identity(void **state)
+{
+	struct t_ctx *t = *state;
+	struct vm *other = t_vm(-1);
+	uint32_t id = pio_in(&t->vm->bus, UMIG_PORT_HOST_ID, 4);
+	struct wbuf w;
+	struct rbuf r;
+	uint32_t n;
+
+	assert_true(id != 0 && id != 0xffffffffu);
+	assert_int_equal(pio_in(&t->vm->bus, UMIG_PORT_HOST_ID, 4), id);
+	assert_int_equal(host_id(&t->vm->bus), id);
+	assert_int_not_equal(pio_in(&other->bus, UMIG_PORT_HOST_ID, 4), id);
+	/* the rest of its ports read as nobody's */
+	assert_int_equal(pio_in(&t->vm->bus, UMIG_PORT_HOST_ID + 1, 4), 0xffffffffu);
+	/* device state: a record for each of the other four, none for it */
+	wbuf_init(&w);
+	devices_save(&t->vm->bus, &w);
+	rbuf_init(&r, w.data, w.len);
+	n = rbuf_get_u32(&r);
+	assert_int_equal(n, t->vm->bus.n - 1);
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t len;
+
+		assert_int_not_equal(rbuf_get_u32(&r), pio_find(&t->vm->bus, "host")->ops->id);
+		len = rbuf_get_u32(&r);
+		rbuf_take(&r, len);
+		assert_int_equal(r.err, 0);
+	}
+	assert_int_equal(rbuf_left(&r), 0);
+	/* and what it saved loads into another VM */
+	rbuf_init(&r, w.data, w.len);
+	assert_int_equal(devices_load(&other->bus, &r), 0);
+	wbuf_free(&w);
+	vm_destroy(other);
 }
 
 static void test_unhandled_port(void **state)
@@ -216,7 +259,7 @@ static void test_register_rejects_real_device_ports(void **state)
 	t_assert_msg_has(-EBUSY, "clock");
 	/* 0x51c..0x51f lies between the clock and the heartbeat */
 	assert_int_equal(pio_register(&t->vm->bus, &free_gap, t->vm, NULL), 0);
-	assert_int_equal(t->vm->bus.n, 5);
+	assert_int_equal(t->vm->bus.n, 6);
 }
 
 static void test_register_rejects_full_bus(void **state)
@@ -856,6 +899,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T_CASE(test_vm_bus_has_abi_ports),
 		T_CASE(test_unhandled_port),
+		T_CASE(test_host_identity),
 		cmocka_unit_test(test_register_rejects_overlap),
 		T_CASE(test_register_rejects_real_device_ports),
 		cmocka_unit_test(test_register_rejects_full_bus),

@@ -73,9 +73,12 @@ static void test_backing_names(void **state)
 	assert_int_equal(b, MEM_MEMFD);
 	assert_int_equal(mem_backing_parse("hugetlb", &b), 0);
 	assert_int_equal(b, MEM_HUGETLB);
+	assert_int_equal(mem_backing_parse("thp", &b), 0);
+	assert_int_equal(b, MEM_THP);
 	assert_int_equal(mem_backing_parse("huge", &b), -EINVAL);
-	assert_non_null(strstr(err_msg(-EINVAL), "none of anon, memfd, hugetlb"));
+	assert_non_null(strstr(err_msg(-EINVAL), "none of anon, thp, memfd, hugetlb"));
 	assert_string_equal(mem_backing_name(MEM_MEMFD), "memfd");
+	assert_string_equal(mem_backing_name(MEM_THP), "thp");
 }
 
 /*
