@@ -25,7 +25,6 @@
 
 #include "mig.h"
 
-/* Mark [pfn, pfn+n) present; record service latency for faulted pages. */
 /* Wake the completion thread out of its wait on the control connection. */
 void dst_signal_done(struct mig_dest *d)
 {
@@ -35,6 +34,7 @@ void dst_signal_done(struct mig_dest *d)
 		pr_debug("incoming: completion eventfd write failed");
 }
 
+/* Mark [pfn, pfn+n) present; record service latency for faulted pages. */
 void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n)
 {
 	uint64_t t = 0;
@@ -56,6 +56,13 @@ void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n)
 			dst_signal_done(d);
 		}
 	}
+}
+
+/* Post-copy placement has ended: the guest exited here, or every page is present. */
+static bool dst_placing_over(struct mig_dest *d)
+{
+	return __atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE) ||
+	       atomic_load(&d->present_count) == d->c.npages;
 }
 
 /* The run was checked against guest RAM by the transport. */
@@ -83,15 +90,19 @@ int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post, unsigned
 			memcpy(host, r->data, len);
 		else
 			mem_drop(&d->c.vm->mem, off, len);   /* memfd: a hole, not just unmapped */
-	} else if (__atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE)) {
-		return 0;   /* the guest is gone: the rest only drains the stream */
+	} else if (dst_placing_over(d)) {
+		return 0;   /* the guest is gone or has every page: the rest only drains */
 	} else {
 		placed = d->huge ? dst_place_huge(d, r) :
 			 d->place_continue ? dst_place_continue(d, r) :
 			 r->enc == XENC_RAW ? uffd_copy(&d->uffd, off, r->data, r->n)
 					    : uffd_zero(&d->uffd, off, r->n);
-		/* userfaultfd may close under us once the guest exited */
-		if (placed < 0 && __atomic_load_n(&d->guest_exited, __ATOMIC_ACQUIRE))
+		/*
+		 * userfaultfd is unregistered under us once the guest exited or
+		 * once every page arrived (a late duplicate of a page served on
+		 * the urgent channel then finds nothing left to place)
+		 */
+		if (placed < 0 && dst_placing_over(d))
 			return 0;
 		if (placed < 0)
 			return placed;
