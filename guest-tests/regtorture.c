@@ -4,6 +4,11 @@
  *
  *   secs=N (3)    how long to spin holding the values, in guest seconds
  *   seed=N (1)    varies every value
+ *   moved_secs=S (0)  when the guest finds itself in another umig process
+ *                 (the host identity port, docs/guest-abi.md), spin at most
+ *                 S guest seconds more: a migration or a restore then ends
+ *                 the run soon, and a slow host cannot make it end before
+ *                 it moved (0: spin secs, wherever it is)
  *
  * It loads known values into everything the record holds - the sixteen
  * general registers (RSP too), RFLAGS (DF and AC, which the spin loop
@@ -52,14 +57,38 @@ unsigned char ref_fx[512] __attribute__((aligned(16)));
 unsigned char got_fx[512] __attribute__((aligned(16)));
 u64 spins, saved_rsp, saved_callee[6];
 u64 inner = 1;
+u64 keep_rax, keep_rdx, moved_spins = ~0ull;
+unsigned host_seen;
 
 /*
- * One spin in EXIT_EVERY writes port 0x80.  An exit costs KVM about what
+ * One spin in EXIT_EVERY writes port 0x80 (and reads the host identity,
+ * MOVED_CHECK).  An exit costs KVM about what
  * EXIT_EVERY spins cost Unicorn, on hardware (~2 us vs ~100 ns a spin) and
  * in the nested test VM alike, so a spin count calibrated on one backend
  * takes a similar time on the other.
  */
 #define EXIT_EVERY "32"
+
+/*
+ * After the exit, read the host identity port (RAX and RDX hold test
+ * values, so they are kept in memory around it; flags are free, the next
+ * subq sets them): when it changed, at most moved_spins remain.  The same
+ * code runs in the calibration loop, so it is part of a spin's cost.
+ */
+#define MOVED_CHECK(l)							\
+	"	movq %rax, keep_rax(%rip)\n"				\
+	"	movq %rdx, keep_rdx(%rip)\n"				\
+	"	movl $0x524, %edx\n"					\
+	"	inl %dx, %eax\n"					\
+	"	cmpl host_seen(%rip), %eax\n"				\
+	"	je " l "f\n"						\
+	"	movl %eax, host_seen(%rip)\n"				\
+	"	movq moved_spins(%rip), %rax\n"			\
+	"	cmpq %rax, spins(%rip)\n"				\
+	"	jbe " l "f\n"						\
+	"	movq %rax, spins(%rip)\n"				\
+	l ":	movq keep_rax(%rip), %rax\n"				\
+	"	movq keep_rdx(%rip), %rdx\n"
 
 void torture(void);
 void spin_only(u64 n);
@@ -113,6 +142,7 @@ __asm__(
 	"1:	subq $1, inner(%rip)\n"		/* only memory and flags change */
 	"	jnz 3f\n"
 	"	outb %al, $0x80\n"		/* an exit to umig: reads AL, changes nothing */
+	MOVED_CHECK("5")
 	"	movq $" EXIT_EVERY ", inner(%rip)\n"
 	"3:	subq $1, spins(%rip)\n"
 	"	jnz 1b\n"
@@ -180,6 +210,7 @@ __asm__(
 	"2:	subq $1, inner(%rip)\n"
 	"	jnz 4f\n"
 	"	outb %al, $0x80\n"
+	MOVED_CHECK("6")
 	"	movq $" EXIT_EVERY ", inner(%rip)\n"
 	"4:	subq $1, spins(%rip)\n"
 	"	jnz 2b\n"
@@ -343,11 +374,13 @@ static void compare(void)
 int main(void)
 {
 	u64 secs = rt_arg_u64("secs", 3), seed = rt_arg_u64("seed", 1);
+	u64 moved_secs = rt_arg_u64("moved_secs", 0);
 	u64 n = 1000, t0, ns, ps;
 
 	check_cpuid();
 	if (bad)
 		return 1;
+	host_seen = rt_host_id();
 	/*
 	 * calibrate on the very loop that will spin: grow n until it takes
 	 * 50 ms, then time it twice more and keep the fastest, so that a
@@ -373,8 +406,11 @@ int main(void)
 	spins = secs * 1000 * RT_NS_PER_S / (ps ? ps : 1);
 	if (!spins)
 		spins = 1;
+	if (moved_secs)
+		moved_spins = moved_secs * 1000 * RT_NS_PER_S / (ps ? ps : 1) + 1;
 	fill(seed);
-	rt_printf("regtorture: spinning spins=%llu secs=%llu seed=%llu\n", spins, secs, seed);
+	rt_printf("regtorture: spinning spins=%llu secs=%llu seed=%llu moved_secs=%llu\n", spins,
+		  secs, seed, moved_secs);
 	torture();
 	compare();
 	if (bad)

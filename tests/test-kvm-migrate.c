@@ -317,7 +317,7 @@ static void test_regtorture_pre_copy_kvm_to_unicorn(void **state)
 	char *da[] = { (char *)t_umig(), "incoming", "--listen", listen, "--vcpu", "unicorn",
 		       "--quiet", NULL };
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("regtorture"), "--vcpu", "kvm",
-		       "--mem", "32M", "--cmdline", "secs=4 seed=21", "--control", sock, NULL };
+		       "--mem", "32M", "--cmdline", "secs=30 seed=21 moved_secs=1", "--control", sock, NULL };
 	pid_t dpid = t_spawn(da, dout, derr), spid = t_spawn(sa, sout, serr);
 
 	if (!t_wait_for_text(sout, "regtorture: spinning", 60000)) {

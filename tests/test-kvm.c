@@ -491,21 +491,21 @@ static void test_snapshot_from_unicorn_restores_under_kvm(void **state)
 {
 	(void)state;
 	t_skip_unless(t_have_kvm(), "no usable /dev/kvm (%s)\n", "run it in tests/vm");
-	t_cross("unicorn", "kvm", "secs=2 seed=11", "0.7");
+	t_cross("unicorn", "kvm", "secs=30 seed=11 moved_secs=1", "0.7");
 }
 
 static void test_snapshot_from_kvm_restores_under_unicorn(void **state)
 {
 	(void)state;
 	t_skip_unless(t_have_kvm(), "no usable /dev/kvm (%s)\n", "run it in tests/vm");
-	t_cross("kvm", "unicorn", "secs=2 seed=12", "0.7");
+	t_cross("kvm", "unicorn", "secs=30 seed=12 moved_secs=1", "0.7");
 }
 
 static void test_snapshot_from_kvm_restores_under_kvm(void **state)
 {
 	(void)state;
 	t_skip_unless(t_have_kvm(), "no usable /dev/kvm (%s)\n", "run it in tests/vm");
-	t_cross("kvm", "kvm", "secs=3 seed=13", "1");
+	t_cross("kvm", "kvm", "secs=30 seed=13 moved_secs=1", "1");
 }
 
 /* A post-copy migration mid-spin from an emulated to a hardware-virtualised host. */
@@ -530,7 +530,7 @@ static void test_migration_from_unicorn_to_kvm(void **state)
 
 	usleep(500000);
 	char *sa[] = { (char *)t_umig(), "run", (char *)t_guest("regtorture"), "--vcpu", "unicorn",
-		       "--cmdline", "secs=3 seed=14", "--migrate-to", listen, "--migrate-after",
+		       "--cmdline", "secs=30 seed=14 moved_secs=1", "--migrate-to", listen, "--migrate-after",
 		       "1", "--mode", "post", "--quiet", NULL };
 	t_run(sa, 60, &r);
 	dst = t_wait(dpid, 60);
