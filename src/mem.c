@@ -214,11 +214,15 @@ int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len)
 	 * file (hugetlbfs frees the whole huge pages inside the range and
 	 * zeroes the parts of the others)
 	 */
-	if (mem_shared(m))
+	if (mem_shared(m) && !(m->place_pinned && m->place))
 		ret = fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				(off_t)off, (off_t)len);
-	else
+	else {
+		/* a pinned placement view keeps its folios: zero them, unmap the guest's view */
+		if (mem_shared(m))
+			memset(m->place + off, 0, len);
 		ret = madvise(m->host + off, len, MADV_DONTNEED);
+	}
 	if (ret) {
 		pr_debug("mem: dropping +%#llx+%#llx: %s; writing zeroes instead",
 			 (unsigned long long)off, (unsigned long long)len, strerror(errno));

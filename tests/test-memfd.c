@@ -204,6 +204,51 @@ static void test_hole_faults_as_missing(void **state)
 	mem_free(&m);
 }
 
+/*
+ * A placement view that an RDMA device may have pinned (place_pinned):
+ * a hole punched under a pin would detach the pinned folio from the file,
+ * and a READ landing in it would never reach the guest.  So mem_drop
+ * keeps the folio (still data in the file), zeroes it, and unmaps it from
+ * the guest's view: a touch there is a minor fault, CONTINUE maps the
+ * page, and what was written through the placement view after the drop
+ * (where a READ lands) is what the guest reads.
+ */
+static void test_drop_keeps_a_pinned_view(void **state)
+{
+	struct reader r = { 0 };
+	struct guest_mem m;
+	struct bitmap pop;
+	struct uffd u;
+	pthread_t t;
+	int ret;
+
+	(void)state;
+	t_memfd(&m);
+	m.place_pinned = true;
+	memset(m.host + 7 * PAGE_SIZE, 0xab, 2 * PAGE_SIZE);
+	assert_int_equal(mem_drop(&m, 7 * PAGE_SIZE, 2 * PAGE_SIZE), 0);
+	assert_int_equal(bitmap_init(&pop, mem_pages(&m)), 0);
+	assert_int_equal(mem_scan_populated(&m, &pop), 2);   /* the folios stay in the file */
+	assert_true(bitmap_test(&pop, 7) && bitmap_test(&pop, 8));
+	bitmap_free(&pop);
+	assert_int_equal(m.place[8 * PAGE_SIZE + 17], 0);    /* ... zeroed */
+	ret = uffd_open_minor(&u);
+	t_skip_unless(ret == 0, "no minor faults on shmem here: %s\n", err_msg(ret));
+	assert_int_equal(uffd_register(&u, m.host, m.size, true), 0);
+	m.place[7 * PAGE_SIZE + 5] = 0x3d;                   /* as a READ into the view would */
+	r.p = m.host + 7 * PAGE_SIZE + 5;
+	assert_int_equal(pthread_create(&t, NULL, reader_main, &r), 0);
+	assert_int_equal(wait_fault(&u), (uint64_t)(uintptr_t)(m.host + 7 * PAGE_SIZE));
+	usleep(20000);
+	assert_int_equal(__atomic_load_n(&r.done, __ATOMIC_ACQUIRE), 0);   /* unmapped: it waits */
+	assert_int_equal(uffd_continue(&u, 7 * PAGE_SIZE, 1), 1);
+	pthread_join(t, NULL);
+	assert_int_equal(r.seen, 0x3d);
+	uffd_unregister(&u);
+	uffd_close(&u);
+	mem_free(&m);
+}
+
 /* uffd-wp dirty tracking on the shared guest view: every written page reported. */
 static void test_dirty_tracking_on_shmem(void **state)
 {
@@ -390,6 +435,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_drop_punches_the_file),
 		cmocka_unit_test(test_scan_sees_placement_writes),
 		cmocka_unit_test(test_hole_faults_as_missing),
+		cmocka_unit_test(test_drop_keeps_a_pinned_view),
 		cmocka_unit_test(test_dirty_tracking_on_shmem),
 		cmocka_unit_test(test_migrate_post),
 		cmocka_unit_test(test_migrate_hybrid),

@@ -14,8 +14,9 @@
  * with --placement continue writes an arriving page into the file
  * (pwrite on `fd`: the page-cache write a store through `place` would
  * do, without that view's page fault per page) and maps it into `host`
- * with UFFDIO_CONTINUE (mig-place.c).  `place` is what a transport that
- * lands pages itself (a registered RDMA buffer) would target.
+ * with UFFDIO_CONTINUE (mig-place.c).  A transport that lands pages
+ * itself targets `place`: one-sided RDMA READs land there directly when
+ * the destination registered it (`place_pinned`, docs/rdma.md).
  *
  * Facts that differ from anonymous memory, and that every user of guest
  * RAM goes through the helpers below for:
@@ -69,6 +70,14 @@ struct guest_mem {
 	uint8_t *place;  /* MEM_MEMFD: the placement view; NULL for MEM_ANON */
 	int fd;          /* MEM_MEMFD: the memfd; -1 for MEM_ANON */
 	enum mem_backing backing;
+	/*
+	 * MEM_MEMFD: `place` is (or may be) registered with an RDMA device,
+	 * which pins its page-cache folios.  A hole punched under a pin would
+	 * detach the pinned folio from the file, and a READ landing in it
+	 * would never reach the guest: mem_drop then zeroes the pages in
+	 * place and unmaps them from the guest's view instead.
+	 */
+	bool place_pinned;
 };
 
 /* Map size bytes of zeroed guest RAM.  -EINVAL names the constraint. */
@@ -90,7 +99,10 @@ const char *mem_backing_name(enum mem_backing b);
 /*
  * Drop [off, off+len) (page aligned) so that it reads as zero and holds
  * no memory: MADV_DONTNEED for anonymous RAM, fallocate(PUNCH_HOLE) for
- * a memfd, memset when either is refused.  0 or -errno.
+ * a memfd, memset when either is refused.  A memfd whose placement view
+ * is pinned (place_pinned) keeps its pages: they are zeroed through
+ * `place` and unmapped from `host` (a later touch there is a minor
+ * fault).  0 or -errno.
  */
 int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len);
 
