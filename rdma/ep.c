@@ -303,7 +303,18 @@ static int ep_alloc(struct rdma_ep *e)
 	struct ibv_context *ctx = e->id->verbs;
 	size_t rb = (size_t)e->nrecv * e->slot, sb = (size_t)e->nsend * e->slot;
 
-	e->pd = ibv_alloc_pd(ctx);
+	if (e->share && e->share->pd && e->share->ctx == ctx) {
+		e->pd = e->share->pd;   /* the other queue pair's: one registration of guest RAM */
+	} else {
+		e->pd = ibv_alloc_pd(ctx);
+		if (e->pd && e->share && !e->share->pd) {
+			e->share->pd = e->pd;
+			e->share->ctx = ctx;
+		}
+	}
+	e->pd_shared = e->pd && e->share && e->share->pd == e->pd;
+	if (e->pd_shared)
+		e->share->refs++;
 	e->cc = e->pd ? ibv_create_comp_channel(ctx) : NULL;
 	if (!e->cc)
 		return err_set(-ENOMEM, "rdma: cannot allocate a protection domain or completion channel");
@@ -452,7 +463,8 @@ static int ep_take_read(struct rdma_ep *e, struct xev *ev)
 	e->dheld = (int)slot;
 	*ev = (struct xev){ .kind = XEV_RUN };
 	ev->run = (struct xrun){ .pfn = e->dpfn[slot], .n = e->dn[slot], .enc = XENC_RAW,
-				 .data = e->dbuf + (size_t)slot * e->dslot,
+				 .data = e->place ? e->place + e->dpfn[slot] * PAGE_SIZE
+						  : e->dbuf + (size_t)slot * e->dslot,
 				 .len = e->dn[slot] * PAGE_SIZE };
 	pthread_mutex_unlock(&e->mu);
 	return 1;
@@ -529,8 +541,10 @@ int rdma_ep_read(struct rdma_ep *e, uint64_t pfn, uint32_t n)
 	slot = e->dfree[--e->ndfree];
 	e->dpfn[slot] = pfn;
 	e->dn[slot] = n;
-	sge.addr = (uintptr_t)(e->dbuf + (size_t)slot * e->dslot);
-	sge.lkey = e->dmr->lkey;
+	/* zero-copy: straight into the page's place in guest RAM; else into the slot */
+	sge.addr = e->place ? (uintptr_t)(e->place + pfn * PAGE_SIZE)
+			    : (uintptr_t)(e->dbuf + (size_t)slot * e->dslot);
+	sge.lkey = e->place ? e->place_lkey : e->dmr->lkey;
 	wr.wr_id = RDMA_WR_READ | slot;
 	wr.wr.rdma.remote_addr = e->raddr + pfn * PAGE_SIZE;
 	wr.wr.rdma.rkey = e->rkey;
@@ -556,7 +570,7 @@ uint8_t rdma_rd_atom(struct ibv_context *ctx)
 
 void rdma_ep_shutdown(struct rdma_ep *e)
 {
-	struct ibv_mr *ram;
+	struct ibv_mr *ram, *place;
 
 	if (!e || !e->id)
 		return;
@@ -564,18 +578,25 @@ void rdma_ep_shutdown(struct rdma_ep *e)
 	e->shut = true;
 	ram = e->ram_mr;
 	e->ram_mr = NULL;
+	place = e->place_mr;
+	e->place_mr = NULL;
 	ep_wake(e);
 	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);
+	/* the queue pair goes to the error state: no READ of it lands after this */
 	rdma_disconnect(e->id);
 	/*
-	 * A shut queue pair never serves a READ again, and a recovery
-	 * registers guest RAM anew on its own queue pairs: unpin it now, or
-	 * every recovery would pin the guest twice more against the memlock
-	 * limit while the retired transport waits for the end.
+	 * A shut queue pair never serves or issues a READ again, and a
+	 * recovery registers guest RAM anew on its own queue pairs: unpin it
+	 * now, or every recovery would pin the guest twice more against the
+	 * memlock limit while the retired transport waits for the end.  So
+	 * for the destination's placement view: it stays mapped (it is guest
+	 * RAM), so a run a reap handed out still points at its pages.
 	 */
 	if (ram)
 		ibv_dereg_mr(ram);
+	if (place)
+		ibv_dereg_mr(place);
 }
 
 void rdma_ep_destroy(struct rdma_ep *e)
@@ -612,14 +633,21 @@ void rdma_ep_destroy(struct rdma_ep *e)
 		ibv_dereg_mr(e->dmr);
 	if (e->ram_mr)
 		ibv_dereg_mr(e->ram_mr);
+	if (e->place_mr)
+		ibv_dereg_mr(e->place_mr);
 	if (e->scq)
 		ibv_destroy_cq(e->scq);
 	if (e->rcq)
 		ibv_destroy_cq(e->rcq);
 	if (e->cc)
 		ibv_destroy_comp_channel(e->cc);
-	if (e->pd)
+	if (e->pd_shared && !--e->share->refs) {
+		ibv_dealloc_pd(e->pd);   /* the last of its endpoints: their MRs are gone */
+		e->share->pd = NULL;
+		e->share->ctx = NULL;
+	} else if (e->pd && !e->pd_shared) {
 		ibv_dealloc_pd(e->pd);
+	}
 	if (e->id)
 		rdma_destroy_id(e->id);
 	if (e->ec)

@@ -37,7 +37,7 @@ static struct rdma_pages *rp(struct xport *x)
 
 /* --- source ------------------------------------------------------------------- */
 
-/* Pinning needs RLIMIT_MEMLOCK >= what is registered (twice guest RAM here). */
+/* Pinning needs RLIMIT_MEMLOCK >= what is registered (guest RAM per protection domain). */
 static int memlock_cover(uint64_t need)
 {
 	struct rlimit r;
@@ -52,14 +52,48 @@ static int memlock_cover(uint64_t need)
 		return 0;
 	if (geteuid() == 0)
 		return 0;   /* CAP_IPC_LOCK pins past the limit anyway */
-	return err_set(-ENOMEM, "rdma: one-sided post-copy pins guest RAM (%llu MiB) but "
-		       "RLIMIT_MEMLOCK is %llu KiB and cannot be raised here: raise it to at "
-		       "least %llu KiB (ulimit -l, LimitMEMLOCK= in systemd) or run umig as root",
-		       (unsigned long long)(need >> 21), (unsigned long long)(r.rlim_cur >> 10),
+	return err_set(-ENOMEM, "rdma: one-sided post-copy pins guest RAM (%llu MiB with its "
+		       "buffers) but RLIMIT_MEMLOCK is %llu KiB and cannot be raised here: raise it "
+		       "to at least %llu KiB (ulimit -l, LimitMEMLOCK= in systemd) or run umig as "
+		       "root", (unsigned long long)(need >> 20), (unsigned long long)(r.rlim_cur >> 10),
 		       (unsigned long long)(need >> 10));
 }
 
-int rdma_ram_expose(struct xport *x)
+/* Source: RDMA_MR_ACK, or the destination's refusal, within timeout_ms. */
+static int rdma_mr_ack_wait(struct xport *x, int timeout_ms)
+{
+	struct proto_msg m = { 0 };
+	char text[1100];
+	int ret;
+
+	if (!(x->features & FEAT_RDMA_MR_ACK))
+		return 0;
+	ret = xport_ctl_recv(x, &m, timeout_ms);
+	if (ret == -ETIMEDOUT)
+		ret = err_set(ret, "rdma: the destination did not register its side of the READs "
+			      "within %d ms", timeout_ms);
+	else if (!ret && m.type == MSG_ERROR) {
+		proto_error_text(&m, text, sizeof(text));
+		ret = err_set(-ECONNREFUSED, "the destination cannot take one-sided RDMA: %s", text);
+	} else if (!ret && m.type != MSG_RDMA_MR_ACK)
+		ret = err_set(-EPROTO, "rdma: expected RDMA_MR_ACK, got %s (type %u, %u bytes)",
+			      proto_type_name(m.type), m.type, m.len);
+	if (!ret)
+		pr_debug("migration: the destination READs %s",
+			 m.payload[0] & 1 ? "straight into guest RAM" : "into buffers");
+	proto_msg_free(&m);
+	return ret;
+}
+
+/* What registering guest RAM pins: once per protection domain (one, shared, as a rule). */
+static uint64_t rdma_pinned_len(struct xport *x)
+{
+	bool one = rp(x)->ep[XCH_URGENT].pd == rp(x)->ep[XCH_BULK].pd;
+
+	return (one ? 1 : 2) * x->ram_len;
+}
+
+int rdma_ram_expose(struct xport *x, int timeout_ms)
 {
 	struct wbuf w;
 	uint64_t need;
@@ -69,27 +103,37 @@ int rdma_ram_expose(struct xport *x)
 		return 0;
 	if (!x->ram || x->ram_len != x->npages * PAGE_SIZE)
 		return err_set(-EINVAL, "rdma: guest RAM was not handed to the transport");
-	need = 2 * x->ram_len + (64ull << 20);
+	need = rdma_pinned_len(x) + (64ull << 20);
 	ret = memlock_cover(need);
 	wbuf_init(&w);
 	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
-		struct rdma_ep *e = &rp(x)->ep[ch];
+		struct rdma_ep *e = &rp(x)->ep[ch], *b = &rp(x)->ep[XCH_BULK];
+		uint32_t rkey;
 
-		e->ram_mr = ibv_reg_mr(e->pd, x->ram, x->ram_len, IBV_ACCESS_REMOTE_READ);
-		if (!e->ram_mr) {
-			ret = err_set(-errno, "rdma: cannot register guest RAM (%llu MiB) for remote "
-				      "READ: %s (RLIMIT_MEMLOCK: ulimit -l)",
-				      (unsigned long long)(x->ram_len >> 20), strerror(errno));
-			break;
+		if (ch != XCH_BULK && e->pd == b->pd && b->ram_mr) {
+			rkey = b->ram_mr->rkey;   /* one protection domain: registered once */
+		} else {
+			e->ram_mr = ibv_reg_mr(e->pd, x->ram, x->ram_len, IBV_ACCESS_REMOTE_READ);
+			if (!e->ram_mr) {
+				ret = err_set(-errno, "rdma: cannot register guest RAM (%llu MiB) for "
+					      "remote READ: %s (RLIMIT_MEMLOCK: ulimit -l)",
+					      (unsigned long long)(x->ram_len >> 20), strerror(errno));
+				break;
+			}
+			rkey = e->ram_mr->rkey;
+			x->ram_pinned += x->ram_len;
 		}
 		wbuf_put_u64(&w, (uintptr_t)x->ram);
 		wbuf_put_u64(&w, x->ram_len);
-		wbuf_put_u32(&w, e->ram_mr->rkey);
+		wbuf_put_u32(&w, rkey);
 		wbuf_put_u32(&w, 0);
 	}
 	if (!ret)
 		ret = w.err ? w.err : xport_ctl_send(x, MSG_RDMA_MR, w.data, w.len);
 	wbuf_free(&w);
+	/* the destination may pin (and so allocate) all of its RAM first: 1 s more per GiB */
+	if (!ret)
+		ret = rdma_mr_ack_wait(x, timeout_ms + (int)MIN(x->ram_len >> 30, 3600) * 1000);
 	if (!ret) {
 		x->caps |= XCAP_ONESIDED;
 		pr_debug("migration: guest RAM (%llu MiB) registered for RDMA READ",
@@ -106,6 +150,59 @@ void rdma_pull_prepare(struct xport *x, struct rdma_ep *e, enum xport_channel ch
 		return;
 	e->ndread = ch == XCH_BULK ? RDMA_PULL_SLOTS : RDMA_FAULT_SLOTS;
 	e->dslot = (ch == XCH_BULK ? RDMA_PULL_RUN : 1) * PAGE_SIZE;
+}
+
+/*
+ * Destination, zero-copy: register the placement view of memfd guest RAM
+ * for local write on both queue pairs, so that a READ lands at the page's
+ * place in the page cache and UFFDIO_CONTINUE maps it with no copy.
+ * Registration pins, and so allocates, every page of the file (the guest
+ * cannot see them: its view faults on every page not placed).  Where it
+ * fails (the memlock limit, a device that cannot register shmem) the
+ * READs land in the slots and are written into the file once, as before:
+ * said, not fatal.
+ */
+static void rdma_place_register(struct xport *x)
+{
+	uint64_t t0 = now_ns();
+	int ret = memlock_cover(rdma_pinned_len(x) + (64ull << 20));
+
+	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
+		struct rdma_ep *e = &rp(x)->ep[ch], *b = &rp(x)->ep[XCH_BULK];
+
+		if (ch != XCH_BULK && e->pd == b->pd && b->place_mr) {
+			e->place_lkey = b->place_lkey;   /* one protection domain: registered once */
+			continue;
+		}
+		e->place_mr = ibv_reg_mr(e->pd, x->ram, x->ram_len, IBV_ACCESS_LOCAL_WRITE);
+		if (!e->place_mr)
+			ret = err_set(-errno, "rdma: cannot register guest RAM (%llu MiB) to READ "
+				      "into: %s", (unsigned long long)(x->ram_len >> 20),
+				      strerror(errno));
+		else
+			e->place_lkey = e->place_mr->lkey;
+		if (e->place_mr)
+			x->ram_pinned += x->ram_len;
+	}
+	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++) {
+		struct rdma_ep *e = &rp(x)->ep[ch];
+
+		if (ret && e->place_mr) {
+			ibv_dereg_mr(e->place_mr);
+			e->place_mr = NULL;
+			x->ram_pinned = 0;
+		}
+		pthread_mutex_lock(&e->mu);
+		e->place = ret ? NULL : x->ram;
+		pthread_mutex_unlock(&e->mu);
+	}
+	x->ram_in_place = !ret;
+	if (ret)
+		pr_warn("%s; READs land in buffers and are copied into guest RAM once", err_msg(ret));
+	else
+		pr_debug("incoming: guest RAM (%llu MiB) registered: READs land in place "
+			 "(%.0f ms)", (unsigned long long)(x->ram_len >> 20),
+			 (now_ns() - t0) / 1e6);
 }
 
 int rdma_ram_learn(struct xport *x, int timeout_ms)
@@ -142,6 +239,13 @@ int rdma_ram_learn(struct xport *x, int timeout_ms)
 	proto_msg_free(&m);
 	if (!ret)
 		x->caps |= XCAP_ONESIDED;
+	if (!ret && x->ram)
+		rdma_place_register(x);
+	if (!ret && (x->features & FEAT_RDMA_MR_ACK)) {
+		uint8_t ack[8] = { x->ram_in_place ? 1 : 0 };
+
+		ret = xport_ctl_send(x, MSG_RDMA_MR_ACK, ack, sizeof(ack));
+	}
 	return ret;
 }
 

@@ -186,6 +186,7 @@ static int ep_connect(struct xport *x, enum xport_channel ch, struct sockaddr_st
 	if (rdma_resolve_route(e->id, timeout_ms))
 		return err_set(-errno, "rdma: no route from %s to %s: %s", a, b, strerror(errno));
 	ret = cm_expect(e->ec, RDMA_CM_EVENT_ROUTE_RESOLVED, timeout_ms, "resolving the route");
+	e->share = &rp(x)->pds;
 	if (!ret)
 		ret = rdma_ep_setup(e, e->id, ch, true, x->npages, x->busy_poll, send_timeout(x));
 	if (!ret)
@@ -259,7 +260,7 @@ static int rdma_connect_data(struct xport *x, const char *host, uint16_t port, i
 	addr_set_port(&dst, lport);
 	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++)
 		ret = ep_connect(x, ch, &src, &dst, nonce, timeout_ms);
-	return ret < 0 ? ret : rdma_ram_expose(x);
+	return ret < 0 ? ret : rdma_ram_expose(x, timeout_ms);
 }
 
 /* --- destination -------------------------------------------------------------- */
@@ -324,6 +325,7 @@ static int on_request(struct xport *x, struct listener *l, struct rdma_cm_event 
 	}
 	e = &rp(x)->ep[ch];
 	rdma_pull_prepare(x, e, ch);
+	e->share = &rp(x)->pds;
 	ret = rdma_ep_setup(e, id, ch, false, x->npages, x->busy_poll, send_timeout(x));
 	if (!ret) {
 		set_ack_timeout(x, id);
@@ -528,7 +530,7 @@ const struct xport_ops xport_rdma_ops = {
 	.name = "rdma",
 	.caps = XCAP_STREAM,
 	.feature = FEAT_RDMA,
-	.optional = FEAT_RDMA_READ,
+	.optional = FEAT_RDMA_READ | FEAT_RDMA_MR_ACK,
 	.connect_data = rdma_connect_data,
 	.accept_data = rdma_accept_data,
 	.push = rdma_push,

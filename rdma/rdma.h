@@ -91,6 +91,18 @@ void rdma_retry_params(unsigned ms, uint8_t *timeout_exp, uint8_t *retries);
 #include <rdma/rdma_cma.h>
 
 /*
+ * The protection domain the endpoints of one transport share when their
+ * queue pairs are on the same device (they always are, but rdma_cm picks
+ * each one's device on its own): guest RAM is then registered once, not
+ * once per queue pair.  The last endpoint destroyed frees it.
+ */
+struct rdma_pd_share {
+	struct ibv_context *ctx;
+	struct ibv_pd *pd;
+	unsigned refs;
+};
+
+/*
  * One endpoint: a reliable-connected queue pair of one channel, with
  * registered send and receive buffers (slots) and the thread that reaps
  * its completion queues.  Flow control is by credits: a data frame is
@@ -110,6 +122,8 @@ struct rdma_ep {
 	struct rdma_cm_id *id;
 	struct rdma_event_channel *ec;
 	struct ibv_pd *pd;
+	struct rdma_pd_share *share;  /* set before rdma_ep_setup: where pd comes from (NULL: own) */
+	bool pd_shared;
 	struct ibv_comp_channel *cc;
 	struct ibv_cq *scq, *rcq;
 	struct ibv_mr *smr, *rmr;
@@ -144,13 +158,21 @@ struct rdma_ep {
 	 */
 	uint32_t ndread, dslot;
 	uint8_t *dbuf;
-	struct ibv_mr *dmr, *ram_mr;
+	struct ibv_mr *dmr, *ram_mr;  /* ram_mr: NULL where the other endpoint's pd registered it */
 	uint32_t *dfree, ndfree, *dready, dhead, dcount, *dn;
 	uint64_t *dpfn;
 	int dheld;
 	bool kick;
 	uint64_t raddr;              /* the source's guest RAM, and its key on this queue pair */
 	uint32_t rkey;
+	/*
+	 * Destination, zero-copy: READs land at the page's offset in place
+	 * (guest RAM's placement view, registered as place_mr; shutdown
+	 * deregisters it, place stays).  NULL: into the slots, copied later.
+	 */
+	uint8_t *place;
+	struct ibv_mr *place_mr;     /* NULL where another endpoint of the same pd registered it */
+	uint32_t place_lkey;
 	void (*on_read_free)(void *arg, uint32_t pages);
 	void *read_arg;
 };
@@ -179,11 +201,17 @@ struct rdma_pull {
 
 struct rdma_pages {
 	struct rdma_ep ep[XCH_COUNT];    /* [XCH_BULK], [XCH_URGENT]; [XCH_CONTROL] unused */
+	struct rdma_pd_share pds;
 	struct rdma_pull pull;
 };
 
-/* Source: register guest RAM for READ and send RDMA_MR (with FEAT_RDMA_READ). */
-int rdma_ram_expose(struct xport *x);
+/*
+ * Source: register guest RAM for READ and send RDMA_MR (with
+ * FEAT_RDMA_READ); with FEAT_RDMA_MR_ACK wait up to timeout_ms for the
+ * destination to have registered its own side, so that its registration
+ * never falls inside the downtime.
+ */
+int rdma_ram_expose(struct xport *x, int timeout_ms);
 /* Destination: READ buffers for the endpoint of ch (before rdma_ep_setup). */
 void rdma_pull_prepare(struct xport *x, struct rdma_ep *e, enum xport_channel ch);
 /* Destination: receive RDMA_MR within timeout_ms. */

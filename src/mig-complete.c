@@ -130,6 +130,9 @@ json_t *src_record(struct mig_source *s)
 	json_object_set_new(r, "recoveries", json_integer(s->recoveries));
 	json_object_set_new(r, "pages_lost_in_flight", json_integer(s->pages_lost_in_flight));
 	json_object_set_new(r, "postcopy_paused_ms", json_integer(s->paused_ms));
+	/* one-sided: guest RAM registered once per protection domain (one shared, as a rule) */
+	if (s->c.x && (s->c.x->features & FEAT_RDMA_READ))
+		json_object_set_new(r, "rdma_pinned_bytes", json_integer((json_int_t)s->c.x->ram_pinned));
 	/* what serving the rest of the guest cost this process, after the switchover */
 	json_object_set_new(r, "src_cpu_after_switchover_s",
 			    json_real(s->cpu_resumed_us && s->cpu_end_us >= s->cpu_resumed_us ?
@@ -160,7 +163,9 @@ json_t *src_record(struct mig_source *s)
 	}
 	/* one-sided post-copy: what the destination pulled (absent otherwise); its RAM */
 	static const char *const pulled[] = { "rdma_reads", "pull_bytes", "pull_mb_s",
-					      "dst_ram_backing", "dst_placement" };
+					      "pages_read_in_place", "dst_rdma_pinned_bytes",
+					      "dst_ram_backing",
+					      "dst_placement" };
 
 	for (size_t i = 0; i < ARRAY_SIZE(pulled); i++) {
 		json_t *v = s->dest_stats ? json_object_get(s->dest_stats, pulled[i]) : NULL;
@@ -266,6 +271,10 @@ json_t *dst_figures(struct mig_dest *d)
 		json_object_set_new(fig, "rdma_reads", json_integer((json_int_t)reads));
 		json_object_set_new(fig, "pull_bytes", json_integer((json_int_t)rbytes));
 		json_object_set_new(fig, "pull_mb_s", json_real(post_ms > 0 ? rbytes / 1e3 / post_ms : 0));
+		json_object_set_new(fig, "pages_read_in_place",
+				    json_integer((json_int_t)atomic_load(&d->pages_in_place)));
+		json_object_set_new(fig, "dst_rdma_pinned_bytes",
+				    json_integer((json_int_t)d->c.x->ram_pinned));
 	}
 	return fig;
 }

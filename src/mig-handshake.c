@@ -269,7 +269,7 @@ static int dst_negotiate(struct mig_dest *d, struct proto_msg *m)
 	 * the source rounds them out (src_discard_dirty)
 	 */
 	if (d->c.vm->mem.backing == MEM_HUGETLB)
-		known &= ~(FEAT_RDMA_READ | FEAT_EARLY_DISCARD);
+		known &= ~(FEAT_RDMA_READ | FEAT_RDMA_MR_ACK | FEAT_EARLY_DISCARD);
 	else
 		known &= ~FEAT_HUGE2M;
 	if (!ret)
@@ -344,6 +344,7 @@ int dst_handshake(struct mig_dest *d, int lfd)
 	d->c.x->busy_poll = d->o.rdma_poll;
 	pr_debug("incoming: protocol version %u, features %#llx", d->c.x->version,
 		 (unsigned long long)d->c.x->features);
+	dst_offer_place(d, d->c.x);
 	ret = xport_accept_data(d->c.x, lfd, MIG_HANDSHAKE_TIMEOUT_MS);
 	return ret < 0 ? ret : mig_keepalive_start(&d->c);
 refuse:

@@ -56,16 +56,39 @@ static int place_write(struct guest_mem *m, uint64_t off, const uint8_t *src, si
 	return 0;
 }
 
+/*
+ * One-sided RDMA into memfd RAM with --placement continue: offer the
+ * transport the placement view, for READs to land in place (zero-copy,
+ * docs/rdma.md).  From here on the view may be pinned, so a drop must
+ * not punch holes under it (mem_drop).
+ */
+void dst_offer_place(struct mig_dest *d, struct xport *x)
+{
+	if (!d->place_continue || !(x->features & FEAT_RDMA_READ))
+		return;
+	d->c.vm->mem.place_pinned = true;
+	x->ram = d->c.vm->mem.place;
+	x->ram_len = d->c.vm->mem.size;
+}
+
 /* Write [pfn, pfn+n) of run r into the page cache and map it. */
 static long place_subrun(struct mig_dest *d, const struct xrun *r, uint64_t pfn, uint64_t n)
 {
+	struct guest_mem *m = &d->c.vm->mem;
 	uint64_t off = pfn << PAGE_SHIFT;
-	int ret;
+	const uint8_t *src = r->data + ((pfn - r->pfn) << PAGE_SHIFT);
+	int ret = 0;
 
-	if (r->enc == XENC_ZERO)
+	if (r->enc == XENC_ZERO && !m->place_pinned)
 		return uffd_zero(&d->uffd, off, n);
-	ret = place_write(&d->c.vm->mem, off, r->data + ((pfn - r->pfn) << PAGE_SHIFT),
-			  (size_t)n * PAGE_SIZE);
+	if (r->enc == XENC_ZERO) {
+		/* pinned: every page has a folio (ZEROPAGE would find it), maybe a discarded one */
+		memset(m->place + off, 0, (size_t)n * PAGE_SIZE);
+	} else if (src == m->place + off) {
+		d->pages_in_place += n;   /* an RDMA READ landed it there: nothing to copy */
+	} else {
+		ret = place_write(m, off, src, (size_t)n * PAGE_SIZE);
+	}
 	return ret < 0 ? ret : uffd_continue(&d->uffd, off, n);
 }
 

@@ -460,6 +460,7 @@ void dst_serve_recover(struct mig_dest *d, struct xport *x, const struct proto_m
 	x->busy_poll = d->c.x->busy_poll;
 	xconn_tcp_set_user_timeout(x->ctl, d->c.peer_timeout_ms);
 	ret = dst_send_present(d, x);
+	dst_offer_place(d, x);
 	if (!ret)
 		ret = xport_accept_data(x, lfd, RECOVER_STEP_MS);
 	if (ret < 0) {

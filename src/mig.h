@@ -347,6 +347,7 @@ struct mig_dest {
 	bool guest_exited;           /* (L) the guest exited here before every page arrived */
 	_Atomic uint64_t faults, pages_bulk, pages_urgent, pages_zero;
 	uint64_t reads_before, read_bytes_before;  /* one-sided reads on sessions replaced */
+	_Atomic uint64_t pages_in_place;  /* placed where an RDMA READ had landed them: no copy */
 	unsigned rounds;
 	json_t *record;
 	bool vm_handed;              /* the caller owns c.vm */
@@ -369,6 +370,8 @@ void dst_signal_done(struct mig_dest *d);
 int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post, unsigned stream);
 /* mig-place.c: a raw or zero post-copy run into memfd RAM, UFFDIO_CONTINUE. */
 int dst_place_continue(struct mig_dest *d, const struct xrun *r);
+/* Before a session's page channels: one-sided RDMA may READ into the placement view. */
+void dst_offer_place(struct mig_dest *d, struct xport *x);
 /* mig-huge.c: hugetlb RAM, assembled in 2 MiB units and mapped with UFFDIO_CONTINUE. */
 int dst_place_huge(struct mig_dest *d, const struct xrun *r);
 int dst_fault_huge(struct mig_dest *d, uint64_t pfn);

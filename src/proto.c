@@ -36,7 +36,7 @@ static const char *const type_names[] = {
 	[MSG_RECOVER_CHALLENGE] = "RECOVER_CHALLENGE", [MSG_RECOVER_AUTH] = "RECOVER_AUTH",
 	[MSG_RECOVER_STATE] = "RECOVER_STATE", [MSG_SECRET] = "SECRET",
 	[MSG_RDMA_LISTEN] = "RDMA_LISTEN", [MSG_RDMA_CREDIT] = "RDMA_CREDIT",
-	[MSG_RDMA_MR] = "RDMA_MR", [MSG_PLACED] = "PLACED", [MSG_DISCARD_EARLY] = "DISCARD_EARLY",
+	[MSG_RDMA_MR] = "RDMA_MR", [MSG_RDMA_MR_ACK] = "RDMA_MR_ACK", [MSG_PLACED] = "PLACED", [MSG_DISCARD_EARLY] = "DISCARD_EARLY",
 	[MSG_STREAMS] = "STREAMS",
 };
 
@@ -190,6 +190,7 @@ static int proto_len_ok(uint16_t type, uint32_t len)
 	case MSG_RDMA_LISTEN: return len == 8 + PROTO_NONCE_LEN;
 	case MSG_BIND: return len == PROTO_MAC_LEN;
 	case MSG_RDMA_MR: return len == 48;
+	case MSG_RDMA_MR_ACK: return len == 8;
 	case MSG_STREAMS: return len == 8;
 	case MSG_STATE: return len > 0 && len <= (1u << 20);
 	case MSG_DISCARD: return len % 12 == 0;

@@ -86,6 +86,7 @@ enum proto_type {
 	MSG_PLACED = 128,        /* dst -> src: u32 rounds placed, u32 DISCARD_EARLY frames applied */
 	MSG_DISCARD_EARLY = 129, /* src -> dst: u32 round it follows, u32 0, runs {u64, u32} */    /* u64 pfn, u32 1, u32 0, delta (delta.h) against the receiver's copy */
 	MSG_RDMA_MR = 98,     /* src -> dst on control (FEAT_RDMA_READ): guest RAM's address, keys */
+	MSG_RDMA_MR_ACK = 99, /* dst -> src (FEAT_RDMA_MR_ACK): u32 flags (1: READs land in place), u32 0 */
 	/* parallel bulk streams (FEAT_STREAMS), control, source -> destination */
 	MSG_STREAMS = 136,  /* u32 bulk connections (2..XSTREAMS_MAX), u32 0 */
 	/* urgent */
@@ -116,8 +117,10 @@ enum proto_mark {
 #define FEAT_DIGEST        (1ull << 9)  /* plaintext: every frame ends in a digest */
 #define FEAT_RDMA          (1ull << 16) /* page channels are RDMA queue pairs (RDMA_LISTEN) */
 #define FEAT_RDMA_READ     (1ull << 17) /* post-copy pulls pages by RDMA READ (RDMA_MR) */
+/* the destination answers RDMA_MR with RDMA_MR_ACK once its own READ targets are registered */
+#define FEAT_RDMA_MR_ACK   (1ull << 18)
 /* bits a transport offers without requiring them; meaningless with any other */
-#define FEAT_XPORT_OPTIONAL FEAT_RDMA_READ
+#define FEAT_XPORT_OPTIONAL (FEAT_RDMA_READ | FEAT_RDMA_MR_ACK)
 /* bits that name the page transport: both ends must agree on them exactly */
 #define FEAT_TRANSPORTS    FEAT_RDMA
 #define FEAT_COMPRESS      (1ull << 24) /* PAGES_Z: lz4/zstd page batches on bulk */
@@ -130,7 +133,7 @@ enum proto_mark {
 #define FEAT_STREAMS       (1ull << 36) /* STREAMS: more than one bulk connection */
 /* every feature this umig knows */
 #define FEAT_KNOWN         (FEAT_HELLO2 | FEAT_MSTATE2 | FEAT_COMMIT | FEAT_KEEPALIVE | \
-			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | \
+			    FEAT_RECOVER | FEAT_TLS | FEAT_DIGEST | FEAT_RDMA | FEAT_RDMA_READ | FEAT_RDMA_MR_ACK | \
 			    FEAT_COMPRESS | FEAT_DELTA | FEAT_EARLY_DISCARD | FEAT_URGENT_RUNS | \
 			    FEAT_HUGE2M | FEAT_STREAMS)
 

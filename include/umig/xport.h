@@ -169,8 +169,16 @@ struct xport {
 	const uint8_t *secret;       /* the migration's secret (authenticates page channels) */
 	bool busy_poll;              /* spin on completions instead of sleeping (--rdma-poll) */
 	uint32_t caps;               /* the ops' caps, plus what this session negotiated */
-	uint8_t *ram;                /* source: guest RAM, for one-sided transports to expose */
+	/*
+	 * One-sided transports.  Source: guest RAM, to expose for READ.
+	 * Destination (NULL: none): the placement view of memfd RAM, for
+	 * READs to land in directly (zero-copy); ram_in_place says whether
+	 * the transport registered it.
+	 */
+	uint8_t *ram;
 	uint64_t ram_len;
+	bool ram_in_place;
+	uint64_t ram_pinned;         /* bytes of it this session registered (once per protection domain) */
 	_Atomic uint64_t reads, read_bytes;  /* destination: one-sided reads and their bytes */
 	void *priv;                  /* the implementation's page channels */
 };
