@@ -568,6 +568,15 @@ uint8_t rdma_rd_atom(struct ibv_context *ctx)
 	return (uint8_t)MAX(1, MIN(16, MIN(a.max_qp_rd_atom, a.max_qp_init_rd_atom)));
 }
 
+bool rdma_odp_read(struct ibv_context *ctx)
+{
+	struct ibv_device_attr_ex a = { 0 };
+
+	return !ibv_query_device_ex(ctx, NULL, &a) &&
+	       (a.odp_caps.general_caps & IBV_ODP_SUPPORT) &&
+	       (a.odp_caps.per_transport_caps.rc_odp_caps & IBV_ODP_SUPPORT_READ);
+}
+
 void rdma_ep_shutdown(struct rdma_ep *e)
 {
 	struct ibv_mr *ram, *place;

@@ -103,8 +103,20 @@ int rdma_ram_expose(struct xport *x, int timeout_ms)
 		return 0;
 	if (!x->ram || x->ram_len != x->npages * PAGE_SIZE)
 		return err_set(-EINVAL, "rdma: guest RAM was not handed to the transport");
+	/*
+	 * --rdma-odp: registered on demand, nothing is pinned or populated
+	 * (the device faults pages in as READs reach them); refused up front
+	 * where the device cannot.  Never run on hardware: Soft-RoCE in the
+	 * test VM has no ODP, so only the refusal is tested.
+	 */
+	for (int ch = XCH_BULK; x->odp && ch < XCH_COUNT; ch++)
+		if (!rdma_odp_read(rp(x)->ep[ch].id->verbs))
+			return err_set(-EOPNOTSUPP, "rdma: --rdma-odp: %s has no on-demand paging "
+				       "for RC READs (umig caps); migrate without --rdma-odp, "
+				       "which pins guest RAM instead",
+				       ibv_get_device_name(rp(x)->ep[ch].id->verbs->device));
 	need = rdma_pinned_len(x) + (64ull << 20);
-	ret = memlock_cover(need);
+	ret = x->odp ? 0 : memlock_cover(need);
 	wbuf_init(&w);
 	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
 		struct rdma_ep *e = &rp(x)->ep[ch], *b = &rp(x)->ep[XCH_BULK];
@@ -113,7 +125,8 @@ int rdma_ram_expose(struct xport *x, int timeout_ms)
 		if (ch != XCH_BULK && e->pd == b->pd && b->ram_mr) {
 			rkey = b->ram_mr->rkey;   /* one protection domain: registered once */
 		} else {
-			e->ram_mr = ibv_reg_mr(e->pd, x->ram, x->ram_len, IBV_ACCESS_REMOTE_READ);
+			e->ram_mr = ibv_reg_mr(e->pd, x->ram, x->ram_len, IBV_ACCESS_REMOTE_READ |
+					       (x->odp ? IBV_ACCESS_ON_DEMAND : 0));
 			if (!e->ram_mr) {
 				ret = err_set(-errno, "rdma: cannot register guest RAM (%llu MiB) for "
 					      "remote READ: %s (RLIMIT_MEMLOCK: ulimit -l)",
@@ -121,7 +134,7 @@ int rdma_ram_expose(struct xport *x, int timeout_ms)
 				break;
 			}
 			rkey = e->ram_mr->rkey;
-			x->ram_pinned += x->ram_len;
+			x->ram_pinned += x->odp ? 0 : x->ram_len;
 		}
 		wbuf_put_u64(&w, (uintptr_t)x->ram);
 		wbuf_put_u64(&w, x->ram_len);
@@ -136,8 +149,8 @@ int rdma_ram_expose(struct xport *x, int timeout_ms)
 		ret = rdma_mr_ack_wait(x, timeout_ms + (int)MIN(x->ram_len >> 30, 3600) * 1000);
 	if (!ret) {
 		x->caps |= XCAP_ONESIDED;
-		pr_debug("migration: guest RAM (%llu MiB) registered for RDMA READ",
-			 (unsigned long long)(x->ram_len >> 20));
+		pr_debug("migration: guest RAM (%llu MiB) registered for RDMA READ%s",
+			 (unsigned long long)(x->ram_len >> 20), x->odp ? ", on demand" : "");
 	}
 	return ret;
 }

@@ -236,6 +236,8 @@ int rdma_ep_read(struct rdma_ep *e, uint64_t pfn, uint32_t n);
 void rdma_ep_kick(struct rdma_ep *e);
 /* Query the device: how many READs a queue pair may have in flight either way. */
 uint8_t rdma_rd_atom(struct ibv_context *ctx);
+/* Does the device serve RC READs from a memory region registered on demand (ODP)? */
+bool rdma_odp_read(struct ibv_context *ctx);
 /* Fail e for good: wake every waiter, disconnect, unpin guest RAM (source). */
 void rdma_ep_shutdown(struct rdma_ep *e);
 void rdma_ep_destroy(struct rdma_ep *e);

@@ -157,6 +157,7 @@ int src_handshake(struct mig_source *s)
 	if (ret < 0)
 		return xport_explain_refusal(s->c.x, ret);
 	s->c.x->busy_poll = s->p.rdma_poll;
+	s->c.x->odp = s->p.rdma_odp;
 	pr_debug("migration: protocol version %u, features %#llx", s->c.x->version,
 		 (unsigned long long)s->c.x->features);
 	src_expose_ram(s, s->c.x);

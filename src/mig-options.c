@@ -68,6 +68,17 @@ static json_t *get_rdma_poll(const struct mig_params *p)
 	return json_boolean(p->rdma_poll);
 }
 
+static int set_rdma_odp(struct mig_params *p, const char *v)
+{
+	p->rdma_odp = strcmp(v, "false") != 0;
+	return 0;
+}
+
+static json_t *get_rdma_odp(const struct mig_params *p)
+{
+	return json_boolean(p->rdma_odp);
+}
+
 static int set_rdma_plaintext(struct mig_params *p, const char *v)
 {
 	p->rdma_plaintext_pages = strcmp(v, "false") != 0;
@@ -369,6 +380,10 @@ static const struct migopt migopts[] = {
 	{ "rdma-poll", "rdma_poll", NULL,
 	  "rdma: busy-poll completions (a core spins) instead of sleeping on them", set_rdma_poll,
 	  get_rdma_poll },
+	{ "rdma-odp", "rdma_odp", NULL,
+	  "rdma, post and hybrid: register guest RAM for READ with on-demand paging, unpinned "
+	  "(the device must support ODP for RC reads: umig caps; never run on hardware yet)",
+	  set_rdma_odp, get_rdma_odp },
 	{ "rdma-plaintext-pages", "rdma_plaintext_pages", NULL,
 	  "rdma with --auth-key/--tls-creds: accept that the guest's pages cross the RDMA "
 	  "network unencrypted (TLS covers only the control connection); refused without it",

@@ -187,6 +187,7 @@ static int src_try_recover(struct mig_source *s, struct xport **out)
 		x->streams = s->c.x->streams;
 		x->secret = s->c.secret;
 		x->busy_poll = s->c.x->busy_poll;
+		x->odp = s->c.x->odp;
 		xconn_tcp_set_user_timeout(x->ctl, s->c.peer_timeout_ms);
 		mig_set_state(&s->c, MIG_RECOVERING);
 		ret = src_resync(s, x);

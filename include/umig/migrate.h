@@ -54,6 +54,7 @@ struct mig_params {
 	char transport[16];          /* page transport ("tcp", "rdma") */
 	bool rdma_poll;              /* RDMA: busy-poll completions instead of sleeping */
 	bool rdma_plaintext_pages;   /* RDMA under TLS: page data in clear accepted */
+	bool rdma_odp;               /* RDMA: expose guest RAM on demand (ODP), unpinned */
 	char host[256];
 	uint16_t port;
 	char prepaging[32];          /* post-copy policy name (prepage.h) */

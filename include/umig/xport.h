@@ -168,6 +168,7 @@ struct xport {
 	unsigned streams;            /* bulk connections (1; FEAT_STREAMS: up to XSTREAMS_MAX) */
 	const uint8_t *secret;       /* the migration's secret (authenticates page channels) */
 	bool busy_poll;              /* spin on completions instead of sleeping (--rdma-poll) */
+	bool odp;                    /* source, one-sided: expose RAM on demand (--rdma-odp) */
 	uint32_t caps;               /* the ops' caps, plus what this session negotiated */
 	/*
 	 * One-sided transports.  Source: guest RAM, to expose for READ.
