@@ -37,10 +37,15 @@ static const char incoming_help[] =
 "  --vcpu unicorn|kvm|auto  vCPU backend (default unicorn; auto = kvm where\n"
 "                         /dev/kvm works); --backend is the same option\n"
 CLI_HELP_RAM_BACKING
+"                         With --transport rdma and neither --ram-backing nor\n"
+"                         --placement, the default is memfd with --placement\n"
+"                         continue: post-copy's RDMA READs land straight in guest\n"
+"                         RAM, never copied (docs/rdma.md, \"Zero-copy\")\n"
 "  --placement copy|continue  memfd RAM, post-copy: place each page with\n"
-"                         UFFDIO_COPY as for anonymous RAM (default: cheaper\n"
-"                         per page here, bench/floors), or write it into the\n"
-"                         memfd and map it with UFFDIO_CONTINUE\n"
+"                         UFFDIO_COPY as for anonymous RAM (default over tcp:\n"
+"                         cheaper per page here, bench/floors), or write it into\n"
+"                         the memfd (RDMA: READ it there) and map it with\n"
+"                         UFFDIO_CONTINUE\n"
 "  --transport NAME       page transport to accept: tcp or rdma (default tcp;\n"
 "                         rdma needs an RDMA device behind the --listen address)\n"
 "  --rdma-poll            rdma: busy-poll completions instead of sleeping on them\n"
@@ -98,7 +103,7 @@ int cmd_incoming(int argc, char **argv)
 	const char *listen_at = NULL, *console = NULL;
 	struct mig_dest *d = NULL;
 	struct vm *vm = NULL;
-	bool placement_given = false;
+	bool placement_given = false, backing_given = false;
 	int opt, ret;
 
 	opterr = 0;
@@ -112,6 +117,7 @@ int cmd_incoming(int argc, char **argv)
 		case 'M':
 			if (mem_backing_parse(optarg, &o.backing) < 0)
 				return cli_usage_error("incoming", "--ram-backing: %s", err_msg(-EINVAL));
+			backing_given = true;
 			break;
 		case 'L':
 			if (strcmp(optarg, "copy") && strcmp(optarg, "continue"))
@@ -158,6 +164,11 @@ int cmd_incoming(int argc, char **argv)
 		return cli_usage_error("incoming", "--listen HOST:PORT is required");
 	if (placement_given && o.backing != MEM_MEMFD)
 		return cli_usage_error("incoming", "--placement applies to --ram-backing memfd only");
+	/* over RDMA, one-sided post-copy's READs land in place by default (zero-copy) */
+	if (!backing_given && !placement_given && o.transport && !strcmp(o.transport, "rdma")) {
+		o.backing = MEM_MEMFD;
+		o.place_continue = true;
+	}
 	if (parse_hostport(listen_at, o.host, sizeof(o.host), &o.port))
 		return cli_usage_error("incoming", "--listen: '%s' is not HOST:PORT", listen_at);
 	o.console_fd = cli_open_console(console);
