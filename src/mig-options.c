@@ -27,6 +27,27 @@ struct migopt {
 	json_t *(*get)(const struct mig_params *p);
 };
 
+/* set_FIELD and get_FIELD of a flag that only sets a bool of struct mig_params ("false" clears it) */
+#define MIGOPT_BOOL(field)                                                  \
+	static int set_##field(struct mig_params *p, const char *v)         \
+	{                                                                   \
+		p->field = strcmp(v, "false") != 0;                         \
+		return 0;                                                   \
+	}                                                                   \
+	static json_t *get_##field(const struct mig_params *p)              \
+	{                                                                   \
+		return json_boolean(p->field);                              \
+	}
+#define MIGOPT_FLAG(field) set_##field, get_##field
+
+MIGOPT_BOOL(rdma_poll)
+MIGOPT_BOOL(rdma_odp)
+MIGOPT_BOOL(rdma_plaintext_pages)
+MIGOPT_BOOL(quiet)
+MIGOPT_BOOL(insecure)
+MIGOPT_BOOL(auto_converge)
+MIGOPT_BOOL(dynamic_rate)
+
 static int set_mode(struct mig_params *p, const char *v)
 {
 	return mig_mode_parse(v, &p->mode);
@@ -55,39 +76,6 @@ static int set_transport(struct mig_params *p, const char *v)
 static json_t *get_transport(const struct mig_params *p)
 {
 	return json_string(p->transport);
-}
-
-static int set_rdma_poll(struct mig_params *p, const char *v)
-{
-	p->rdma_poll = strcmp(v, "false") != 0;
-	return 0;
-}
-
-static json_t *get_rdma_poll(const struct mig_params *p)
-{
-	return json_boolean(p->rdma_poll);
-}
-
-static int set_rdma_odp(struct mig_params *p, const char *v)
-{
-	p->rdma_odp = strcmp(v, "false") != 0;
-	return 0;
-}
-
-static json_t *get_rdma_odp(const struct mig_params *p)
-{
-	return json_boolean(p->rdma_odp);
-}
-
-static int set_rdma_plaintext(struct mig_params *p, const char *v)
-{
-	p->rdma_plaintext_pages = strcmp(v, "false") != 0;
-	return 0;
-}
-
-static json_t *get_rdma_plaintext(const struct mig_params *p)
-{
-	return json_boolean(p->rdma_plaintext_pages);
 }
 
 static int set_prepaging(struct mig_params *p, const char *v)
@@ -172,17 +160,6 @@ static json_t *get_stats(const struct mig_params *p)
 	return json_string(p->stats_path);
 }
 
-static int set_quiet(struct mig_params *p, const char *v)
-{
-	p->quiet = strcmp(v, "false") != 0;
-	return 0;
-}
-
-static json_t *get_quiet(const struct mig_params *p)
-{
-	return json_boolean(p->quiet);
-}
-
 static int set_dup(struct mig_params *p, const char *v)
 {
 	if (!strcmp(v, "on") || !strcmp(v, "true"))
@@ -246,17 +223,6 @@ static json_t *get_tls_creds(const struct mig_params *p)
 	return json_string(p->tls_creds);
 }
 
-static int set_insecure(struct mig_params *p, const char *v)
-{
-	p->insecure = strcmp(v, "false") != 0;
-	return 0;
-}
-
-static json_t *get_insecure(const struct mig_params *p)
-{
-	return json_boolean(p->insecure);
-}
-
 static int set_compress(struct mig_params *p, const char *v)
 {
 	enum codec_mode m;
@@ -308,28 +274,6 @@ static json_t *get_max_bandwidth(const struct mig_params *p)
 	return json_integer(p->max_bandwidth);
 }
 
-static int set_auto_converge(struct mig_params *p, const char *v)
-{
-	p->auto_converge = strcmp(v, "false") != 0;
-	return 0;
-}
-
-static json_t *get_auto_converge(const struct mig_params *p)
-{
-	return json_boolean(p->auto_converge);
-}
-
-static int set_dynamic_rate(struct mig_params *p, const char *v)
-{
-	p->dynamic_rate = strcmp(v, "false") != 0;
-	return 0;
-}
-
-static json_t *get_dynamic_rate(const struct mig_params *p)
-{
-	return json_boolean(p->dynamic_rate);
-}
-
 static int set_fallback(struct mig_params *p, const char *v)
 {
 	if (strcmp(v, "post") && strcmp(v, "none"))
@@ -378,16 +322,16 @@ static const struct migopt migopts[] = {
 	{ "transport", "transport", "NAME", "page transport: tcp or rdma (default tcp)", set_transport,
 	  get_transport },
 	{ "rdma-poll", "rdma_poll", NULL,
-	  "rdma: busy-poll completions (a core spins) instead of sleeping on them", set_rdma_poll,
-	  get_rdma_poll },
+	  "rdma: busy-poll completions (a core spins) instead of sleeping on them",
+	  MIGOPT_FLAG(rdma_poll) },
 	{ "rdma-odp", "rdma_odp", NULL,
 	  "rdma, post and hybrid: register guest RAM for READ with on-demand paging, unpinned "
 	  "(the device must support ODP for RC reads: umig caps; never run on hardware yet)",
-	  set_rdma_odp, get_rdma_odp },
+	  MIGOPT_FLAG(rdma_odp) },
 	{ "rdma-plaintext-pages", "rdma_plaintext_pages", NULL,
 	  "rdma with --auth-key/--tls-creds: accept that the guest's pages cross the RDMA "
 	  "network unencrypted (TLS covers only the control connection); refused without it",
-	  set_rdma_plaintext, get_rdma_plaintext },
+	  MIGOPT_FLAG(rdma_plaintext_pages) },
 	{ "streams", "streams", "N",
 	  "tcp: N bulk connections, each with its own receiver placing pages at the "
 	  "destination, 1..16 (default 1)", set_streams, get_streams },
@@ -421,10 +365,10 @@ static const struct migopt migopts[] = {
 	{ "dynamic-rate", "dynamic_rate", NULL,
 	  "with --max-bandwidth: pre-copy's first round at a quarter of it, each later round an "
 	  "eighth faster, up to all of it; the switchover and post-copy at the full rate",
-	  set_dynamic_rate, get_dynamic_rate },
+	  MIGOPT_FLAG(dynamic_rate) },
 	{ "auto-converge", "auto_converge", NULL,
 	  "pre-copy: throttle the vCPUs while the guest dirties faster than the link",
-	  set_auto_converge, get_auto_converge },
+	  MIGOPT_FLAG(auto_converge) },
 	{ "fallback", "fallback", "MODE",
 	  "pre: switch to post-copy when rounds stop making progress (post|none, default none)",
 	  set_fallback, get_fallback },
@@ -435,7 +379,7 @@ static const struct migopt migopts[] = {
 	  get_dirty_track },
 	{ "stats", "stats", "FILE", "write the statistics record (docs/metrics.md)", set_stats,
 	  get_stats },
-	{ "quiet", "quiet", NULL, "no progress line", set_quiet, get_quiet },
+	{ "quiet", "quiet", NULL, "no progress line", MIGOPT_FLAG(quiet) },
 	{ "auth-key", "auth_key", "FILE",
 	  "TLS 1.3 with this pre-shared key (umig keygen FILE; the same file at the destination)",
 	  set_auth_key, get_auth_key },
@@ -444,7 +388,7 @@ static const struct migopt migopts[] = {
 	  get_tls_creds },
 	{ "insecure", "insecure", NULL,
 	  "allow plaintext to a non-loopback address (anyone on the path can read the guest)",
-	  set_insecure, get_insecure },
+	  MIGOPT_FLAG(insecure) },
 };
 
 size_t migopt_count(void)
