@@ -59,6 +59,41 @@ static int memlock_cover(uint64_t need)
 		       (unsigned long long)(need >> 10));
 }
 
+/*
+ * Register x->ram on every endpoint's protection domain, once per domain
+ * (both endpoints share one as a rule): own[ch] is the endpoint's own
+ * registration, NULL where the bulk endpoint's covers its domain, and
+ * use[ch] the one its keys come from.  Counts what it pins in
+ * x->ram_pinned (an on-demand registration pins nothing).  On failure
+ * every registration made here is undone.  0 or -errno naming what for.
+ */
+static int ram_register(struct xport *x, int access, const char *what,
+			struct ibv_mr *own[XCH_COUNT], struct ibv_mr *use[XCH_COUNT])
+{
+	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++) {
+		struct ibv_pd *pd = rp(x)->ep[ch].pd;
+
+		own[ch] = NULL;
+		use[ch] = ch != XCH_BULK && pd == rp(x)->ep[XCH_BULK].pd ? use[XCH_BULK] : NULL;
+		if (use[ch])
+			continue;   /* one protection domain: registered once */
+		own[ch] = use[ch] = ibv_reg_mr(pd, x->ram, x->ram_len, access);
+		if (!own[ch]) {
+			int err = -errno;
+
+			for (int c = XCH_BULK; c < ch; c++)
+				if (own[c])
+					ibv_dereg_mr(own[c]);
+			x->ram_pinned = 0;
+			return err_set(err, "rdma: cannot register guest RAM (%llu MiB) %s: %s "
+				       "(RLIMIT_MEMLOCK: ulimit -l)",
+				       (unsigned long long)(x->ram_len >> 20), what, strerror(-err));
+		}
+		x->ram_pinned += access & IBV_ACCESS_ON_DEMAND ? 0 : x->ram_len;
+	}
+	return 0;
+}
+
 /* Source: RDMA_MR_ACK, or the destination's refusal, within timeout_ms. */
 static int rdma_mr_ack_wait(struct xport *x, int timeout_ms)
 {
@@ -95,8 +130,8 @@ static uint64_t rdma_pinned_len(struct xport *x)
 
 int rdma_ram_expose(struct xport *x, int timeout_ms)
 {
+	struct ibv_mr *own[XCH_COUNT], *use[XCH_COUNT];
 	struct wbuf w;
-	uint64_t need;
 	int ret;
 
 	if (!(x->features & FEAT_RDMA_READ))
@@ -115,30 +150,16 @@ int rdma_ram_expose(struct xport *x, int timeout_ms)
 				       "for RC READs (umig caps); migrate without --rdma-odp, "
 				       "which pins guest RAM instead",
 				       ibv_get_device_name(rp(x)->ep[ch].id->verbs->device));
-	need = rdma_pinned_len(x) + (64ull << 20);
-	ret = x->odp ? 0 : memlock_cover(need);
+	ret = x->odp ? 0 : memlock_cover(rdma_pinned_len(x) + (64ull << 20));
+	if (!ret)
+		ret = ram_register(x, IBV_ACCESS_REMOTE_READ | (x->odp ? IBV_ACCESS_ON_DEMAND : 0),
+				   "for remote READ", own, use);
 	wbuf_init(&w);
 	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
-		struct rdma_ep *e = &rp(x)->ep[ch], *b = &rp(x)->ep[XCH_BULK];
-		uint32_t rkey;
-
-		if (ch != XCH_BULK && e->pd == b->pd && b->ram_mr) {
-			rkey = b->ram_mr->rkey;   /* one protection domain: registered once */
-		} else {
-			e->ram_mr = ibv_reg_mr(e->pd, x->ram, x->ram_len, IBV_ACCESS_REMOTE_READ |
-					       (x->odp ? IBV_ACCESS_ON_DEMAND : 0));
-			if (!e->ram_mr) {
-				ret = err_set(-errno, "rdma: cannot register guest RAM (%llu MiB) for "
-					      "remote READ: %s (RLIMIT_MEMLOCK: ulimit -l)",
-					      (unsigned long long)(x->ram_len >> 20), strerror(errno));
-				break;
-			}
-			rkey = e->ram_mr->rkey;
-			x->ram_pinned += x->odp ? 0 : x->ram_len;
-		}
+		rp(x)->ep[ch].ram_mr = own[ch];
 		wbuf_put_u64(&w, (uintptr_t)x->ram);
 		wbuf_put_u64(&w, x->ram_len);
-		wbuf_put_u32(&w, rkey);
+		wbuf_put_u32(&w, use[ch]->rkey);
 		wbuf_put_u32(&w, 0);
 	}
 	if (!ret)
@@ -177,39 +198,21 @@ void rdma_pull_prepare(struct xport *x, struct rdma_ep *e, enum xport_channel ch
  */
 static void rdma_place_register(struct xport *x)
 {
+	struct ibv_mr *own[XCH_COUNT], *use[XCH_COUNT];
 	uint64_t t0 = now_ns();
 	int ret = memlock_cover(rdma_pinned_len(x) + (64ull << 20));
 
-	for (int ch = XCH_BULK; !ret && ch < XCH_COUNT; ch++) {
-		struct rdma_ep *e = &rp(x)->ep[ch], *b = &rp(x)->ep[XCH_BULK];
-
-		if (ch != XCH_BULK && e->pd == b->pd && b->place_mr) {
-			e->place_lkey = b->place_lkey;   /* one protection domain: registered once */
-			continue;
-		}
-		e->place_mr = ibv_reg_mr(e->pd, x->ram, x->ram_len, IBV_ACCESS_LOCAL_WRITE);
-		if (!e->place_mr)
-			ret = err_set(-errno, "rdma: cannot register guest RAM (%llu MiB) to READ "
-				      "into: %s", (unsigned long long)(x->ram_len >> 20),
-				      strerror(errno));
-		else
-			e->place_lkey = e->place_mr->lkey;
-		if (e->place_mr)
-			x->ram_pinned += x->ram_len;
-	}
+	if (!ret)
+		ret = ram_register(x, IBV_ACCESS_LOCAL_WRITE, "to READ into", own, use);
 	for (int ch = XCH_BULK; ch < XCH_COUNT; ch++) {
 		struct rdma_ep *e = &rp(x)->ep[ch];
 
-		if (ret && e->place_mr) {
-			ibv_dereg_mr(e->place_mr);
-			e->place_mr = NULL;
-			x->ram_pinned = 0;
-		}
 		pthread_mutex_lock(&e->mu);
+		e->place_mr = ret ? NULL : own[ch];
+		e->place_lkey = ret ? 0 : use[ch]->lkey;
 		e->place = ret ? NULL : x->ram;
 		pthread_mutex_unlock(&e->mu);
 	}
-	x->ram_in_place = !ret;
 	if (ret)
 		pr_warn("%s; READs land in buffers and are copied into guest RAM once", err_msg(ret));
 	else
@@ -255,7 +258,7 @@ int rdma_ram_learn(struct xport *x, int timeout_ms)
 	if (!ret && x->ram)
 		rdma_place_register(x);
 	if (!ret && (x->features & FEAT_RDMA_MR_ACK)) {
-		uint8_t ack[8] = { x->ram_in_place ? 1 : 0 };
+		uint8_t ack[8] = { rp(x)->ep[XCH_BULK].place ? 1 : 0 };
 
 		ret = xport_ctl_send(x, MSG_RDMA_MR_ACK, ack, sizeof(ack));
 	}

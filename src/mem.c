@@ -214,15 +214,13 @@ int mem_drop(struct guest_mem *m, uint64_t off, uint64_t len)
 	 * file (hugetlbfs frees the whole huge pages inside the range and
 	 * zeroes the parts of the others)
 	 */
-	if (mem_shared(m) && !(m->place_pinned && m->place))
+	if (m->place_pinned)   /* keep the pinned folios: zero them, unmap the guest's view */
+		memset(m->place + off, 0, len);
+	if (mem_shared(m) && !m->place_pinned)
 		ret = fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				(off_t)off, (off_t)len);
-	else {
-		/* a pinned placement view keeps its folios: zero them, unmap the guest's view */
-		if (mem_shared(m))
-			memset(m->place + off, 0, len);
+	else
 		ret = madvise(m->host + off, len, MADV_DONTNEED);
-	}
 	if (ret) {
 		pr_debug("mem: dropping +%#llx+%#llx: %s; writing zeroes instead",
 			 (unsigned long long)off, (unsigned long long)len, strerror(errno));

@@ -79,9 +79,9 @@ static long place_subrun(struct mig_dest *d, const struct xrun *r, uint64_t pfn,
 	const uint8_t *src = r->data + ((pfn - r->pfn) << PAGE_SHIFT);
 	int ret = 0;
 
-	if (r->enc == XENC_ZERO && !m->place_pinned)
-		return uffd_zero(&d->uffd, off, n);
 	if (r->enc == XENC_ZERO) {
+		if (!m->place_pinned)
+			return uffd_zero(&d->uffd, off, n);
 		/* pinned: every page has a folio (ZEROPAGE would find it), maybe a discarded one */
 		memset(m->place + off, 0, (size_t)n * PAGE_SIZE);
 	} else if (src == m->place + off) {

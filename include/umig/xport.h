@@ -173,12 +173,11 @@ struct xport {
 	/*
 	 * One-sided transports.  Source: guest RAM, to expose for READ.
 	 * Destination (NULL: none): the placement view of memfd RAM, for
-	 * READs to land in directly (zero-copy); ram_in_place says whether
-	 * the transport registered it.
+	 * READs to land in directly (zero-copy) where the transport can
+	 * register it.
 	 */
 	uint8_t *ram;
 	uint64_t ram_len;
-	bool ram_in_place;
 	uint64_t ram_pinned;         /* bytes of it this session registered (once per protection domain) */
 	_Atomic uint64_t reads, read_bytes;  /* destination: one-sided reads and their bytes */
 	void *priv;                  /* the implementation's page channels */
