@@ -103,14 +103,18 @@ static int rdma_mr_ack_wait(struct xport *x, int timeout_ms)
 
 	if (!(x->features & FEAT_RDMA_MR_ACK))
 		return 0;
+	pr_debug("migration: RDMA_MR sent; waiting for the destination to register its side");
 	ret = xport_ctl_recv(x, &m, timeout_ms);
 	if (ret == -ETIMEDOUT)
 		ret = err_set(ret, "rdma: the destination did not register its side of the READs "
 			      "within %d ms", timeout_ms);
-	else if (!ret && m.type == MSG_ERROR) {
+	else if (ret < 0)
+		ret = err_set(ret, "rdma: while the destination registered its side of the READs: %s",
+			      err_msg(ret));
+	else if (m.type == MSG_ERROR) {
 		proto_error_text(&m, text, sizeof(text));
 		ret = err_set(-ECONNREFUSED, "the destination cannot take one-sided RDMA: %s", text);
-	} else if (!ret && m.type != MSG_RDMA_MR_ACK)
+	} else if (m.type != MSG_RDMA_MR_ACK)
 		ret = err_set(-EPROTO, "rdma: expected RDMA_MR_ACK, got %s (type %u, %u bytes)",
 			      proto_type_name(m.type), m.type, m.len);
 	if (!ret)
