@@ -57,6 +57,7 @@ static void *dst_fault_thread(void *arg)
 {
 	struct mig_dest *d = arg;
 	uint64_t addrs[64];
+	bool placing = false;
 	struct xev ev;
 	int ret = 0;
 
@@ -89,6 +90,17 @@ static void *dst_fault_thread(void *arg)
 		if (!ret && (pending || (p[1].revents & (POLLIN | POLLHUP | POLLERR)))) {
 			/* poll saw the header start: the rest of the frame gets the peer timeout */
 			ret = xport_reap(d->c.x, XQ_URGENT, &ev, (int)d->c.peer_timeout_ms);
+			/*
+			 * An urgent reply before the switchover's discards are
+			 * applied (hybrid arms userfaultfd at DISCARD_EARLY; only a
+			 * source that does not wait for requests sends one) must
+			 * not race a discard of its page: placed, then dropped
+			 * while marked present, it would read as zeroes.
+			 */
+			if (ret > 0 && !placing) {
+				dst_wait_uffd(d);
+				placing = true;
+			}
 			ret = ret > 0 ? dst_handle_reply(d, &ev) : ret ? ret : -EIO;
 		}
 	}

@@ -118,8 +118,10 @@ int dst_place_run(struct mig_dest *d, const struct xrun *in, bool post, unsigned
  * DISCARD and DISCARD_EARLY that precedes STATE is applied: hybrid arms
  * userfaultfd at DISCARD_EARLY, and a discard applied after a post-copy
  * page was placed would drop that fresh page (its source counts it sent).
+ * The bulk receiver waits here once post-copy begins, the fault thread
+ * before its first urgent reply.
  */
-static void dst_wait_uffd(struct mig_dest *d)
+void dst_wait_uffd(struct mig_dest *d)
 {
 	pthread_mutex_lock(&d->c.lock);
 	while (!(d->uffd_ready && d->discards_done) && d->c.state != MIG_FAILED)

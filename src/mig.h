@@ -368,6 +368,8 @@ void dst_mark_present(struct mig_dest *d, uint64_t pfn, uint64_t n);
 void dst_signal_done(struct mig_dest *d);
 /* stream: the bulk stream whose decoder state serves an encoded run (urgent: 0, never encoded) */
 int dst_place_run(struct mig_dest *d, const struct xrun *r, bool post, unsigned stream);
+/* Until post-copy pages may be placed: userfaultfd armed, the switchover's discards applied. */
+void dst_wait_uffd(struct mig_dest *d);
 /* mig-place.c: a raw or zero post-copy run into memfd RAM, UFFDIO_CONTINUE. */
 int dst_place_continue(struct mig_dest *d, const struct xrun *r);
 /* Before a session's page channels: one-sided RDMA may READ into the placement view. */
